@@ -1,0 +1,39 @@
+# The two commands of the README:
+#   make all    set up (if needed), run every notebook with papermill, render reports/index.html
+#   make test   set up (if needed), run pytest on the library and nbval on every notebook (ci preset)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PRESET ?= quick
+# GPU machines get onnxruntime-gpu + TensorRT instead of the CPU onnxruntime (they cannot coexist).
+EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu),test
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: all test env report clean-results refresh-notebooks
+
+all: env
+	$(PY) -m unetq.pipeline --preset $(PRESET)
+
+test: env
+	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
+	  $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# On a CPU machine this takes the local CPU wheel; never the multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# A kernel named python3 inside the venv, so papermill and nbval run this interpreter.
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (unetq)"
+	touch $@
+
+# Re-execute the committed notebooks with their default (ci) parameters, refreshing the stored
+# outputs that nbval compares.
+refresh-notebooks: env
+	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
+	  $(PY) -m unetq.pipeline --refresh-notebooks
