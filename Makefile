@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 PRESET ?= quick
 # GPU machines get onnxruntime-gpu + TensorRT instead of the CPU onnxruntime (they cannot coexist).
 EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu),test
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: all test env report clean-results refresh-notebooks
 
@@ -37,3 +37,9 @@ $(STAMP): pyproject.toml
 refresh-notebooks: env
 	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
 	  $(PY) -m unetq.pipeline --refresh-notebooks
+
+# Performance goals of the study, each printed as ratios measured side by side in one run.
+.PHONY: bench
+bench: env
+	$(PY) -m unetq.deploy.benchmark
+	$(PY) -m unetq.bitpack.benchmark

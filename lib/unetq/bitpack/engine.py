@@ -1,0 +1,304 @@
+"""The bit-packed MBU-Net: packed layers and the whole network (``pack_mbu``).
+
+Every binary/masked layer of a trained :class:`unetq.models.mbu_unet.MBUNet` becomes a packed
+layer whose output bits equal the PyTorch model's eval-mode binary activations exactly:
+
+- 3x3 convs (``PackedConv3x3``) and 2x2 transposed convs (``PackedConvT2x2``): XOR (+AND)
+  popcount kernels with BatchNorm + sign folded into per-channel integer thresholds;
+- max-pooling: OR of the bits; concatenation: the skip and upsampled paths are two segments
+  of one buffer (written in place by their producers, no copy);
+- the first conv runs in PyTorch (the model's own module, so its float output is the same
+  tensor) and is binarised with the float64 BatchNorm threshold; the last 1x1 conv runs in
+  float on the unpacked +-1 activations (logits equal up to float rounding).
+
+Masked layers use the single-popcount form ``a.b = popc(m) - 2 popc((a' ^ s') & m)`` by default
+(``masked_form="xor_and"``) or the paper's subtractive encoding with two popcounts
+(``masked_form="subtractive"``); both give identical bits.
+
+Sizes: the full network needs H, W divisible by 16 (four poolings, each undone by a
+transposed conv); single packed layers accept any size (max-pool floors odd sizes).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import kernels
+from .packing import (MASKED_FORMS, Segments, fold_threshold, lane_block, new_buffer, pack_weight_planes,
+                      unpack_activations)
+
+PACKABLE_KINDS = ("binary", "masked")
+
+
+def _integer_weight(module) -> np.ndarray:
+    with torch.no_grad():
+        q = module.quantized_weight().detach().cpu().double().numpy()
+    if not np.all(np.isin(q, (-1.0, 0.0, 1.0))):
+        raise ValueError(f"{type(module).__name__}: quantized weights are not in {{-1,0,+1}}")
+    return q.astype(np.int8)
+
+
+def _check_bnsign(bn, where: str):
+    from unetq.models.binary_layers import BNSign
+
+    if not isinstance(bn, BNSign):
+        raise ValueError(f"{where}: expected BatchNorm + sign (BNSign) after the conv, got {type(bn).__name__}; "
+                         "the packed engine needs binary activations (activation='binary')")
+    theta, direction = bn.thresholds()
+    return theta.numpy(), direction.numpy().astype(np.int64)
+
+
+class _PackedIntLayer:
+    """Shared packing of a binary/masked layer: weights ``wq[Cout, Cin, taps]`` in {-1,0,+1}."""
+
+    taps = 9
+
+    def __init__(self, wq: np.ndarray, kind: str, theta, direction, in_segments: Segments,
+                 masked_form: str = "xor_and", name: str = "layer"):
+        if kind not in PACKABLE_KINDS:
+            raise ValueError(f"{name}: kind {kind!r} cannot be packed (only {PACKABLE_KINDS})")
+        if masked_form not in MASKED_FORMS:
+            raise ValueError(f"masked_form must be one of {MASKED_FORMS}, got {masked_form!r}")
+        if kind == "binary" and np.any(wq == 0):
+            raise ValueError(f"{name}: binary layer has zero weights")
+        self.name, self.kind, self.masked_form = name, kind, masked_form
+        self.cout, self.cin, _ = wq.shape
+        self.in_segments = in_segments
+        self.cb = lane_block(self.cout)
+        self.nblk = -(-self.cout // self.cb)
+        cpad = self.nblk * self.cb
+        if kind == "binary":
+            self.planes = pack_weight_planes(wq, in_segments, {"w": lambda q: q > 0})
+        elif masked_form == "xor_and":
+            self.planes = pack_weight_planes(wq, in_segments, {"s": lambda q: q > 0, "m": lambda q: q != 0})
+        else:
+            self.planes = pack_weight_planes(wq, in_segments, {"pos": lambda q: q > 0, "neg": lambda q: q < 0})
+        form = "neg_dot" if (kind == "masked" and masked_form == "subtractive") else "mismatch"
+        nnz = (wq != 0).sum(axis=1)  # [Cout, taps] terms per output channel and tap
+        self.t, self.flip = self._fold(theta, direction, nnz, form, cpad)
+
+    def _fold(self, theta, direction, nnz, form, cpad):
+        return fold_threshold(theta, direction, nnz.sum(axis=1), form, cpad)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(p.nbytes for p in self.planes.values()) + self.t.nbytes + self.flip.nbytes)
+
+    def _kernel_args(self):
+        """(mode id, plane a, plane b) for ``kernels.conv3x3`` / ``kernels.convt2x2``."""
+        p = self.planes
+        if self.kind == "binary":
+            return kernels.MODE_IDS["xor"], p["w"], p["w"]
+        if self.masked_form == "xor_and":
+            return kernels.MODE_IDS["xor_and"], p["s"], p["m"]
+        return kernels.MODE_IDS["sub"], p["pos"], p["neg"]
+
+
+class PackedConv3x3(_PackedIntLayer):
+    """3x3 stride-1 conv (+1 padding) + BatchNorm + sign on a padded bit buffer."""
+
+    @classmethod
+    def from_torch(cls, conv, bn, in_segments: Segments | None = None, masked_form="xor_and", name="conv"):
+        w = _integer_weight(conv)  # [Cout, Cin, 3, 3]
+        if w.shape[2:] != (3, 3) or conv.stride != (1, 1) or conv.pad != 1 or conv.pad_value != 1.0:
+            raise ValueError(f"{name}: packed 3x3 convs need kernel 3, stride 1, padding 1 with value +1")
+        theta, direction = _check_bnsign(bn, name)
+        in_segments = in_segments or Segments([w.shape[1]])
+        return cls(w.reshape(w.shape[0], w.shape[1], 9), conv.kind, theta, direction, in_segments,
+                   masked_form, name)
+
+    def __call__(self, inp: np.ndarray, out: np.ndarray, out_off: int = 0) -> np.ndarray:
+        if inp.shape[-1] != self.in_segments.total_words:
+            raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
+                             f"{self.in_segments.total_words}")
+        mode, wa, wb = self._kernel_args()
+        kernels.conv3x3(mode, inp, wa, wb, self.t, self.flip, out, out_off, self.cout)
+        return out
+
+
+class PackedConvT2x2(_PackedIntLayer):
+    """2x2 stride-2 transposed conv + BatchNorm + sign (thresholds per tap: the number of
+    nonzero masked weights differs per tap)."""
+
+    taps = 4
+
+    def _fold(self, theta, direction, nnz, form, cpad):
+        ts, fs = zip(*(fold_threshold(theta, direction, nnz[:, k], form, cpad) for k in range(4)))
+        return np.stack(ts), np.stack(fs)
+
+    @classmethod
+    def from_torch(cls, ct, bn, in_segments: Segments | None = None, masked_form="xor_and", name="convT"):
+        w = _integer_weight(ct)  # [Cin, Cout, 2, 2]
+        if w.shape[2:] != (2, 2) or ct.stride != (2, 2):
+            raise ValueError(f"{name}: packed transposed convs need kernel 2, stride 2")
+        theta, direction = _check_bnsign(bn, name)
+        wq = np.ascontiguousarray(w.transpose(1, 0, 2, 3)).reshape(w.shape[1], w.shape[0], 4)
+        in_segments = in_segments or Segments([w.shape[0]])
+        return cls(wq, ct.kind, theta, direction, in_segments, masked_form, name)
+
+    def __call__(self, inp: np.ndarray, out: np.ndarray, out_off: int = 0) -> np.ndarray:
+        if inp.shape[-1] != self.in_segments.total_words:
+            raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
+                             f"{self.in_segments.total_words}")
+        mode, wa, wb = self._kernel_args()
+        kernels.convt2x2(mode, inp, wa, wb, self.t, self.flip, out, out_off, self.cout)
+        return out
+
+
+def maxpool(inp: np.ndarray, in_segments: Segments, seg: int, out: np.ndarray, out_off: int = 0) -> np.ndarray:
+    """2x2 max-pool of segment ``seg`` of ``inp`` into ``out`` (floor for odd sizes)."""
+    kernels.maxpool2x2(inp, in_segments.offsets[seg], -(-in_segments.channels[seg] // 64), out, out_off)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the whole network
+# --------------------------------------------------------------------------------------------
+class PackedMBU:
+    """A packed MBU-Net: callable on float32 NCHW numpy images (H, W divisible by 16),
+    returns float32 logits NCHW. ``nbytes``: bytes of everything it holds (bit planes,
+    thresholds, the float first and last layers)."""
+
+    def __init__(self, model: nn.Module, masked_form: str = "xor_and"):
+        from unetq.models.mbu_unet import LAYER_NAMES, MBUNet
+
+        if not isinstance(model, MBUNet):
+            raise TypeError(f"pack_mbu needs an MBUNet, got {type(model).__name__}")
+        if model.activation != "binary":
+            raise ValueError("pack_mbu needs binary activations (activation='binary'), "
+                             f"this model uses {model.activation!r}")
+        bad = {n: k for n, k in model.kinds.items() if k not in PACKABLE_KINDS}
+        if bad:
+            raise ValueError(f"pack_mbu: layers {bad} are not binary/masked; the packed engine supports "
+                             f"only {PACKABLE_KINDS}")
+        self.masked_form = masked_form
+        self.kinds = dict(model.kinds)
+        self.config = dict(getattr(model, "config", {}))
+        self.in_channels, self.classes = model.in_channels, model.classes
+        self.channels = c = model.channels
+        model = model.eval()
+        # first conv: the model's own module (same float output), thresholds of its BNSign
+        self.first_conv = copy.deepcopy(model.input[0][0]).eval()
+        self.first_theta, self.first_dir = _check_bnsign(model.input[0][1], "input conv 1")
+        P3, PT = PackedConv3x3.from_torch, PackedConvT2x2.from_torch
+        f = masked_form
+        self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
+        self.down = []
+        for i, name in enumerate(LAYER_NAMES[:4]):
+            dc = getattr(model, name)[1]
+            self.down.append((P3(dc[0][0], dc[0][1], masked_form=f, name=f"{name}.conv1"),
+                              P3(dc[1][0], dc[1][1], masked_form=f, name=f"{name}.conv2")))
+        self.up_ct, self.up_c = [], []
+        for i in range(1, 5):
+            ct = getattr(model, f"up_ct{i}")
+            self.up_ct.append(PT(ct[0], ct[1], masked_form=f, name=f"up_ct{i}"))
+            cu = c[4 - i]
+            dc = getattr(model, f"up_c{i}")
+            self.up_c.append((P3(dc[0][0], dc[0][1], Segments([cu, cu]), masked_form=f, name=f"up_c{i}.conv1"),
+                              P3(dc[1][0], dc[1][1], masked_form=f, name=f"up_c{i}.conv2")))
+        self.out_weight = model.output.weight.detach().double().numpy()[:, :, 0, 0].copy()
+        self.out_bias = model.output.bias.detach().double().numpy().copy()
+        self._buffers: dict = {}
+
+    # ---------------------------------------------------------------- sizes
+    def packed_layers(self):
+        yield self.input_c2
+        for a, b in self.down:
+            yield a
+            yield b
+        for ct, (a, b) in zip(self.up_ct, self.up_c):
+            yield ct
+            yield a
+            yield b
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed model: bit planes + thresholds + float first/last layers."""
+        first = sum(p.numel() * p.element_size() for p in self.first_conv.parameters())
+        first += self.first_theta.size * 4 + self.first_dir.size  # float32 threshold + int8 direction
+        last = (self.out_weight.size + self.out_bias.size) * 4  # float32
+        return int(sum(l.nbytes for l in self.packed_layers()) + first + last)
+
+    # ---------------------------------------------------------------- inference
+    def _plan(self, n, h, w):
+        key = (n, h, w)
+        if key not in self._buffers:
+            c = self.channels
+            b = {}
+            b["a1"] = new_buffer(n, h, w, Segments([c[0]]))
+            for lvl in range(4):  # concat buffers [skip, up] at levels 1..4, pooled + mid buffers
+                s = 1 << lvl
+                b[f"cat{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl], c[lvl]]))
+                b[f"pool{lvl}"] = new_buffer(n, h // (2 * s), w // (2 * s), Segments([c[lvl]]))
+                b[f"mid_d{lvl}"] = new_buffer(n, h // (2 * s), w // (2 * s), Segments([c[lvl + 1]]))
+                b[f"mid_u{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl]]))
+                b[f"out_u{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl]]))
+            b["bottom"] = new_buffer(n, h // 16, w // 16, Segments([c[4]]))
+            self._buffers = {key: b}  # keep one plan (memory)
+        return self._buffers[key]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"PackedMBU expects float32 [N, {self.in_channels}, H, W], got shape {x.shape}")
+        n, _, h, w = x.shape
+        if h % 16 or w % 16:
+            raise ValueError(f"PackedMBU needs H and W divisible by 16, got {h}x{w}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        c = self.channels
+        b = self._plan(n, h, w)
+        with torch.no_grad():
+            y = self.first_conv(torch.from_numpy(x)).numpy()
+        kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["a1"], 0)
+        self.input_c2(b["a1"], b["cat0"], 0)
+        for lvl, (c1, c2) in enumerate(self.down):
+            cat = b[f"cat{lvl}"]
+            maxpool(cat, Segments([c[lvl], c[lvl]]), 0, b[f"pool{lvl}"])
+            c1(b[f"pool{lvl}"], b[f"mid_d{lvl}"])
+            c2(b[f"mid_d{lvl}"], b[f"cat{lvl + 1}"] if lvl < 3 else b["bottom"], 0)
+        prev = b["bottom"]
+        for i in range(4):
+            lvl = 3 - i
+            cat = b[f"cat{lvl}"]
+            up_off = -(-c[lvl] // 64)  # words of the skip segment
+            self.up_ct[i](prev, cat, up_off)
+            c1, c2 = self.up_c[i]
+            c1(cat, b[f"mid_u{lvl}"])
+            c2(b[f"mid_u{lvl}"], b[f"out_u{lvl}"])
+            prev = b[f"out_u{lvl}"]
+        out = np.empty((n, self.classes, h, w), dtype=np.float32)
+        kernels.conv1x1_float(prev, 0, c[0], self.out_weight, self.out_bias, out)
+        return out
+
+    def layer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ``x``; every binary activation, unpacked to +-1 float32 NCHW, keyed by the
+        module path of the PyTorch ``BNSign`` that produces it (e.g. ``"down_c1.1.0.1"``), so
+        tests can compare them layer by layer with forward hooks."""
+        self(x)
+        b = next(iter(self._buffers.values()))
+        c = self.channels
+
+        def seg(name, channels, k=0):
+            full = unpack_activations(b[name], Segments(channels))
+            start = sum(channels[:k])
+            return full[:, start:start + channels[k]]
+
+        out = {"input.0.1": seg("a1", [c[0]]), "input.1.1": seg("cat0", [c[0], c[0]], 0)}
+        for i in range(4):
+            out[f"down_c{i + 1}.1.0.1"] = seg(f"mid_d{i}", [c[i + 1]])
+            out[f"down_c{i + 1}.1.1.1"] = (seg(f"cat{i + 1}", [c[i + 1], c[i + 1]], 0) if i < 3
+                                           else seg("bottom", [c[4]]))
+        for i in range(1, 5):
+            lvl = 4 - i
+            out[f"up_ct{i}.1"] = seg(f"cat{lvl}", [c[lvl], c[lvl]], 1)
+            out[f"up_c{i}.0.1"] = seg(f"mid_u{lvl}", [c[lvl]])
+            out[f"up_c{i}.1.1"] = seg(f"out_u{lvl}", [c[lvl]])
+        return out
+
+
+def pack_mbu(model: nn.Module, masked_form: str = "xor_and") -> PackedMBU:
+    """Pack a trained MBU-Net (all configurable layers binary or masked, binary activations)."""
+    return PackedMBU(model, masked_form)

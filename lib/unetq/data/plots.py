@@ -1,0 +1,103 @@
+"""Figures of the data notebook: sample images with masks, mask pixel-value proportions (seed 000
+Figure 3) and the crack fraction per split."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .imageio import binarize, read_image, read_mask
+from .stats import per_image_crack_fraction
+
+
+def pick_examples(dataset, n: int = 4) -> list:
+    """``n`` samples of a CrackDataset to show: the first ``n - 1`` with cracks and the first
+    crack-free one (fewer of a kind if the dataset lacks them)."""
+    m = dataset.mask_stack()
+    has = m.reshape(len(m), -1).any(1) if len(m) else np.zeros(0, bool)
+    cracked = [i for i in range(len(has)) if has[i]]
+    free = [i for i in range(len(has)) if not has[i]]
+    idx = cracked[:max(n - 1, 0)] + free[:1]
+    idx += [i for i in cracked + free if i not in idx][:n - len(idx)]
+    return [dataset.samples[i] for i in idx[:n]]
+
+
+def plot_samples(samples, n: int = 4, threshold: int = 100):
+    """``n`` samples at source resolution: image, raw mask, binarised mask overlaid in red.
+    ``samples``: a list of Samples, or a CrackDataset (then :func:`pick_examples` chooses)."""
+    import matplotlib.pyplot as plt
+
+    samples = pick_examples(samples, n) if hasattr(samples, "mask_stack") else list(samples)[:n]
+    if not samples:
+        raise ValueError("plot_samples: no samples")
+    fig, axes = plt.subplots(len(samples), 3, figsize=(9, 2.8 * len(samples)), squeeze=False, dpi=72)
+    for row, s in zip(axes, samples):
+        img, raw = read_image(s.image), read_mask(s.masks)
+        over = img.astype(np.float32) / 255
+        b = binarize(raw, threshold).astype(bool)
+        over[b] = 0.45 * over[b] + 0.55 * np.array([1.0, 0.1, 0.1])
+        row[0].imshow(img, interpolation="nearest")
+        row[0].set_title(f"{s.id}: image", fontsize=9)
+        im = row[1].imshow(raw, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        row[1].set_title("raw mask (grey values)", fontsize=9)
+        fig.colorbar(im, ax=row[1], fraction=0.046, pad=0.04, label="mask value (0-255)")
+        row[2].imshow(over, interpolation="nearest")
+        row[2].set_title(f"mask > {threshold} overlaid ({100 * b.mean():.1f} % crack)", fontsize=9)
+        for ax in row:
+            ax.set_xlabel("x (px)")
+            ax.set_ylabel("y (px)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_pixel_proportions(props: pd.DataFrame):
+    """Bar plot of :func:`~unetq.data.stats.pixel_value_proportions` before and after
+    binarisation, in percent of mask pixels."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    for ax, stage, title in zip(axes, ("raw", "binarised"), ("before binarisation", "after binarisation")):
+        d = props[props.stage == stage]
+        bars = ax.bar(d["value"], 100 * d["fraction"], color=["0.2", "0.85", "tab:orange"][:len(d)],
+                      edgecolor="k")
+        ax.bar_label(bars, labels=[f"{100 * f:.1f} %" for f in d["fraction"]])
+        ax.set_title(title)
+        ax.set_xlabel("mask pixel value")
+        ax.set_ylim(0, 105)
+    axes[0].set_ylabel("share of mask pixels (%)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_crack_fraction(splits: Mapping):
+    """Per-image crack-pixel fraction per split (box + points), with the pooled fraction."""
+    import matplotlib.pyplot as plt
+
+    df = per_image_crack_fraction(splits)
+    names = list(splits)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    data = [100 * df.loc[df.split == k, "crack_fraction"].to_numpy() for k in names]
+    ax.boxplot(data, tick_labels=names, showfliers=False)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(data, 1):
+        ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=8, alpha=0.5, color="tab:blue")
+        if len(d):
+            ax.scatter([i], [d.mean()], marker="D", color="tab:red", zorder=3,
+                       label="mean over images" if i == 1 else None)
+    ax.set_xlabel("split")
+    ax.set_ylabel("crack pixels per image (% of pixels)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, name: str):
+    """Save ``fig`` atomically as ``paths.figures_dir()/name`` (PNG)."""
+    from .. import paths
+    from ..io import atomic_path
+
+    path = paths.figures_dir() / name
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path

@@ -1,0 +1,163 @@
+"""ONNX Runtime INT8 vs FP32 on this CPU: ``python -m unetq.deploy.benchmark``.
+
+Default: full-width U-Net (width 64, random weights: speed does not depend on them), 256x256,
+batch 1, calibrated on synthetic crack images (``unetq.data``). Variants are timed
+**interleaved** call by call (background load hits all alike); the table gives median, p25-p75
+and min per variant, the speed-up over FP32 and the size on disk. Timings taken on a busy
+machine are only good as ratios measured side by side.
+
+Variants: ``fp32`` (exported graph), ``fp32-rewrite`` (ConvTranspose rewritten: exact, same
+maths), ``int8`` (default INT8: u8 activations / s8 per-channel weights, QDQ, rewrite),
+``int8-norewrite`` (ConvTranspose left float), plus ``--extra`` ones: ``int8-qoperator``,
+``int8-s8s8`` (int8 activations), ``int8-pertensor``, ``int8-reducerange``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .onnx_export import export_onnx, onnx_file_bytes
+from .quantize import QuantConfig, prepare_model, quantize_int8
+
+VARIANTS: dict[str, dict | None] = {
+    "fp32": None,
+    "fp32-rewrite": None,
+    "int8": {},
+    "int8-norewrite": dict(rewrite_convtranspose=False),
+    "int8-qoperator": dict(quant_format="qoperator"),
+    "int8-s8s8": dict(activation_type="int8"),
+    "int8-pertensor": dict(per_channel=False),
+    "int8-reducerange": dict(reduce_range=True),
+}
+DEFAULT_VARIANTS = ("fp32", "fp32-rewrite", "int8", "int8-norewrite")
+
+
+def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
+                        progress: bool = True) -> pd.DataFrame:
+    """Call every function ``warmup`` times, then ``repeats`` rounds of one call each, in a
+    rotating order; returns the long table ``[variant, round, seconds]``."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    rows = []
+    for r in tqdm(range(repeats), desc="timing rounds", disable=not progress, leave=False):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            t0 = time.perf_counter()
+            fns[name]()
+            rows.append(dict(variant=name, round=r, seconds=time.perf_counter() - t0))
+    return pd.DataFrame(rows)
+
+
+def summarize(times: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
+    g = times.groupby("variant", sort=False)["seconds"]
+    out = pd.DataFrame({"median_s": g.median(), "p25_s": g.quantile(0.25), "p75_s": g.quantile(0.75),
+                        "min_s": g.min(), "n": g.size()})
+    if baseline in out.index:
+        out["speedup_vs_fp32"] = out.loc[baseline, "median_s"] / out["median_s"]
+    return out
+
+
+def crack_calibration_images(n: int, image_size: int, seed: int = 0) -> np.ndarray:
+    """``n`` synthetic crack images (the training split of a small generated set) at ``image_size``."""
+    from ..data import prepare_splits
+    from .quantize import calibration_images
+
+    splits = prepare_splits(source="synthetic", n=max(int(n * 1.25) + 2, 10), source_size=448,
+                            image_size=image_size, seed=seed)
+    return calibration_images(splits["train"], n, seed)
+
+
+def build_variants(model, image_size: int, calib: np.ndarray, workdir: Path, variants=DEFAULT_VARIANTS,
+                   method: str = "minmax") -> dict[str, Path]:
+    """ONNX files for each variant name (see ``VARIANTS``) in ``workdir``."""
+    fp32 = export_onnx(model, workdir / "fp32.onnx", image_size)
+    paths = {}
+    for name in variants:
+        if name not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
+        if name == "fp32":
+            paths[name] = fp32
+        elif name == "fp32-rewrite":
+            prepare_model(fp32, workdir / "fp32_rewrite.onnx", rewrite=True)
+            paths[name] = workdir / "fp32_rewrite.onnx"
+        else:
+            cfg = QuantConfig(method=method, **VARIANTS[name])
+            paths[name] = quantize_int8(fp32, workdir / f"{name}.onnx", calib, cfg, cache_dir=workdir / "calib")
+    return paths
+
+
+def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int = 1, repeats: int = 10,
+        warmup: int = 2, calib_images: int = 16, threads: int | None = None, spinning: str = "default",
+        variants=DEFAULT_VARIANTS, seed: int = 0, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build, time and summarize; returns ``(summary, raw timings)``."""
+    import torch
+
+    from ..models import create_model
+    from .runners import OrtRunner
+
+    torch.manual_seed(seed)
+    model = create_model(arch, width=width).eval()
+    calib = crack_calibration_images(calib_images, image_size, seed)
+    x = calib[:1].repeat(batch, axis=0) if batch > 1 else calib[:1]
+    spin = {"default": None, "on": True, "off": False}[spinning]
+    with tempfile.TemporaryDirectory(prefix="unetq-bench-") as d:
+        paths = build_variants(model, image_size, calib, Path(d), variants)
+        runners = {k: OrtRunner(p, "int8" if k.startswith("int8") else "fp32", threads=threads, spinning=spin)
+                   for k, p in paths.items()}
+        times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress)
+        summary = summarize(times)
+        summary["size_bytes"] = [onnx_file_bytes(paths[k]) for k in summary.index]
+        summary["size_vs_fp32"] = summary["size_bytes"] / summary.loc["fp32", "size_bytes"] \
+            if "fp32" in summary.index else np.nan
+        summary["threads"] = runners[next(iter(runners))].details["threads"]
+    return summary, times
+
+
+def main(argv=None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(prog="python -m unetq.deploy.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="unet", choices=["unet", "ghost_unet", "squeeze_unet"])
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--calib-images", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)")
+    p.add_argument("--spinning", choices=["default", "on", "off"], default="default")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, from {','.join(VARIANTS)}")
+    p.add_argument("--csv", default=None, help="also write the summary (with machine columns) here")
+    a = p.parse_args(argv)
+    summary, _ = run(a.arch, a.width, a.image_size, a.batch, a.repeats, a.warmup, a.calib_images, a.threads,
+                     a.spinning, tuple(v.strip() for v in a.variants.split(",") if v.strip()))
+    pd.set_option("display.width", 160)
+    print(f"{a.arch} width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, "
+          f"{a.repeats} interleaved rounds, ONNX Runtime CPU, {summary['threads'].iloc[0]} threads")
+    print(summary.drop(columns=["threads"]).to_string(float_format=lambda v: f"{v:.4g}"))
+    if "fp32" in summary.index and "int8" in summary.index:
+        s = summary
+        print(f"\nINT8 vs FP32: {s.loc['fp32', 'median_s'] / s.loc['int8', 'median_s']:.2f}x faster (medians), "
+              f"{s.loc['fp32', 'min_s'] / s.loc['int8', 'min_s']:.2f}x (minima); size "
+              f"{s.loc['int8', 'size_bytes'] / s.loc['fp32', 'size_bytes']:.3f} of FP32 "
+              f"(1/{s.loc['fp32', 'size_bytes'] / s.loc['int8', 'size_bytes']:.2f})")
+    if a.csv:
+        from ..io import machine_info, write_csv
+
+        out = summary.reset_index().assign(arch=a.arch, width=a.width, image_size=a.image_size, batch=a.batch,
+                                           **machine_info())
+        write_csv(out, a.csv)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

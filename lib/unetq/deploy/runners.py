@@ -1,0 +1,282 @@
+"""One interface for every (backend, precision): a Runner is called on a float32 NCHW numpy
+array and returns float32 logits NCHW (numpy).
+
+``make_runner(backend, precision, model=None, onnx_path=None, **kw)``:
+
+- ``torch`` / ``torch_compile`` (fp32, fp16, bf16; CUDA if present, else CPU) need ``model``;
+- ``onnxruntime`` (CPU: fp32, fp16, int8) and ``onnxruntime_cuda`` (fp32, fp16) take
+  ``onnx_path`` or a ``model`` plus ``image_size`` (exported to a temporary folder); int8 takes
+  an already quantized model, or quantizes the float one with ``calib_data`` (+ ``quant_config``,
+  ``calib_images``); fp16 converts the float model (``fp16.py``);
+- ``tensorrt`` (fp32, fp16, int8) builds an engine (``tensorrt_engine.py``);
+- ``bitpack`` / ``binary`` wraps ``unetq.bitpack.pack_mbu(model)`` (engineer E's MBU-Net engine).
+
+Every runner has ``.backend``, ``.precision``, ``.device``, ``.model_size_bytes`` (bytes of the
+representation on disk: state dict, ONNX file, engine plan or packed weights; None when there is
+no such file) and ``.details`` (a dict for tables). ONNX Runtime sessions use
+``intra_op_num_threads`` = the machine's cores and graph optimisation level ALL.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .availability import SUPPORTED, cuda_available, runner_unavailable_reason
+
+
+class RunnerUnavailable(RuntimeError):
+    """The requested (backend, precision) cannot run on this machine."""
+
+
+class Runner:
+    backend: str = ""
+    precision: str = ""
+    device: str = "cpu"
+    model_size_bytes: int | None = None
+
+    def __init__(self):
+        self.details: dict = {}
+        self._tmpdir: tempfile.TemporaryDirectory | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = _check_input(x)
+        return np.ascontiguousarray(self._run(x), dtype=np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+    def describe(self) -> dict:
+        return dict(backend=self.backend, precision=self.precision, device=self.device,
+                    size_bytes=self.model_size_bytes, **{k: v for k, v in self.details.items()
+                                                          if isinstance(v, (str, int, float, bool))})
+
+    def close(self) -> None:
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def __repr__(self) -> str:
+        return f"<Runner {self.name} on {self.device}, {self.model_size_bytes} bytes>"
+
+
+def _check_input(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"runner input must be a numpy array [N, C, H, W], got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"runner input must be [N, C, H, W], got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------- torch
+_TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def state_dict_bytes(model, dtype=None) -> int:
+    """Bytes of ``torch.save(model.state_dict())`` with floating tensors cast to ``dtype``."""
+    import torch
+
+    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
+          for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    return buf.getbuffer().nbytes
+
+
+class TorchRunner(Runner):
+    """PyTorch eager (or ``torch.compile``d) inference with the whole model cast to the dtype."""
+
+    def __init__(self, model, precision: str = "fp32", device: str | None = None, compile: bool = False,
+                 compile_mode: str | None = None):
+        super().__init__()
+        import torch
+
+        self.backend = "torch_compile" if compile else "torch"
+        self.precision = precision
+        self.device = device or ("cuda" if cuda_available() else "cpu")
+        self.dtype = getattr(torch, _TORCH_DTYPES[precision])
+        m = copy.deepcopy(model).eval().to(self.device, self.dtype)
+        for p in m.parameters():
+            p.requires_grad_(False)
+        self.model_size_bytes = state_dict_bytes(m)
+        self.module = torch.compile(m, mode=compile_mode) if compile else m
+        self.details = {"compile_mode": compile_mode or "default"} if compile else {}
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.device, self.dtype)
+            return self.module(t).float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------- onnxruntime
+def ort_session_options(threads: int | None = None, spinning: bool | None = None,
+                        execution_mode: str = "sequential", optimized_model_path: str | None = None):
+    """ONNX Runtime session options used by every ORT runner: intra-op threads = the machine's
+    cores (unless given), graph optimisation level ALL, sequential execution; ``spinning``
+    sets ``session.intra_op.allow_spinning`` (None keeps ORT's default, which spins)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if execution_mode == "sequential"
+                         else ort.ExecutionMode.ORT_PARALLEL)
+    if spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if optimized_model_path:
+        so.optimized_model_filepath = str(optimized_model_path)
+    so.log_severity_level = 3
+    return so
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime inference of an ONNX file (CPU or CUDA execution provider)."""
+
+    def __init__(self, onnx_path, precision: str, cuda: bool = False, threads: int | None = None,
+                 spinning: bool | None = None, execution_mode: str = "sequential"):
+        super().__init__()
+        import onnxruntime as ort
+
+        from .onnx_export import onnx_file_bytes
+
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.exists():
+            raise FileNotFoundError(f"{self.onnx_path}: no such ONNX file")
+        self.backend = "onnxruntime_cuda" if cuda else "onnxruntime"
+        self.precision = precision
+        self.device = "cuda" if cuda else "cpu"
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        so = ort_session_options(threads, spinning, execution_mode)
+        self.session = ort.InferenceSession(str(self.onnx_path), so, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.model_size_bytes = onnx_file_bytes(self.onnx_path)
+        self.details = {"onnx": self.onnx_path.name, "threads": so.intra_op_num_threads}
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+# ------------------------------------------------------------------------------------- bitpack
+class BitpackRunner(Runner):
+    """Engineer E's bit-packed MBU-Net engine (``unetq.bitpack.pack_mbu``)."""
+
+    def __init__(self, model):
+        super().__init__()
+        import importlib
+
+        bitpack = importlib.import_module("unetq.bitpack")
+        self.backend, self.precision, self.device = "bitpack", "binary", "cpu"
+        self.packed = bitpack.pack_mbu(model)
+        self.model_size_bytes = int(self.packed.nbytes)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.packed(x), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------- factory
+def make_runner(backend: str, precision: str, model=None, onnx_path=None, *, image_size: int | None = None,
+                workdir=None, calib_data=None, quant_config=None, calib_images: int | None = None,
+                calib_seed: int = 0, cache_dir=None, threads: int | None = None, spinning: bool | None = None,
+                device: str | None = None, compile_mode: str | None = None, **kw) -> Runner:
+    """Build the runner for ``(backend, precision)``; raises :class:`RunnerUnavailable` (with the
+    reason) when it cannot run here, ``ValueError`` when the arguments do not fit."""
+    why = runner_unavailable_reason(backend, precision)  # also validates the names
+    if why is not None:
+        raise RunnerUnavailable(f"{backend}/{precision} unavailable: {why}")
+
+    if backend in ("torch", "torch_compile"):
+        if model is None:
+            raise ValueError(f"{backend} runner needs model=")
+        return TorchRunner(model, precision, device=device, compile=backend == "torch_compile",
+                           compile_mode=compile_mode)
+    if backend == "bitpack":
+        if model is None:
+            raise ValueError("bitpack runner needs model= (an MBU-Net)")
+        return BitpackRunner(model)
+
+    # ONNX-based backends: find or make the float model, then the precision's file.
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix=f"unetq-{backend}-")
+        workdir = Path(tmp.name)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = _onnx_for(precision, backend, model, onnx_path, image_size, workdir, calib_data, quant_config,
+                     calib_images, calib_seed, cache_dir)
+    if backend == "tensorrt":
+        from .tensorrt_engine import TensorRTRunner
+
+        runner = TensorRTRunner(path, precision, engine_dir=workdir, **kw)
+    else:
+        runner = OrtRunner(path, precision, cuda=backend == "onnxruntime_cuda", threads=threads,
+                           spinning=spinning, **kw)
+    runner._tmpdir = tmp
+    return runner
+
+
+def _is_quantized(path: Path) -> bool:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear")
+               for n in proto.graph.node)
+
+
+def _onnx_for(precision, backend, model, onnx_path, image_size, workdir: Path, calib_data, quant_config,
+              calib_images, calib_seed, cache_dir) -> Path:
+    from .fp16 import convert_float16_file
+    from .onnx_export import export_onnx
+    from .quantize import QuantConfig, quantize_int8
+
+    if onnx_path is not None:
+        src = Path(onnx_path)
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: no such ONNX file")
+    elif model is not None:
+        if image_size is None:
+            raise ValueError(f"{backend} runner from a model needs image_size= (the ONNX input size)")
+        src = export_onnx(model, workdir / "model_fp32.onnx", image_size)
+    else:
+        raise ValueError(f"{backend} runner needs onnx_path= or model=")
+
+    quantized = _is_quantized(src)
+    if precision == "int8":
+        if quantized:
+            return src
+        if calib_data is None:
+            raise ValueError(f"{backend}/int8 from a float model needs calib_data= (calibration images)")
+        if quant_config is None:
+            quant_config = QuantConfig.for_target("tensorrt" if backend == "tensorrt" else "onnxruntime")
+        return quantize_int8(src, workdir / "model_int8.onnx", calib_data, quant_config,
+                             calib_images=calib_images, calib_seed=calib_seed, cache_dir=cache_dir)
+    if quantized:
+        raise ValueError(f"{src} is an INT8 (QDQ) model; {backend}/{precision} needs the float model")
+    if precision == "fp16":
+        return src if _is_float16(src) else convert_float16_file(src, workdir / "model_fp16.onnx")
+    if _is_float16(src):
+        raise ValueError(f"{src} is a float16 model; {backend}/{precision} needs the float32 model")
+    return src
+
+
+def _is_float16(path: Path) -> bool:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
+
+
+def supported_pairs() -> list[tuple[str, str]]:
+    return [(b, p) for b, ps in SUPPORTED.items() for p in ps]

@@ -1,0 +1,301 @@
+"""Notebook-level helpers of ``06_quantization.ipynb``: every representation of a trained model,
+its accuracy and size, the INT8 configuration study, and the result tables.
+
+Files go to ``paths.models_dir() / f"{arch}_{preset}"``; tables to ``paths.results_dir()``:
+``accuracy_by_format.csv``, ``model_sizes.csv``, ``int8_sensitivity_<arch>.csv``,
+``int8_configs.csv`` and ``int8_speed.csv``. Representations that cannot run here get a row with
+``status = "not measured on this machine: <reason>"`` and no numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import paths
+from ..io import machine_info, upsert_csv
+from .availability import runner_unavailable_reason
+from .evaluate import evaluate_runner
+from .fp16 import convert_float16_file
+from .onnx_export import export_onnx, onnx_file_bytes
+from .quantize import QuantConfig, calibration_images, quantize_int8
+from .runners import OrtRunner, make_runner, state_dict_bytes
+
+NOT_MEASURED = "not measured on this machine"
+REPRESENTATIONS = (
+    ("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"),
+    ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+    ("onnxruntime_cuda", "fp32"), ("onnxruntime_cuda", "fp16"),
+    ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8"),
+)
+METRIC_COLS = ("loss", "iou", "dice", "iou_img", "dice_img")
+
+
+# ------------------------------------------------------------------------------------ files
+@dataclass
+class ModelFiles:
+    """The exported representations of one trained model."""
+
+    arch: str
+    preset: str
+    image_size: int
+    folder: Path
+    fp32: Path
+    fp16: Path
+    int8: dict = field(default_factory=dict)       # label -> (QuantConfig, path), ONNX Runtime target
+    int8_trt: Path | None = None                  # TensorRT-target QDQ model (symmetric int8)
+    calib: np.ndarray | None = None
+
+    def add_int8(self, name: str, config: QuantConfig) -> Path:
+        """Quantize the FP32 model with ``config`` (calibration images of this set) as ``name``."""
+        path = self.folder / f"int8_{_safe(name)}.onnx"
+        quantize_int8(self.fp32, path, self.calib, config, cache_dir=self.folder / "calib")
+        self.int8[name] = (config, path)
+        return path
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def export_representations(arch: str, model, splits: dict, cfg: dict, quant_config: QuantConfig | None = None,
+                           folder=None, seed: int = 0) -> ModelFiles:
+    """FP32 ONNX, FP16 ONNX and the default INT8 model (calibrated on ``cfg["calib_images"]``
+    images of the *training* split; ``quant_config`` default :class:`QuantConfig`), plus the
+    TensorRT-target INT8 model when TensorRT can run here."""
+    preset = cfg.get("preset", "custom")
+    size = int(cfg["image_size"])
+    folder = Path(folder) if folder else paths.models_dir() / f"{arch}_{preset}"
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(model.cpu().eval(), folder / "fp32.onnx", size)
+    fp16 = convert_float16_file(fp32, folder / "fp16.onnx")
+    calib = calibration_images(splits["train"], cfg.get("calib_images"), seed)
+    files = ModelFiles(arch, preset, size, folder, fp32, fp16, calib=calib)
+    files.add_int8("default", quant_config or QuantConfig())
+    if runner_unavailable_reason("tensorrt", "int8") is None:
+        files.int8_trt = quantize_int8(fp32, folder / "int8_tensorrt.onnx", calib, QuantConfig.for_target("tensorrt"),
+                                       cache_dir=folder / "calib")
+    return files
+
+
+def _onnx_source(backend: str, precision: str, files: ModelFiles, int8_name: str) -> Path:
+    if precision == "fp32":
+        return files.fp32
+    if precision == "fp16":
+        return files.fp16
+    if backend == "tensorrt":
+        if files.int8_trt is None:
+            raise ValueError("no TensorRT-target INT8 model was exported")
+        return files.int8_trt
+    return files.int8[int8_name][1]
+
+
+# --------------------------------------------------------------------------------- accuracy
+def _base_row(arch: str, cfg: dict) -> dict:
+    return dict(arch=arch, preset=cfg.get("preset", "custom"), width=cfg.get("width"), image_size=cfg.get("image_size"))
+
+
+def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: dict, representations=REPRESENTATIONS,
+                       int8_name: str = "default", split: str = "test", batch_size: int = 8,
+                       progress: bool = True) -> pd.DataFrame:
+    """Loss / IoU / Dice of every (backend, precision) on ``dataset`` (the ``split``), one row
+    each, with the representation's size on disk; unavailable ones say why."""
+    rows, fp32_dice = [], None
+    machine = machine_info()
+    for backend, precision in tqdm(list(representations), desc=f"{arch}: representations", disable=not progress,
+                                   leave=False):
+        config = "fp32" if precision == "fp32" else precision
+        if precision == "int8":
+            config = (files.int8[int8_name][0].label() if backend != "tensorrt"
+                      else QuantConfig.for_target("tensorrt").label())
+        row = dict(_base_row(arch, cfg), split=split, backend=backend, precision=precision, config=config,
+                   int8_name=int8_name if precision == "int8" else "")
+        why = runner_unavailable_reason(backend, precision)
+        if why is not None:
+            rows.append(dict(row, status=f"{NOT_MEASURED}: {why}", device="", **machine))
+            continue
+        if backend in ("torch", "torch_compile"):
+            runner = make_runner(backend, precision, model=model)
+        else:
+            runner = make_runner(backend, precision, onnx_path=_onnx_source(backend, precision, files, int8_name),
+                                 workdir=files.folder)
+        try:
+            m = evaluate_runner(runner, dataset, batch_size)
+        finally:
+            runner.close()
+        row.update({k: float(m[k]) for k in METRIC_COLS}, n=int(m["n"]), nonfinite=int(m["nonfinite"]),
+                   size_bytes=runner.model_size_bytes, device=runner.device, status="ok",
+                   **{k: v for k, v in runner.details.items() if k.startswith("engine_")})
+        rows.append(dict(row, **machine))
+    df = pd.DataFrame(rows)
+    ref = df[(df.backend == "torch") & (df.precision == "fp32") & (df.status == "ok")]
+    if len(ref):
+        df["delta_dice_vs_fp32"] = df["dice"] - float(ref["dice"].iloc[0])
+    return df
+
+
+def int8_accuracy(arch: str, files: ModelFiles, dataset, cfg: dict, names=None, split: str = "test",
+                  batch_size: int = 8) -> pd.DataFrame:
+    """ONNX Runtime INT8 rows (same columns as :func:`accuracy_by_format`) for the INT8 models
+    ``names`` of ``files`` (default: all), with the FP32 ONNX row first."""
+    machine = machine_info()
+    rows = []
+    fp32 = evaluate_runner(OrtRunner(files.fp32, "fp32"), dataset, batch_size)
+    for name in names or list(files.int8):
+        qcfg, path = files.int8[name]
+        m = evaluate_runner(OrtRunner(path, "int8"), dataset, batch_size)
+        rows.append(dict(_base_row(arch, cfg), split=split, backend="onnxruntime", precision="int8",
+                         config=qcfg.label(), int8_name=name, n_float_layers=len(qcfg.nodes_to_exclude),
+                         float_layers=";".join(qcfg.nodes_to_exclude), **{k: float(m[k]) for k in METRIC_COLS},
+                         n=int(m["n"]), nonfinite=int(m["nonfinite"]), size_bytes=onnx_file_bytes(path), device="cpu",
+                         status="ok", delta_dice_vs_fp32=float(m["dice"]) - float(fp32["dice"]), **machine))
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- sizes
+def model_sizes(arch: str, model, files: ModelFiles, cfg: dict) -> pd.DataFrame:
+    """Bytes on disk of every representation: PyTorch state dicts (fp32/fp16/bf16), ONNX files
+    (fp32, fp16, each INT8 model) and TensorRT plans when built here."""
+    import torch
+
+    params = int(sum(p.numel() for p in model.parameters()))
+    rows = [dict(representation=f"torch/{p}", format="torch state_dict", precision=p,
+                 size_bytes=state_dict_bytes(model, getattr(torch, d)))
+            for p, d in (("fp32", "float32"), ("fp16", "float16"), ("bf16", "bfloat16"))]
+    rows += [dict(representation="onnx/fp32", format="onnx", precision="fp32", size_bytes=onnx_file_bytes(files.fp32)),
+             dict(representation="onnx/fp16", format="onnx", precision="fp16", size_bytes=onnx_file_bytes(files.fp16))]
+    for name, (qcfg, path) in files.int8.items():
+        rows.append(dict(representation=f"onnx/int8/{name}", format="onnx (QDQ)", precision="int8",
+                         size_bytes=onnx_file_bytes(path), config=qcfg.label()))
+    plans = sorted(files.folder.glob("*.plan"))
+    if plans:
+        for plan in plans:
+            prec = plan.name.split(".")[-3] if plan.name.count(".") >= 3 else "?"
+            rows.append(dict(representation=f"tensorrt/{prec}", format="tensorrt plan", precision=prec,
+                             size_bytes=plan.stat().st_size))
+    else:
+        why = runner_unavailable_reason("tensorrt", "fp32")
+        rows.append(dict(representation="tensorrt/*", format="tensorrt plan", precision="",
+                         size_bytes=None, status=f"{NOT_MEASURED}: {why or 'no engine built'}"))
+    df = pd.DataFrame(rows)
+    fp32 = df.loc[df.representation == "onnx/fp32", "size_bytes"].iloc[0]
+    df["ratio_to_onnx_fp32"] = df["size_bytes"] / fp32
+    df.insert(0, "params", params)
+    for k, v in reversed(list(_base_row(arch, cfg).items())):
+        df.insert(0, k, v)
+    if "status" not in df:
+        df["status"] = "ok"
+    df["status"] = df["status"].fillna("ok")
+    return df
+
+
+# ---------------------------------------------------------------------------- INT8 configs
+def config_grid() -> dict[str, QuantConfig]:
+    """The INT8 configurations of the Ghost U-Net investigation: weight granularity x
+    calibration method, plus the TensorRT-like scheme (int8 symmetric activations, entropy
+    calibration as TensorRT's IInt8EntropyCalibrator2, per-channel weights)."""
+    return {
+        "per-tensor/minmax": QuantConfig(per_channel=False, method="minmax"),
+        "per-tensor/entropy": QuantConfig(per_channel=False, method="entropy"),
+        "per-tensor/percentile": QuantConfig(per_channel=False, method="percentile"),
+        "per-channel/minmax": QuantConfig(per_channel=True, method="minmax"),
+        "per-channel/entropy": QuantConfig(per_channel=True, method="entropy"),
+        "per-channel/percentile": QuantConfig(per_channel=True, method="percentile"),
+        "tensorrt-like/entropy": QuantConfig.for_target("tensorrt", method="entropy"),
+        "tensorrt-like/per-tensor/entropy": QuantConfig.for_target("tensorrt", method="entropy", per_channel=False),
+    }
+
+
+def choose_int8_config(fp32_onnx, calib, val_data, tolerance: float = 0.01, candidates=None, max_float: int = 8,
+                       batch_size: int = 8, progress: bool = True) -> tuple[str, QuantConfig, pd.DataFrame]:
+    """First configuration of ``candidates`` (default: per-channel minmax, percentile, entropy —
+    fastest calibration first) whose validation Dice is within ``tolerance`` of FP32; if none is,
+    the best one plus a mixed-precision search (layers kept float). Returns ``(name, config,
+    table of what was tried)``."""
+    from .sensitivity import evaluate_configs, mixed_precision_search
+
+    grid = config_grid()
+    candidates = candidates or {k: grid[k] for k in ("per-channel/minmax", "per-channel/percentile",
+                                                     "per-channel/entropy")}
+    tried = evaluate_configs(fp32_onnx, calib, val_data, candidates, batch_size=batch_size, progress=progress)
+    fp32_dice = float(tried.loc[tried.config == "fp32", "dice"].iloc[0])
+    q = tried[tried.config != "fp32"]
+    ok = q[fp32_dice - q["dice"] <= tolerance]
+    if len(ok):
+        name = str(ok.iloc[0]["config"])
+        return name, candidates[name], tried.assign(chosen=tried.config == name)
+    best = str(q.sort_values("dice", ascending=False).iloc[0]["config"])
+    cfg, steps = mixed_precision_search(fp32_onnx, calib, val_data, candidates[best], tolerance=tolerance,
+                                        max_float=max_float, batch_size=batch_size, progress=progress)
+    name = f"{best}+{len(cfg.nodes_to_exclude)}float"
+    steps = steps.assign(config=[f"{best}+{k}float" for k in steps["n_float"]])
+    tried = pd.concat([tried, steps], ignore_index=True)
+    return name, cfg, tried.assign(chosen=tried.config == name)
+
+
+# ------------------------------------------------------------------------------------ speed
+def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_norewrite: bool = True,
+               repeats: int | None = None, warmup: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """ONNX Runtime CPU latency at batch 1 of FP32 and the INT8 models ``names`` (interleaved
+    rounds; median, p25, p75, speed-up over FP32). A development measurement: the machine's load
+    is not controlled here."""
+    from .benchmark import interleaved_timings, summarize
+
+    repeats = int(repeats or cfg.get("bench_repeats", 10))
+    warmup = int(warmup or cfg.get("bench_warmup", 2))
+    x = files.calib[:1]
+    paths_ = {"fp32": files.fp32}
+    for name in names or list(files.int8):
+        paths_[f"int8/{name}"] = files.int8[name][1]
+    if include_norewrite:
+        p = files.folder / "int8_norewrite.onnx"
+        base = files.int8[(names or ["default"])[0]][0]
+        quantize_int8(files.fp32, p, files.calib, base.replace(rewrite_convtranspose=False),
+                      cache_dir=files.folder / "calib")
+        paths_["int8/no-rewrite"] = p
+    runners = {k: OrtRunner(p, "fp32" if k == "fp32" else "int8") for k, p in paths_.items()}
+    times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress)
+    s = summarize(times).reset_index()
+    s["size_bytes"] = [onnx_file_bytes(paths_[v]) for v in s["variant"]]
+    s["batch"] = 1
+    out = pd.concat([pd.DataFrame([_base_row(arch, cfg)] * len(s)), s], axis=1)
+    return out.assign(threads=runners["fp32"].details["threads"], **machine_info())
+
+
+# ----------------------------------------------------------------------------------- tables
+def record(df: pd.DataFrame, name: str, key: list[str]) -> pd.DataFrame:
+    """Upsert ``df`` into ``results_dir()/name`` (rows with the same ``key`` are replaced)."""
+    return upsert_csv(df, paths.results_dir() / name, key)
+
+
+def record_accuracy(df: pd.DataFrame) -> pd.DataFrame:
+    return record(df, "accuracy_by_format.csv", ["arch", "preset", "split", "backend", "precision", "config"])
+
+
+def record_sizes(df: pd.DataFrame) -> pd.DataFrame:
+    return record(df, "model_sizes.csv", ["arch", "preset", "representation"])
+
+
+def record_sensitivity(arch: str, cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    out.insert(0, "config", df.attrs.get("config", ""))
+    for k, v in reversed(list(_base_row(arch, cfg).items())):
+        out.insert(0, k, v)
+    return record(out, f"int8_sensitivity_{arch}.csv", ["arch", "preset", "mode", "node"])
+
+
+def quantmath_examples() -> pd.DataFrame:
+    """Seed 003's two worked examples recomputed with :mod:`quantmath` (rounded as printed)."""
+    from .quantmath import quantize, scale_zero_point
+
+    s1, z1 = scale_zero_point(-2.5, 5.0)
+    s2, z2 = scale_zero_point(-8.0, 8.0, symmetric=True)
+    return pd.DataFrame([
+        dict(scheme="asymmetric [-2.5, 5]", S=f"{s1:.5f}", Z=z1, x=4.1, x_q=int(quantize(4.1, s1, z1)),
+             paper="S 0.0294, Z -43, 4.1 -> 96"),
+        dict(scheme="symmetric restricted, max|f| = 8", S=f"{s2:.5f}", Z=z2, x=3.86,
+             x_q=int(quantize(3.86, s2, z2, symmetric=True)), paper="S 0.0629 (8/127 = 0.06299, truncated), 3.86 -> 61"),
+    ])

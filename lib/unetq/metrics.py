@@ -1,0 +1,205 @@
+"""Loss and segmentation metrics of seed 000: BCE + Dice loss, IoU and Dice.
+
+Definitions (seed 000, Equations 1-4), for a binary mask and a prediction thresholded at
+``threshold`` on the sigmoid probability (0.5 by default, i.e. logit > 0):
+
+- ``IoU  = TP / (TP + FP + FN)``
+- ``Dice = 2 TP / (2 TP + FP + FN)``
+- ``loss = BCE(logits, target) + (1 - soft Dice)``, with the soft Dice computed on the sigmoid
+  probabilities of the whole batch: ``(2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)``.
+
+Two aggregations are reported:
+
+- **split level** (``iou``, ``dice``): TP/FP/FN are summed over every pixel of the split, then the
+  ratio is taken once (this is what seed 000 reports).
+- **per image** (``iou_img``, ``dice_img``): the ratio is taken per image, then averaged.
+
+Empty-mask rule (both levels): when ``TP + FP + FN == 0`` -- the truth is empty *and* nothing was
+predicted -- IoU and Dice are **1.0** (a perfect answer to "no crack here"). An empty truth with any
+predicted pixel gives 0.0, as the formulas do. Per image, this makes crack-free images count as
+1.0 when the model stays silent on them, and 0.0 on any false alarm.
+
+Everything accepts torch tensors or numpy arrays, shaped ``[N, C, H, W]`` or ``[N, H, W]``
+(the ONNX / bit-packed runners return numpy logits).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "bce_dice_loss",
+    "dice_loss",
+    "confusion_counts",
+    "iou_from_counts",
+    "dice_from_counts",
+    "SegmentationMeter",
+]
+
+
+def _as_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    if t.dim() not in (3, 4):
+        raise ValueError(f"{name} must be [N, C, H, W] or [N, H, W], got shape {tuple(t.shape)}")
+    return t
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"prediction shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}"
+        )
+
+
+def _check_binary_target(target: torch.Tensor) -> None:
+    if target.numel() and (target.min() < 0 or target.max() > 1):
+        raise ValueError(
+            f"target must hold values in [0, 1] (a binary mask); got range "
+            f"[{float(target.min())}, {float(target.max())}]"
+        )
+
+
+def dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """``1 - soft Dice`` over the whole batch (all pixels of all images pooled)."""
+    probs = probs.float().reshape(-1)
+    target = target.float().reshape(-1)
+    inter = (probs * target).sum()
+    return 1.0 - (2.0 * inter + smooth) / (probs.sum() + target.sum() + smooth)
+
+
+def bce_dice_loss(logits, target, smooth: float = 1.0) -> torch.Tensor:
+    """BCE (mean over pixels, from logits: numerically stable) + soft Dice loss.
+
+    Computed in float32 even under autocast. ``logits`` and ``target`` are tensors or numpy
+    arrays of the same shape; returns a 0-dim tensor (call ``float()`` for a number)."""
+    logits = _as_tensor(logits, "logits").float()
+    target = _as_tensor(target, "target").to(logits.device, torch.float32)
+    _check_pair(logits, target)
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    return bce + dice_loss(torch.sigmoid(logits), target, smooth)
+
+
+def _bce_dice_from_probs(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    eps = 1e-7
+    p = probs.float().clamp(eps, 1 - eps)
+    bce = F.binary_cross_entropy(p, target.float())
+    return bce + dice_loss(probs, target, smooth)
+
+
+def confusion_counts(pred, target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image TP, FP, FN (int64 numpy arrays of length N) from binary masks
+    (bool or {0,1}) shaped ``[N, ...]``."""
+    pred = _as_tensor(pred, "pred").bool()
+    target = _as_tensor(target, "target").bool()
+    _check_pair(pred, target)
+    p = pred.reshape(pred.shape[0], -1)
+    t = target.reshape(target.shape[0], -1).to(p.device)
+    tp = (p & t).sum(1)
+    fp = (p & ~t).sum(1)
+    fn = (~p & t).sum(1)
+    return tp.cpu().numpy(), fp.cpu().numpy(), fn.cpu().numpy()
+
+
+def iou_from_counts(tp, fp, fn):
+    """IoU = TP/(TP+FP+FN); 1.0 where TP+FP+FN == 0 (see module docstring). Scalars or arrays."""
+    tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
+    den = tp + fp + fn
+    out = np.where(den > 0, tp / np.where(den > 0, den, 1.0), 1.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def dice_from_counts(tp, fp, fn):
+    """Dice = 2TP/(2TP+FP+FN); 1.0 where TP+FP+FN == 0 (see module docstring)."""
+    tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
+    den = 2 * tp + fp + fn
+    out = np.where(den > 0, 2 * tp / np.where(den > 0, den, 1.0), 1.0)
+    return float(out) if out.ndim == 0 else out
+
+
+class SegmentationMeter:
+    """Accumulates TP/FP/FN over a split, per-image IoU/Dice and the loss.
+
+    ``meter.update(outputs, target)`` per batch, then ``meter.compute()`` returns
+    ``dict(loss, iou, dice, iou_img, dice_img, n, tp, fp, fn)``.
+
+    ``from_logits=True`` (default): ``outputs`` are logits and a pixel is predicted positive when
+    ``sigmoid(logit) > threshold`` (evaluated exactly as ``logit > log(t / (1 - t))``).
+    ``from_logits=False``: ``outputs`` are probabilities in [0, 1], positive when ``> threshold``.
+    The loss is :func:`bce_dice_loss` per batch (from probabilities: clamped BCE + Dice loss),
+    averaged over batches weighted by their number of images -- so, like any batch-level Dice
+    loss, it depends slightly on the batch size. Pass ``loss=`` to ``update`` to use a loss you
+    computed yourself. ``target`` may hold values in [0, 1]; pixels ``>= 0.5`` are positive.
+    """
+
+    def __init__(self, threshold: float = 0.5, from_logits: bool = True, smooth: float = 1.0):
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        self.threshold = float(threshold)
+        self.from_logits = bool(from_logits)
+        self.smooth = smooth
+        self.reset()
+
+    def reset(self) -> None:
+        self._tp = self._fp = self._fn = 0
+        self._iou_img: list[np.ndarray] = []
+        self._dice_img: list[np.ndarray] = []
+        self._loss_sum = 0.0
+        self._loss_n = 0
+        self.n = 0
+
+    def update(self, outputs, target, loss: float | None = None) -> None:
+        out = _as_tensor(outputs, "outputs").detach()
+        tgt = _as_tensor(target, "target").detach().to(out.device)
+        _check_pair(out, tgt)
+        out = out.float()
+        tgt = tgt.float()
+        _check_binary_target(tgt)
+        if self.from_logits:
+            cut = math.log(self.threshold / (1.0 - self.threshold))
+            pred = out > cut
+        else:
+            if out.numel() and (out.min() < 0 or out.max() > 1):
+                raise ValueError("from_logits=False but outputs are outside [0, 1]; pass logits "
+                                 "with from_logits=True")
+            pred = out > self.threshold
+        tp, fp, fn = confusion_counts(pred, tgt >= 0.5)
+        self._tp += int(tp.sum())
+        self._fp += int(fp.sum())
+        self._fn += int(fn.sum())
+        self._iou_img.append(np.atleast_1d(iou_from_counts(tp, fp, fn)))
+        self._dice_img.append(np.atleast_1d(dice_from_counts(tp, fp, fn)))
+        n = out.shape[0]
+        if loss is None:
+            if self.from_logits:
+                loss = float(bce_dice_loss(out, tgt, self.smooth))
+            else:
+                loss = float(_bce_dice_from_probs(out, tgt, self.smooth))
+        self._loss_sum += float(loss) * n
+        self._loss_n += n
+        self.n += n
+
+    def compute(self) -> dict:
+        if self.n == 0:
+            raise ValueError("SegmentationMeter.compute() called before any update()")
+        iou_img = np.concatenate(self._iou_img)
+        dice_img = np.concatenate(self._dice_img)
+        return dict(
+            loss=self._loss_sum / self._loss_n if self._loss_n else float("nan"),
+            iou=iou_from_counts(self._tp, self._fp, self._fn),
+            dice=dice_from_counts(self._tp, self._fp, self._fn),
+            iou_img=float(iou_img.mean()),
+            dice_img=float(dice_img.mean()),
+            n=int(self.n),
+            tp=int(self._tp),
+            fp=int(self._fp),
+            fn=int(self._fn),
+        )

@@ -1,0 +1,295 @@
+"""Quantizers with straight-through estimators and the quantized conv layers built from them.
+
+One place defines each quantizer; the layers take them as arguments
+(``QuantConv2d(..., weight_quantizer=TernaryWeight(), act_quantizer=SignActivation())``), so a
+layer's precision is a constructor argument, not a subclass.
+
+Quantizers (``make_weight_quantizer(kind)`` builds one from a layer kind):
+
+============ ============================================================ ==================
+kind         forward                                                      backward (STE)
+============ ============================================================ ==================
+``fp``       identity                                                     identity
+``binary``   ``sign(w)`` in {-1,+1}, sign(0)=+1                           identity where |w|<=1
+``masked``   ternary {-1,0,+1}: 0 where |w| <= delta_c,                   identity
+             delta_c = k * mean|w| per output channel (k=0.7, TWN)
+``int8``     symmetric per-channel fake quant, S = max|w|/127             identity
+``int4``     symmetric per-channel fake quant, S = max|w|/7               identity
+============ ============================================================ ==================
+
+Activation: ``SignActivation`` (sign, sign(0)=+1, gradient passed where |x| <= 1).
+
+No scaling factor is applied to binary/ternary weights: every binary layer is followed by
+BatchNorm, which absorbs any positive per-channel scale (BN(a*x) == BN(x) in training), and the
+packed engine folds BatchNorm into an integer threshold.
+
+``BNSign`` (BatchNorm + sign) is the output stage of every binary layer. In training it is
+BatchNorm (batch statistics) followed by the sign STE. In eval it evaluates
+``sign(BN(x)) >= 0`` *exactly* as a threshold on the accumulator: with
+``theta = mean - beta * sqrt(var + eps) / gamma`` (float64) the output is +1 where
+``x >= theta`` (gamma > 0), ``x <= theta`` (gamma < 0), or ``beta >= 0`` (gamma == 0). This is
+the same function as float BatchNorm followed by sign, except that it is free of float rounding
+at the tie ``BN(x) == 0`` -- which is what lets the bit-packed engine
+(:mod:`unetq.bitpack`) reproduce it bit for bit.
+
+Padding semantics: a binary activation cannot be 0, so convolutions whose input is a binary
+activation pad with **+1** (``pad_value=1.0``), both here and in the packed engine (padding bits
+are 1). The dot products of such a layer then always have ``9 * C_in`` terms, and for masked
+layers ``popc(mask)`` is a per-filter constant. Layers with a float input (the first conv)
+pad with zeros as usual.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WEIGHT_KINDS = ("fp", "int8", "int4", "masked", "binary")
+
+
+# --------------------------------------------------------------------------------------------
+# straight-through estimators
+# --------------------------------------------------------------------------------------------
+class _SignSTE(torch.autograd.Function):
+    """sign with sign(0) = +1; gradient ``g * (|x| <= clip)`` (clip = inf: plain identity)."""
+
+    @staticmethod
+    def forward(ctx, x, clip):
+        ctx.save_for_backward(x)
+        ctx.clip = clip
+        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if math.isinf(ctx.clip):
+            return g, None
+        return g * (x.abs() <= ctx.clip).to(g.dtype), None
+
+
+def sign_ste(x: torch.Tensor, clip: float = 1.0) -> torch.Tensor:
+    """sign(x) in {-1, +1} (sign(0) = +1) with the clipped straight-through gradient."""
+    return _SignSTE.apply(x, float(clip))
+
+
+def ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Forward ``q``, backward identity to ``x`` (straight-through)."""
+    return x + (q - x).detach()
+
+
+# --------------------------------------------------------------------------------------------
+# quantizers
+# --------------------------------------------------------------------------------------------
+class SignActivation(nn.Module):
+    """Binary activation: sign(x) in {-1,+1}, sign(0)=+1, gradient passed where |x| <= clip."""
+
+    def __init__(self, clip: float = 1.0):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, x):
+        return sign_ste(x, self.clip)
+
+    def extra_repr(self):
+        return f"clip={self.clip}"
+
+
+class WeightQuantizer(nn.Module):
+    """Base class: ``forward(w) -> quantized w`` (fake quant, float tensor)."""
+
+    kind = "fp"
+    #: True when quantized weights are integers (-1/0/+1): the accumulator of a conv on +-1
+    #: inputs is then an exact integer.
+    integer = False
+
+    def forward(self, w):
+        return w
+
+
+class BinaryWeight(WeightQuantizer):
+    """sign(w) in {-1,+1} (sign(0)=+1), clipped STE (gradient where |w| <= clip)."""
+
+    kind = "binary"
+    integer = True
+
+    def __init__(self, clip: float = 1.0):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, w):
+        return sign_ste(w, self.clip)
+
+
+class TernaryWeight(WeightQuantizer):
+    """Masked weights {-1, 0, +1}: 0 where |w| <= delta, delta = k * mean|w| per output
+    channel (dim 0 of a conv weight, dim 1 of a transposed-conv weight); identity STE."""
+
+    kind = "masked"
+    integer = True
+
+    def __init__(self, k: float = 0.7, channel_dim: int = 0):
+        super().__init__()
+        self.k = k
+        self.channel_dim = channel_dim
+
+    def delta(self, w):
+        dims = [d for d in range(w.dim()) if d != self.channel_dim]
+        return self.k * w.detach().abs().mean(dim=dims, keepdim=True)
+
+    def forward(self, w):
+        q = torch.where(w.abs() > self.delta(w), torch.sign(w), torch.zeros_like(w))
+        return ste(w, q)
+
+    def extra_repr(self):
+        return f"k={self.k}, channel_dim={self.channel_dim}"
+
+
+class IntWeight(WeightQuantizer):
+    """Symmetric per-output-channel fake quantization to ``bits`` bits (restricted range):
+    ``S = max|w| / (2**(bits-1) - 1)``, ``q = clamp(round(w/S)) * S`` (seed 003); identity STE."""
+
+    integer = False
+
+    def __init__(self, bits: int = 8, channel_dim: int = 0):
+        super().__init__()
+        if bits < 2:
+            raise ValueError(f"IntWeight needs bits >= 2, got {bits}")
+        self.bits = bits
+        self.channel_dim = channel_dim
+        self.kind = f"int{bits}"
+
+    def scale(self, w):
+        qmax = 2 ** (self.bits - 1) - 1
+        dims = [d for d in range(w.dim()) if d != self.channel_dim]
+        return (w.detach().abs().amax(dim=dims, keepdim=True) / qmax).clamp_min(1e-12)
+
+    def forward(self, w):
+        qmax = 2 ** (self.bits - 1) - 1
+        s = self.scale(w)
+        return ste(w, torch.clamp(torch.round(w / s), -qmax, qmax) * s)
+
+    def extra_repr(self):
+        return f"bits={self.bits}, channel_dim={self.channel_dim}"
+
+
+def make_weight_quantizer(kind: str, channel_dim: int = 0, ternary_k: float = 0.7) -> WeightQuantizer:
+    """The weight quantizer of a layer kind (see the module table)."""
+    if kind == "fp":
+        return WeightQuantizer()
+    if kind == "binary":
+        return BinaryWeight()
+    if kind == "masked":
+        return TernaryWeight(ternary_k, channel_dim)
+    if kind in ("int8", "int4"):
+        return IntWeight(int(kind[3:]), channel_dim)
+    raise ValueError(f"unknown layer kind {kind!r}; choose one of {WEIGHT_KINDS}")
+
+
+# --------------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------------
+class QuantConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose weights pass through ``weight_quantizer`` and whose input passes
+    through ``act_quantizer`` (either may be ``None`` = full precision).
+
+    ``pad_value`` is the value used for spatial padding (+1 for binary-activation inputs, see
+    the module doc). ``integer_inputs=True`` declares that the input is always +-1 (a binary
+    activation): with integer weights (binary/ternary) the eval accumulator is then rounded to
+    the integer it represents, so backends that use Winograd/FFT convolutions cannot perturb it.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=False,
+                 weight_quantizer: WeightQuantizer | None = None, act_quantizer: nn.Module | None = None,
+                 pad_value: float = 0.0, integer_inputs: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias)
+        self.pad = padding
+        self.pad_value = float(pad_value)
+        self.weight_quantizer = weight_quantizer if weight_quantizer is not None else WeightQuantizer()
+        self.act_quantizer = act_quantizer
+        self.integer_inputs = integer_inputs
+
+    @property
+    def kind(self) -> str:
+        return self.weight_quantizer.kind
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight_quantizer(self.weight)
+
+    def forward(self, x):
+        if self.act_quantizer is not None:
+            x = self.act_quantizer(x)
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4, value=self.pad_value)
+        y = F.conv2d(x, self.quantized_weight(), self.bias, self.stride)
+        if not self.training and self.integer_inputs and self.weight_quantizer.integer and self.bias is None:
+            y = torch.round(y)
+        return y
+
+    def extra_repr(self):
+        return super().extra_repr() + f", pad={self.pad}, pad_value={self.pad_value}"
+
+
+class QuantConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (kernel 2, stride 2 in the U-Nets) with a weight quantizer (per
+    output channel = dim 1 of the weight) and an optional input quantizer."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=2, stride=2, bias=False,
+                 weight_quantizer: WeightQuantizer | None = None, act_quantizer: nn.Module | None = None,
+                 integer_inputs: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        self.weight_quantizer = weight_quantizer if weight_quantizer is not None else WeightQuantizer()
+        self.act_quantizer = act_quantizer
+        self.integer_inputs = integer_inputs
+
+    @property
+    def kind(self) -> str:
+        return self.weight_quantizer.kind
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight_quantizer(self.weight)
+
+    def forward(self, x):
+        if self.act_quantizer is not None:
+            x = self.act_quantizer(x)
+        y = F.conv_transpose2d(x, self.quantized_weight(), self.bias, self.stride)
+        if not self.training and self.integer_inputs and self.weight_quantizer.integer and self.bias is None:
+            y = torch.round(y)
+        return y
+
+
+class BNSign(nn.BatchNorm2d):
+    """BatchNorm2d followed by the binary activation; exact threshold form in eval (module
+    doc). ``thresholds()`` gives the float64 threshold and direction per channel."""
+
+    def __init__(self, num_features: int, clip: float = 1.0, **kw):
+        super().__init__(num_features, **kw)
+        self.clip = clip
+
+    def thresholds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(theta, direction)`` per channel, float64 / int8: output +1 where
+        ``x >= theta`` (direction +1), ``x <= theta`` (direction -1), or always/never
+        (direction 0: +1 iff theta == -inf, i.e. beta >= 0)."""
+        mean = self.running_mean.detach().double()
+        var = self.running_var.detach().double()
+        gamma = self.weight.detach().double() if self.affine else torch.ones_like(mean)
+        beta = self.bias.detach().double() if self.affine else torch.zeros_like(mean)
+        std = torch.sqrt(var + self.eps)
+        direction = torch.sign(gamma).to(torch.int8)
+        safe_gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+        theta = mean - beta * std / safe_gamma
+        const = torch.where(beta >= 0, torch.full_like(theta, -math.inf), torch.full_like(theta, math.inf))
+        theta = torch.where(gamma == 0, const, theta)
+        return theta, direction
+
+    def forward(self, x):
+        if self.training or not self.track_running_stats:
+            return sign_ste(super().forward(x), self.clip)
+        theta, direction = self.thresholds()
+        shape = (1, -1, 1, 1)
+        xd = x.double()
+        th = theta.view(shape)
+        d = direction.view(shape)
+        pos = torch.where(d > 0, xd >= th, torch.where(d < 0, xd <= th, torch.isinf(th) & (th < 0)))
+        return torch.where(pos, 1.0, -1.0).to(x.dtype)

@@ -1,0 +1,619 @@
+"""The study's report (notebook ``08_report``): every section is computed from the result tables
+under ``paths.results_dir()``; a section whose table is missing says
+``"not measured on this machine / not run"`` instead of failing.
+
+- :func:`load_table`        a results table (or ``None`` and the reason)
+- :class:`Section`          title, text, table and figure; displays itself in a notebook
+- section builders          :func:`latency_by_format` (seed 000 Fig. 5), :func:`memory_by_format`
+  (Fig. 6), :func:`accuracy_by_format` (Figs. 7-8), :func:`throughput_vs_batch`,
+  :func:`speedup_table` (seed 003 Tables 6-9), :func:`image_size_sweep`, :func:`amp_training`
+  (seed 003), :func:`mbu_pareto`, :func:`lr_sweep`, :func:`recommendations`
+- :func:`build_report`      all sections in report order
+"""
+from __future__ import annotations
+
+import html as _html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .paths import results_dir
+
+NOT_RUN = "not measured on this machine / not run"
+METRICS = ("loss", "iou", "dice")
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+# ----------------------------------------------------------------------------------------------
+class Loaded(NamedTuple):
+    """A results table (``df``), or ``df=None`` with the reason in ``message``."""
+
+    df: pd.DataFrame | None
+    message: str
+
+
+def load_table(name: str, preset: str | None = None, root: str | os.PathLike | None = None) -> Loaded:
+    """``results_dir()/<name>.csv``; a glob (``"mbu_*"``) concatenates every match with a
+    ``table`` column. With ``preset``, rows of other presets are dropped when the table has a
+    ``preset`` column (and the message says so if none is left). Unreadable files are reported
+    with their path, never raised."""
+    root = Path(root) if root else results_dir()
+    stem = name[:-4] if name.endswith(".csv") else name
+    paths = sorted(root.glob(f"{stem}.csv"))
+    if not paths:
+        return Loaded(None, f"{NOT_RUN}: no {stem}.csv in {root}")
+    frames = []
+    for p in paths:
+        try:
+            df = pd.read_csv(p)
+        except Exception as e:  # a corrupt file must not stop the report
+            return Loaded(None, f"{NOT_RUN}: {p} could not be read ({type(e).__name__}: {e})")
+        if "*" in stem or "?" in stem:
+            df.insert(0, "table", p.stem)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        return Loaded(None, f"{NOT_RUN}: {stem}.csv is empty")
+    if preset is not None and "preset" in df.columns:
+        sub = df[df["preset"].astype(str) == str(preset)]
+        if sub.empty:
+            have = ", ".join(sorted(df["preset"].astype(str).unique()))
+            return Loaded(None, f"{NOT_RUN}: {stem}.csv has no rows for preset {preset!r} (has: {have})")
+        df = sub.reset_index(drop=True)
+    return Loaded(df, f"{stem}.csv: {len(df)} rows")
+
+
+def format_label(backend: str, precision: str) -> str:
+    """``"onnxruntime int8"``-style label of a representation."""
+    return f"{backend} {precision}"
+
+
+def _with_format(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["format"] = [format_label(b, p) for b, p in zip(df["backend"], df["precision"])]
+    return df
+
+
+def _measured(df: pd.DataFrame) -> pd.DataFrame:
+    if "status" in df.columns:
+        df = df[df["status"] == "measured"]
+    return df
+
+
+def _num(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    df = df.copy()
+    for c in cols:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class Section:
+    """One part of the report; in a notebook it displays its title, text, figure and table."""
+
+    title: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+    figure: Any = None
+    message: str = ""  # set when the section could not be computed (missing table...)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.message
+
+    def _ipython_display_(self):
+        from IPython.display import HTML, Markdown, display
+
+        display(Markdown(f"### {self.title}"))
+        if self.message:
+            display(HTML(f"<p style='color:#8a6d3b'><b>{_html.escape(self.message)}</b></p>"))
+            return
+        if self.text:
+            display(Markdown(self.text))
+        if self.figure is not None:
+            display(figure_image(self.figure))
+        if self.table is not None:
+            display(self.table)
+        for n in self.notes:
+            display(Markdown(f"*{n}*"))
+
+    def __repr__(self) -> str:
+        state = self.message or f"{0 if self.table is None else len(self.table)} rows"
+        return f"<Section {self.title!r}: {state}>"
+
+    def save_figure(self, folder: str | os.PathLike | None = None) -> Path | None:
+        """Write the figure as PNG (atomically) into ``folder`` (default ``figures_dir()``)."""
+        if self.figure is None:
+            return None
+        from .io import atomic_path
+        from .paths import figures_dir
+
+        slug = "".join(ch if ch.isalnum() else "_" for ch in self.title.lower()).strip("_")
+        out = Path(folder or figures_dir()) / f"report_{slug}.png"
+        with atomic_path(out) as tmp:
+            self.figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        return out
+
+
+def figure_image(fig, dpi: int = 100):
+    """A matplotlib figure as an IPython PNG image (displays the same with or without pyplot's
+    inline backend, and in nbconvert's HTML)."""
+    import io
+
+    from IPython.display import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return Image(data=buf.getvalue(), format="png")
+
+
+def _missing(title: str, msg: str) -> Section:
+    return Section(title, message=msg)
+
+
+def _fig(ncols: int = 1, width: float = 6.0, height: float = 3.6):
+    """A figure outside pyplot's global state (shown only when a Section displays it)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)
+    return fig, list(axes[0])
+
+
+def _auto_log(ax, values, axis: str = "y", ratio: float = 30.0) -> None:
+    """Log scale when the values span more than ``ratio`` (one bar would flatten the others)."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce")
+    v = v[v > 0]
+    if len(v) and v.max() / v.min() > ratio:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _pick_size(df: pd.DataFrame, image_size: int | None) -> int:
+    if image_size is not None:
+        return int(image_size)
+    # the size measured at the most batch sizes is the study's main size
+    counts = df.groupby("image_size")["batch_size"].nunique()
+    return int(counts.idxmax())
+
+
+def _bench(preset, image_size=None) -> tuple[pd.DataFrame | None, str, int | None]:
+    t = load_table("benchmark", preset)
+    if t.df is None:
+        return None, t.message, None
+    df = _measured(_num(t.df, "latency_ms", "latency_ms_per_image", "throughput_ips", "peak_mem_mb",
+                        "model_size_mb", "speedup", "throughput_if", "energy_j_per_image"))
+    if df.empty:
+        return None, f"{NOT_RUN}: benchmark.csv has no measured rows", None
+    size = _pick_size(df, image_size)
+    return _with_format(df), "", size
+
+
+def _machine_note(df: pd.DataFrame) -> str:
+    cols = [c for c in ("cpu", "cores", "threads_pinned", "gpu") if c in df.columns]
+    if not cols:
+        return ""
+    r = df.iloc[0]
+
+    def show(v):
+        return int(v) if isinstance(v, float) and v.is_integer() else v
+
+    return "Measured on " + ", ".join(f"{c}={show(r[c])}" for c in cols) + "."
+
+
+def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size: int | None = None) -> Section:
+    """Latency per image of every architecture in every representation (seed 000 Figure 5), and
+    the seconds for the whole test split (JPEG reading included) when it was timed."""
+    title = "Latency by format"
+    df, msg, size = _bench(preset, image_size)
+    if df is None:
+        return _missing(title, msg)
+    sub = df[(df["image_size"] == size) & (df["batch_size"] == batch_size)]
+    if sub.empty:
+        return _missing(title, f"{NOT_RUN}: no measured rows at batch {batch_size}, {size}x{size}")
+    import seaborn as sns
+
+    data = load_table("benchmark_dataset", preset)
+    dset = None
+    if data.df is not None:
+        dset = _with_format(_measured(_num(data.df, "seconds_total")))
+        dset = dset[dset["image_size"] == size] if not dset.empty else dset
+    fig, axes = _fig(2 if dset is not None and len(dset) else 1, 6.5, 3.8)
+    sns.barplot(sub, x="format", y="latency_ms_per_image", hue="arch", ax=axes[0])
+    axes[0].set(xlabel="representation (backend, precision)", ylabel="latency per image (ms), median",
+                title=f"batch {batch_size}, {size}x{size} px")
+    axes[0].tick_params(axis="x", rotation=45)
+    _auto_log(axes[0], sub["latency_ms_per_image"])
+    table = sub.pivot_table(index="format", columns="arch", values="latency_ms_per_image").round(3)
+    notes = []
+    if len(axes) > 1:
+        sns.barplot(dset, x="format", y="seconds_total", hue="arch", ax=axes[1])
+        n = int(dset["n_images"].iloc[0])
+        axes[1].set(xlabel="representation (backend, precision)", ylabel="whole test split (s)",
+                    title=f"{n} test images, JPEG reading included")
+        axes[1].tick_params(axis="x", rotation=45)
+        _auto_log(axes[1], dset["seconds_total"])
+        notes.append("Right: seconds for the whole test split as seed 000 times it (image reading and "
+                     "preprocessing included, one pass).")
+    notes.append(_machine_note(sub))
+    return Section(title, f"Median latency per image, batch {batch_size}; lower is better.", table, fig,
+                   notes=[n for n in notes if n])
+
+
+def memory_by_format(preset: str | None = None, batch_size: int | None = None, image_size: int | None = None) -> Section:
+    """Peak inference memory (seed 000 Figure 6) and model size on disk by representation."""
+    title = "Memory by format"
+    df, msg, size = _bench(preset, image_size)
+    if df is None:
+        return _missing(title, msg)
+    sub = df[df["image_size"] == size]
+    b = int(batch_size or sub["batch_size"].max())
+    sub = sub[sub["batch_size"] == b]
+    if sub.empty:
+        return _missing(title, f"{NOT_RUN}: no measured rows at batch {b}")
+    import seaborn as sns
+
+    fig, axes = _fig(2, 6.5, 3.8)
+    sns.barplot(sub, x="format", y="peak_mem_mb", hue="arch", ax=axes[0])
+    axes[0].set(xlabel="representation (backend, precision)", ylabel="peak inference memory (MiB)",
+                title=f"batch {b}, {size}x{size} px")
+    sns.barplot(sub, x="format", y="model_size_mb", hue="arch", ax=axes[1])
+    axes[1].set(xlabel="representation (backend, precision)", ylabel="model size on disk (MiB)")
+    for ax, col in zip(axes, ("peak_mem_mb", "model_size_mb")):
+        ax.tick_params(axis="x", rotation=45)
+        _auto_log(ax, sub[col])
+    methods = sorted(sub["mem_method"].dropna().unique()) if "mem_method" in sub else []
+    table = sub.pivot_table(index="format", columns="arch", values=["peak_mem_mb", "model_size_mb"]).round(3)
+    return Section(title, "Peak memory while running inference, and the size of the representation on disk.",
+                   table, fig, notes=[f"Memory measured as: {'; '.join(methods)}."] if methods else [])
+
+
+def _accuracy(preset) -> Loaded:
+    t = load_table("accuracy_by_format", preset)
+    if t.df is None:
+        return t
+    df = t.df.copy()
+    if "arch" not in df.columns and "model" in df.columns:
+        df = df.rename(columns={"model": "arch"})
+    need = {"arch", "backend", "precision"}
+    if not need <= set(df.columns):
+        return Loaded(None, f"{NOT_RUN}: accuracy_by_format.csv lacks columns {sorted(need - set(df.columns))}")
+    ren = {c: c.replace("test_", "") for c in df.columns if c.replace("test_", "") in METRICS and c not in METRICS}
+    df = _num(df.rename(columns=ren), *METRICS)
+    return Loaded(_with_format(df), t.message)
+
+
+def accuracy_by_format(preset: str | None = None) -> Section:
+    """Loss, IoU and Dice of every representation, one panel per architecture (seed 000
+    Figures 7-8)."""
+    title = "Accuracy by format"
+    t = _accuracy(preset)
+    if t.df is None:
+        return _missing(title, t.message)
+    df = t.df
+    metrics = [m for m in METRICS if m in df.columns]
+    if not metrics:
+        return _missing(title, f"{NOT_RUN}: accuracy_by_format.csv has none of {METRICS}")
+    if "status" in df.columns:
+        df = df[df["status"].isin(["measured", "ok", "evaluated"]) | df[metrics].notna().any(axis=1)]
+    df = df.dropna(subset=metrics, how="all")
+    if df.empty:
+        return _missing(title, f"{NOT_RUN}: no evaluated representation in accuracy_by_format.csv")
+    import seaborn as sns
+
+    archs = sorted(df["arch"].unique())
+    fig, axes = _fig(len(archs), 5.0, 3.6)
+    long = df.melt(id_vars=["arch", "format"], value_vars=metrics, var_name="metric", value_name="value")
+    for ax, a in zip(axes, archs):
+        sns.barplot(long[long["arch"] == a], x="metric", y="value", hue="format", ax=ax)
+        ax.set(title=a, xlabel="metric (test split)", ylabel="value (loss: BCE+Dice; IoU, Dice: 0-1)")
+        ax.legend(fontsize=7)
+    table = df.pivot_table(index=["arch", "format"], values=metrics).round(4)
+    return Section(title, "Test-split loss, IoU and Dice of each representation (seed 000 Figures 7-8).",
+                   table, fig)
+
+
+def throughput_vs_batch(preset: str | None = None, image_size: int | None = None) -> Section:
+    """Throughput (images/s) against batch size, one line per representation, per architecture."""
+    title = "Throughput vs batch size"
+    df, msg, size = _bench(preset, image_size)
+    if df is None:
+        return _missing(title, msg)
+    sub = df[df["image_size"] == size]
+    if sub["batch_size"].nunique() < 2:
+        return _missing(title, f"{NOT_RUN}: only one batch size measured at {size}x{size}")
+    import seaborn as sns
+
+    archs = sorted(sub["arch"].unique())
+    fig, axes = _fig(len(archs), 4.5, 3.6)
+    for ax, a in zip(axes, archs):
+        sns.lineplot(sub[sub["arch"] == a], x="batch_size", y="throughput_ips", hue="format", marker="o", ax=ax)
+        ax.set(title=a, xlabel="batch size (images)", ylabel="throughput (images/s)")
+        ax.set_xscale("log", base=2)
+        bs = sorted(sub["batch_size"].unique())
+        ax.set_xticks(bs, [str(int(b)) for b in bs])
+        ax.minorticks_off()
+        _auto_log(ax, sub.loc[sub["arch"] == a, "throughput_ips"])
+        ax.legend(fontsize=7)
+    table = sub.pivot_table(index=["arch", "batch_size"], columns="format", values="throughput_ips").round(1)
+    return Section(title, f"Images per second at {size}x{size} px (seed 003 Tables 8-9).", table, fig)
+
+
+def speedup_table(preset: str | None = None, value: str = "speedup", image_size: int | None = None) -> Section:
+    """Seed 003 Tables 6-9 for this study: ``speedup`` (latency) or ``throughput_if`` over the FP32
+    PyTorch baseline, rows batch size, columns representation, per architecture."""
+    title = {"speedup": "Latency speed-up over FP32 PyTorch",
+             "throughput_if": "Throughput improvement factor over FP32 PyTorch"}.get(value, value)
+    df, msg, size = _bench(preset, image_size)
+    if df is None:
+        return _missing(title, msg)
+    sub = df[df["image_size"] == size]
+    if value not in sub.columns or sub[value].notna().sum() == 0:
+        return _missing(title, f"{NOT_RUN}: no {value} values (the FP32 PyTorch baseline was not measured)")
+    table = sub.pivot_table(index=["arch", "batch_size"], columns="format", values=value).round(2)
+    return Section(title, f"Ratios measured side by side (interleaved) in one run, {size}x{size} px; "
+                          "1.0 = FP32 PyTorch of the same architecture and batch size.", table)
+
+
+def image_size_sweep(preset: str | None = None) -> Section:
+    """Latency per image against image size for the representations swept over size."""
+    title = "Latency vs image size"
+    t = load_table("benchmark", preset)
+    if t.df is None:
+        return _missing(title, t.message)
+    df = _with_format(_measured(_num(t.df, "latency_ms_per_image")))
+    if df.empty or df["image_size"].nunique() < 2:
+        return _missing(title, f"{NOT_RUN}: one image size only")
+    # per (arch, format), the batch size that was measured at every size it appears at
+    b = int(df.groupby("batch_size")["image_size"].nunique().idxmax())
+    sub = df[df["batch_size"] == b]
+    sub = sub[sub.groupby(["arch", "format"])["image_size"].transform("nunique") > 1]
+    if sub.empty:
+        return _missing(title, f"{NOT_RUN}: no representation measured at two image sizes")
+    import seaborn as sns
+
+    fig, axes = _fig(1, 6.5, 3.8)
+    sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="arch", style="format", marker="o", ax=axes[0])
+    axes[0].set(xlabel="image size (px per side)", ylabel="latency per image (ms)", xscale="log", yscale="log",
+                title=f"batch {b}")
+    table = sub.pivot_table(index=["arch", "format"], columns="image_size", values="latency_ms_per_image").round(3)
+    return Section(title, "How latency grows with the image side (seed 003 compares 48 px and 128 px inputs).",
+                   table, fig)
+
+
+def amp_training(preset: str | None = None) -> Section:
+    """AMP training speed-up and memory reduction factor (seed 003 Equations 17-18)."""
+    title = "Mixed-precision (AMP) training"
+    t = load_table("amp", preset)
+    if t.df is None:
+        return _missing(title, t.message)
+    df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb")
+    need = {"arch", "amp", "speedup_vs_off", "mem_reduction_vs_off"}
+    if not need <= set(df.columns):
+        return _missing(title, f"{NOT_RUN}: amp.csv lacks {sorted(need - set(df.columns))}")
+    import seaborn as sns
+
+    fig, axes = _fig(2, 5.0, 3.6)
+    sns.barplot(df, x="arch", y="speedup_vs_off", hue="amp", ax=axes[0])
+    axes[0].set(xlabel="architecture", ylabel="training speed-up vs float32 (x)")
+    sns.barplot(df, x="arch", y="mem_reduction_vs_off", hue="amp", ax=axes[1])
+    axes[1].set(xlabel="architecture", ylabel="memory reduction factor vs float32 (x)")
+    for ax in axes:
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    cols = [c for c in ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
+                        "speedup_vs_off", "mem_reduction_vs_off") if c in df.columns]
+    return Section(title, "Epoch time and peak memory with autocast against float32 training.",
+                   df[cols].round(3).reset_index(drop=True), fig)
+
+
+def pareto_front(df: pd.DataFrame, cost: str, gain: str) -> pd.DataFrame:
+    """Rows not dominated by another (lower or equal ``cost`` and higher or equal ``gain``, one
+    strictly), sorted by cost."""
+    d = df.dropna(subset=[cost, gain]).sort_values([cost, gain], ascending=[True, False])
+    keep, best = [], -np.inf
+    for i, r in d.iterrows():
+        if r[gain] > best:
+            keep.append(i)
+            best = r[gain]
+    return d.loc[keep]
+
+
+_COSTS = ("latency_ms", "latency_ms_per_image", "bitops", "ops", "cost", "cost_score", "model_size_mb",
+          "size_bytes", "nbytes", "packed_bytes", "params")
+_GAINS = ("test_dice", "dice", "val_dice", "test_iou", "iou")
+
+
+def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | None = None) -> Section:
+    """MBU-Net configurations (binary / masked layers): accuracy against cost, with the Pareto
+    frontier (from ``mbu_*.csv``)."""
+    title = "MBU-Net Pareto frontier"
+    t = load_table("mbu_*", preset)
+    if t.df is None:
+        return _missing(title, t.message)
+    best = None
+    for name, g in t.df.groupby("table"):
+        g = _num(g, *_COSTS, *_GAINS)
+        c = cost if cost in g.columns else next((x for x in _COSTS if x in g and g[x].notna().sum() > 1), None)
+        y = gain if gain in g.columns else next((x for x in _GAINS if x in g and g[x].notna().sum() > 1), None)
+        if c and y:
+            best = (name, g, c, y)
+            break
+    if best is None:
+        return _missing(title, f"{NOT_RUN}: no mbu_*.csv table with a cost column ({', '.join(_COSTS)}) "
+                               f"and an accuracy column ({', '.join(_GAINS)})")
+    name, g, c, y = best
+    front = pareto_front(g, c, y)
+    import seaborn as sns
+
+    fig, axes = _fig(1, 6.5, 4.0)
+    label = next((k for k in ("config", "name", "variant", "n_masked", "masked") if k in g.columns), None)
+    sns.scatterplot(g, x=c, y=y, hue=label if label and g[label].nunique() <= 20 else None, ax=axes[0], s=40)
+    axes[0].plot(front[c], front[y], color="black", lw=1.2, marker="o", mfc="none", label="Pareto frontier")
+    unit = {"latency_ms": " (ms)", "latency_ms_per_image": " (ms)", "model_size_mb": " (MiB)",
+            "size_bytes": " (bytes)", "nbytes": " (bytes)", "packed_bytes": " (bytes)", "params": " (count)",
+            "bitops": " (bit operations)", "ops": " (operations)"}.get(c, " (normalised cost score)")
+    axes[0].set(xlabel=c + unit, ylabel=y + " (0-1)", title=name)
+    axes[0].legend(fontsize=7)
+    return Section(title, f"Each point is one MBU-Net configuration of `{name}.csv`; the line joins the "
+                          f"configurations no other one beats on both {c} and {y}.", front.reset_index(drop=True), fig)
+
+
+def lr_sweep(preset: str | None = None) -> Section:
+    """Test Dice / IoU / loss per learning rate and architecture (seed 000 Tables 3-6), from
+    ``training.csv`` when more than one learning rate was trained."""
+    title = "Learning-rate sweep"
+    t = load_table("training", preset)
+    if t.df is None:
+        return _missing(title, t.message)
+    df = _num(t.df, "lr", "test_dice", "test_iou", "test_loss", "val_loss")
+    if "lr" not in df.columns or df["lr"].nunique() < 2:
+        return _missing(title, f"{NOT_RUN}: one learning rate only (run `python -m unetq.sweep 02 -p lr 1e-1 1e-2 "
+                               "1e-3 1e-4 1e-5`)")
+    vals = [c for c in ("val_loss", "test_loss", "test_iou", "test_dice") if c in df.columns]
+    table = df.pivot_table(index="lr", columns="arch", values=vals).sort_index(ascending=False).round(4)
+    return Section(title, "Validation and test metrics per learning rate (best-validation-loss checkpoint).", table)
+
+
+# ----------------------------------------------------------------------------------------------
+# the answer: which model and representation for which priority
+# ----------------------------------------------------------------------------------------------
+def candidates(preset: str | None = None, image_size: int | None = None) -> Loaded:
+    """One row per (architecture, representation): latency per image at batch 1, best
+    throughput, peak memory, model size (from ``benchmark.csv``) joined with the test Dice/IoU
+    (``accuracy_by_format.csv``; the FP32 PyTorch Dice falls back on ``training.csv``)."""
+    df, msg, size = _bench(preset, image_size)
+    if df is None:
+        return Loaded(None, msg)
+    sub = df[df["image_size"] == size]
+    keys = ["arch", "backend", "precision", "format"]
+    b1 = sub[sub["batch_size"] == sub["batch_size"].min()].groupby(keys)[["latency_ms_per_image"]].min()
+    agg = sub.groupby(keys).agg(throughput_ips=("throughput_ips", "max"), peak_mem_mb=("peak_mem_mb", "max"),
+                                model_size_mb=("model_size_mb", "max"))
+    out = b1.join(agg, how="outer").reset_index()
+    out["accuracy_source"] = ""
+    acc = _accuracy(preset)
+    for m in ("dice", "iou"):
+        out[m] = np.nan
+    if acc.df is not None:
+        a = acc.df.groupby(["arch", "backend", "precision"])[[m for m in ("dice", "iou") if m in acc.df]].mean()
+        for i, r in out.iterrows():
+            k = (r["arch"], r["backend"], r["precision"])
+            if k in a.index:
+                for m in a.columns:
+                    out.at[i, m] = a.loc[k, m]
+                out.at[i, "accuracy_source"] = "accuracy_by_format.csv"
+    tr = load_table("training", preset)
+    if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
+        best = _num(tr.df, "test_dice", "test_iou", "val_loss")
+        if "val_loss" in best:
+            best = best.sort_values("val_loss")
+        best = best.drop_duplicates("arch").set_index("arch")
+        for i, r in out.iterrows():
+            if np.isnan(r["dice"]) and (r["backend"], r["precision"]) == ("torch", "fp32") and r["arch"] in best.index:
+                out.at[i, "dice"] = best.loc[r["arch"], "test_dice"]
+                out.at[i, "iou"] = best.loc[r["arch"], "test_iou"] if "test_iou" in best else np.nan
+                out.at[i, "accuracy_source"] = "training.csv (PyTorch FP32 test split)"
+    out["image_size"] = size
+    return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
+
+
+def recommendations(preset: str | None = None, latency_budget_ms: float | None = None,
+                    size_budget_mb: float | None = None, dice_tolerance: float = 0.01,
+                    image_size: int | None = None) -> Section:
+    """The study's answer: for each priority, the architecture and representation to deploy,
+    computed from the measured tables. Budgets default to twice the fastest latency and a quarter
+    of the largest model; ``dice_tolerance`` defines "as accurate as the best"."""
+    title = "Which model and representation to deploy"
+    c = candidates(preset, image_size)
+    if c.df is None:
+        return _missing(title, c.message)
+    df = c.df
+    rows = []
+
+    def pick(priority, pool, col, best="min", criterion=""):
+        pool = pool.dropna(subset=[col])
+        if pool.empty:
+            rows.append(dict(priority=priority, criterion=criterion, arch="-", representation="-",
+                             value=NOT_RUN, dice=np.nan))
+            return
+        r = pool.loc[pool[col].idxmin() if best == "min" else pool[col].idxmax()]
+        rows.append(dict(priority=priority, criterion=criterion, arch=r["arch"], representation=r["format"],
+                         value=f"{r[col]:.4g} {_UNITS.get(col, '')}".strip(), dice=r["dice"]))
+
+    pick("lowest latency", df, "latency_ms_per_image", "min", "median ms per image at the smallest batch")
+    pick("highest throughput", df, "throughput_ips", "max", "images/s at the best batch size")
+    pick("smallest model", df, "model_size_mb", "min", "size on disk")
+    pick("lowest inference memory", df, "peak_mem_mb", "min", "peak memory at the largest batch")
+    pick("best accuracy", df, "dice", "max", "test Dice")
+    has = df.dropna(subset=["dice"])
+    if not has.empty:
+        lat = latency_budget_ms if latency_budget_ms is not None else 2 * df["latency_ms_per_image"].min()
+        pick("best accuracy within a latency budget", has[has["latency_ms_per_image"] <= lat], "dice", "max",
+             f"test Dice with latency <= {lat:.3g} ms/image")
+        size = size_budget_mb if size_budget_mb is not None else df["model_size_mb"].max() / 4
+        pick("best accuracy within a size budget", has[has["model_size_mb"] <= size], "dice", "max",
+             f"test Dice with model <= {size:.3g} MiB")
+        near = has[has["dice"] >= has["dice"].max() - dice_tolerance]
+        pick("fastest at (near) best accuracy", near, "latency_ms_per_image", "min",
+             f"lowest latency with Dice within {dice_tolerance} of the best")
+    else:
+        rows.append(dict(priority="accuracy-aware choices", criterion="", arch="-", representation="-",
+                         value=f"{NOT_RUN}: no accuracy per representation", dice=np.nan))
+    table = pd.DataFrame(rows)
+    text = (f"Computed from {c.message}; latency and memory from benchmark.csv, accuracy from "
+            f"{', '.join(sorted(set(df['accuracy_source']) - {''})) or 'no accuracy table'}.")
+    return Section(title, text, table, notes=["Timings depend on the machine in the benchmark rows; "
+                                              "compare representations, not absolute numbers."])
+
+
+_UNITS = {"latency_ms_per_image": "ms/image", "throughput_ips": "images/s", "model_size_mb": "MiB",
+          "peak_mem_mb": "MiB", "dice": ""}
+
+
+def gpu_tables() -> Section:
+    """The benchmark tables measured on GPUs (``benchmark_<device>.csv``), if any."""
+    title = "Benchmarks on GPUs"
+    files = sorted(p for p in results_dir().glob("benchmark_*.csv") if p.stem != "benchmark_dataset")
+    if not files:
+        return _missing(title, f"{NOT_RUN}: no benchmark_<gpu>.csv (run notebook 07 on a CUDA machine)")
+    parts = []
+    for p in files:
+        d = _measured(_num(pd.read_csv(p), "latency_ms_per_image", "throughput_ips", "speedup"))
+        d.insert(0, "table", p.stem)
+        parts.append(d)
+    df = _with_format(pd.concat(parts, ignore_index=True))
+    table = df.pivot_table(index=["table", "arch", "batch_size"], columns="format", values="speedup").round(2)
+    return Section(title, "Latency speed-up over FP32 PyTorch on each GPU that ran the study.", table)
+
+
+def build_report(preset: str | None = None, **kw) -> list[Section]:
+    """Every section, in report order."""
+    return [
+        latency_by_format(preset),
+        memory_by_format(preset),
+        accuracy_by_format(preset),
+        throughput_vs_batch(preset),
+        speedup_table(preset, "speedup"),
+        speedup_table(preset, "throughput_if"),
+        image_size_sweep(preset),
+        amp_training(preset),
+        mbu_pareto(preset),
+        lr_sweep(preset),
+        gpu_tables(),
+        recommendations(preset, **kw),
+    ]
+
+
+def section_status(sections: Sequence[Section]) -> pd.DataFrame:
+    """Which sections were computed and which were not (and why): a deterministic summary."""
+    return pd.DataFrame([dict(section=s.title, shown="yes" if s.ok else "no",
+                              reason="" if s.ok else s.message.split(":")[0]) for s in sections])

@@ -1,0 +1,91 @@
+"""The training configuration: one dataclass, built from a preset dict."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+AMP_MODES = ("off", "fp16", "bf16")
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+@dataclass
+class TrainConfig:
+    """How to train (the data and the architecture are configured elsewhere).
+
+    ``amp``: ``"off"`` (float32), ``"bf16"`` (bfloat16 autocast, CPU or CUDA, no loss scaling) or
+    ``"fp16"`` (float16 autocast + ``torch.amp.GradScaler``; CUDA only -- requesting it on a CPU
+    raises a ``ValueError`` rather than silently training in another precision).
+    ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    ``optimizer``: ``"adam"`` (seed 000, seed 001's quantized training) or ``"rmsprop"`` (seed
+    001's full-precision baseline). ``eval_batch_size`` defaults to ``batch_size``.
+    """
+
+    lr: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 8
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    amp: str = "off"
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    grad_clip: float | None = None
+    eval_batch_size: int | None = None
+    progress: bool = True
+
+    # The fields that change the trained weights (device, workers and progress bars do not).
+    IDENTITY_FIELDS = ("lr", "epochs", "batch_size", "optimizer", "weight_decay", "amp", "seed",
+                       "grad_clip")
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        self.lr = float(self.lr)
+        self.weight_decay = float(self.weight_decay)
+
+    @classmethod
+    def from_preset(cls, cfg: dict, **overrides) -> "TrainConfig":
+        """Take the fields this class knows from a preset dict (``unetq.presets.get_preset``),
+        then ``overrides`` (``None`` values ignored, as in ``get_preset``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in cfg.items() if k in names and v is not None}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        return {k: getattr(self, k) for k in self.IDENTITY_FIELDS}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, else CPU; a CUDA request without CUDA is an error."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device in (None, "auto"):
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {str(device)!r}: use 'auto', 'cpu' or 'cuda'")
+    return dev

@@ -1,0 +1,343 @@
+"""Benchmark harness: statistics on fake callables with known times, memory/energy probes, the
+suite's table logic on fake runners, atomic CSV upserts."""
+import sys
+import time
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from unetq import bench, io
+
+
+class FakeClock:
+    """A clock that a fake workload advances by known durations."""
+
+    def __init__(self, durations):
+        self.t, self.durations, self.calls = 0.0, list(durations), 0
+
+    def __call__(self):
+        return self.t
+
+    def work(self, x):
+        self.t += self.durations[self.calls % len(self.durations)]
+        self.calls += 1
+
+
+# --------------------------------------------------------------------------- statistics
+def test_summarize_known_values():
+    s = bench.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["n"] == 5 and s["median_s"] == 3.0 and s["min_s"] == 1.0 and s["max_s"] == 100.0
+    assert s["p10_s"] <= s["q1_s"] <= s["median_s"] <= s["q3_s"] <= s["p90_s"]
+    assert s["iqr_s"] == pytest.approx(s["q3_s"] - s["q1_s"])
+    with pytest.raises(ValueError):
+        bench.summarize([])
+
+
+def test_median_ci_brackets_median():
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(0, 0.3, 200)
+    lo, hi = bench.median_ci(x)
+    assert lo <= np.median(x) <= hi
+    lo2, hi2 = bench.median_ci(x[:20])
+    assert hi2 - lo2 >= hi - lo  # fewer samples, wider interval
+    assert bench.median_ci([5.0]) == (5.0, 5.0)
+
+
+def test_measure_constant_times_converges_at_repeats():
+    clk = FakeClock([0.010])
+    r = bench.measure(clk.work, lambda: None, warmup=2, repeats=7, clock=clk)
+    assert r["n"] == 7 and r["stop_reason"] == "converged" and r["converged"]
+    assert r["median_s"] == pytest.approx(0.010) and r["ci_rel"] == pytest.approx(0.0)
+    assert clk.calls == 2 + 7  # warm-up calls happen but are not timed
+
+
+def test_measure_noisy_times_runs_longer_until_cap():
+    clk = FakeClock([0.01, 0.03, 0.02, 0.05, 0.015])  # alternating: CI never tight
+    r = bench.measure(clk.work, lambda: None, warmup=0, repeats=5, max_repeats=40, rel_ci=1e-6,
+                      time_cap_s=None, clock=clk)
+    assert r["n"] == 40 and r["stop_reason"] == "max_repeats" and not r["converged"]
+    assert r["min_s"] == pytest.approx(0.01) and r["max_s"] == pytest.approx(0.05)
+    assert r["median_s"] == pytest.approx(0.02)
+    clk2 = FakeClock([0.5, 1.5])
+    r2 = bench.measure(clk2.work, lambda: None, warmup=0, repeats=10, rel_ci=1e-6, time_cap_s=2.0,
+                       min_repeats=3, clock=clk2)
+    assert r2["stop_reason"] == "time_cap" and 3 <= r2["n"] < 10
+
+
+def test_measure_real_sleep_sanity():
+    r = bench.measure(lambda x: time.sleep(x), lambda: 0.002, warmup=1, repeats=5, time_cap_s=2.0)
+    assert r["n"] >= 5
+    assert r["min_s"] <= r["median_s"] <= r["max_s"]
+    assert r["median_s"] >= 0.002 * 0.9  # sleep never returns (much) early
+
+
+def test_measure_interleaved_round_robin_and_sync():
+    order, syncs = [], []
+    cases = {"a": (lambda x: order.append("a"), lambda: 1), "b": (lambda x: order.append("b"), lambda: 2)}
+    res = bench.measure_interleaved(cases, warmup=1, repeats=3, sync=lambda: syncs.append(1),
+                                    rel_ci=10.0)
+    assert order[:2] == ["a", "b"]  # warm-up
+    rounds = [order[i:i + 2] for i in range(2, 8, 2)]
+    assert rounds == [["a", "b"], ["b", "a"], ["a", "b"]]  # one call of each per round, rotating
+    assert len(syncs) == len(order)
+    assert set(res) == {"a", "b"} and res["a"]["n"] == 3
+    with pytest.raises(ValueError):
+        bench.measure_interleaved(cases, repeats=0)
+
+
+# --------------------------------------------------------------------------- memory and energy
+def test_peak_sampler_with_fake_reader():
+    vals = iter([100] + [150, 400, 120] + [110] * 10000)
+    with bench.PeakSampler(lambda: next(vals), interval_s=0.0005) as s:
+        time.sleep(0.02)
+    assert s.baseline == 100 and s.peak == 400 and s.increase == 300
+
+
+def test_cpu_peak_memory_sees_allocation():
+    def fn(x):
+        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        time.sleep(0.03)
+        return a.sum()
+
+    mem, how = bench.measure_peak_memory(fn, None, "cpu", calls=1)
+    assert "RSS" in how and "steady-state" in how
+    assert mem > 32 * 2**20
+
+
+def test_footprint_counts_loading_and_releases():
+    def create():
+        weights = np.ones(48 * 2**20 // 8)  # 48 MiB of "weights", held by the runner
+
+        def run(x):
+            time.sleep(0.02)
+            return weights.sum()
+        return run
+
+    mem, how = bench.measure_footprint(create, None, "cpu")
+    assert mem > 40 * 2**20 and "loading the representation" in how
+
+
+def test_energy_counter_from_fake_powercap(tmp_path):
+    assert bench.EnergyCounter.detect("cpu", tmp_path / "none") is None
+    z = tmp_path / "intel-rapl:0"
+    z.mkdir()
+    (z / "energy_uj").write_text("5000000\n")
+    (z / "max_energy_range_uj").write_text("10000000\n")
+    sub = tmp_path / "intel-rapl:0:0"  # sub-zones are not added twice
+    sub.mkdir()
+    (sub / "energy_uj").write_text("1\n")
+    c = bench.EnergyCounter.detect("cpu", tmp_path)
+    assert c is not None and c.read_j() == pytest.approx(5.0) and "RAPL" in c.method
+    assert c.delta_j(9.0, 1.0) == pytest.approx(2.0)  # counter wrapped at 10 J
+    e, how = bench.measure_energy(lambda x: None, None, None, 4)
+    assert e == bench.NOT_AVAILABLE and "no readable energy counter" in how
+
+
+def test_energy_per_image_with_fake_counter():
+    state = {"j": 0.0}
+
+    def work(x):
+        state["j"] += 2.0  # 2 J per call
+
+    c = bench.EnergyCounter(lambda: state["j"], "fake")
+    e, how = bench.measure_energy(work, None, c, images_per_call=4, min_s=0.0)
+    assert e == pytest.approx(0.5) and how == "fake"
+
+
+# --------------------------------------------------------------------------- runners
+class TorchRunner:
+    backend, precision, device = "torch", "fp32", "cpu"
+
+    def __init__(self, model):
+        self.model = model
+        self.model_size_bytes = sum(p.numel() * 4 for p in model.parameters())
+
+    def __call__(self, x):
+        with torch.no_grad():
+            return self.model(torch.from_numpy(x)).numpy()
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 1))
+
+
+def test_reported_device_memory():
+    r = types.SimpleNamespace(details={"engine_device_memory_bytes": 5 * 2**20})
+    assert bench.reported_device_memory(r) == 5 * 2**20
+    assert bench.reported_device_memory(object()) is None
+
+
+def test_benchmark_runner_row():
+    r = bench.benchmark_runner(TorchRunner(tiny_model()), batch_size=2, image_size=16, warmup=1, repeats=3,
+                               time_cap_s=1.0, energy_min_s=0.0)
+    assert r["backend"] == "torch" and r["batch_size"] == 2 and r["n_repeats"] >= 3
+    assert r["latency_ms_p10"] <= r["latency_ms"] <= r["latency_ms_p90"]
+    assert r["latency_ms_per_image"] == pytest.approx(r["latency_ms"] / 2)
+    assert r["throughput_ips"] == pytest.approx(2000.0 / r["latency_ms"])
+    assert r["model_size_mb"] == pytest.approx((3 * 4 * 9 + 4 + 4 + 1) * 4 / 2**20)
+    assert r["peak_mem_mb"] >= 0 and "RSS" in r["mem_method"] and np.isnan(r["engine_mem_mb"])
+    assert r["energy_j_per_image"] == bench.NOT_AVAILABLE or isinstance(r["energy_j_per_image"], float)
+
+
+def test_time_dataset_counts_images():
+    ds = [(np.zeros((3, 16, 16), np.float32), np.zeros((1, 16, 16), np.float32))] * 5
+    seen = []
+    t = bench.time_dataset(lambda x: seen.append(x.shape[0]), ds, batch_size=2)
+    assert seen == [2, 2, 1] and t["n_images"] == 5
+    assert t["seconds_total"] >= t["infer_s"] and "JPEG" in t["timing_scope"]
+    with pytest.raises(ValueError, match="empty"):
+        bench.time_dataset(lambda x: x, [], 2)
+
+
+def test_add_ratios_against_fp32_torch():
+    base = dict(preset="ci", arch="unet", width=4, batch_size=1, image_size=32, status="measured")
+    df = pd.DataFrame([
+        dict(base, backend="torch", precision="fp32", latency_ms=10.0, throughput_ips=100.0, peak_mem_mb=8.0,
+             model_size_mb=4.0),
+        dict(base, backend="onnxruntime", precision="int8", latency_ms=5.0, throughput_ips=200.0,
+             peak_mem_mb=2.0, model_size_mb=1.0),
+        dict(base, backend="tensorrt", precision="fp16", status="not measured on this machine"),
+        dict(base, arch="ghost_unet", backend="onnxruntime", precision="fp32", latency_ms=1.0,
+             throughput_ips=1000.0, peak_mem_mb=1.0, model_size_mb=1.0),  # no baseline
+    ])
+    out = bench.add_ratios(df)
+    assert out.loc[0, "speedup"] == 1.0
+    assert out.loc[1, "speedup"] == 2.0 and out.loc[1, "throughput_if"] == 2.0
+    assert out.loc[1, "memory_reduction"] == 4.0 and out.loc[1, "size_reduction"] == 4.0
+    assert np.isnan(out.loc[2, "speedup"]) and np.isnan(out.loc[3, "speedup"])
+
+
+def test_bench_settings():
+    from unetq.presets import get_preset
+
+    s = bench.bench_settings(get_preset("ci"))
+    assert s["bench_preset"] == "ci" and s["image_sizes"] == [32] and s["batch_sizes"] == [1, 2]
+    assert s["repeats"] == 3 and s["warmup"] == 1
+    q = bench.bench_settings(get_preset("quick"), "quick", batch_sizes=[8, 1, 8], repeats=None)
+    assert q["batch_sizes"] == [1, 8] and 128 in q["image_sizes"] and q["repeats"] == 20
+    with pytest.raises(ValueError, match="divisible by 16"):
+        bench.bench_settings(get_preset("ci"), image_sizes=[30])
+    with pytest.raises(ValueError, match="unknown benchmark preset"):
+        bench.bench_settings(get_preset("ci"), "nope")
+
+
+def test_format_applies():
+    assert bench.format_applies("mbu_unet", "bitpack", "binary")
+    assert not bench.format_applies("unet", "bitpack", "binary")
+    assert bench.format_applies("unet", "onnxruntime", "int8")
+
+
+# --------------------------------------------------------------------------- the suite, on fakes
+class FakeRunner(TorchRunner):
+    def __init__(self, model, backend, precision, fail=False):
+        super().__init__(model)
+        self.backend, self.precision, self.fail = backend, precision, fail
+
+    def __call__(self, x):
+        if self.fail:
+            raise RuntimeError("kernel not implemented for this shape")
+        return super().__call__(x)
+
+
+@pytest.fixture
+def fake_stack(monkeypatch, tmp_path):
+    """Fake unetq.deploy / unetq.train / unetq.data so the suite's own logic is tested alone."""
+    import unetq
+
+    monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path / "results"))
+    avail = pd.DataFrame([
+        dict(backend="torch", precision="fp32", available=True, reason=""),
+        dict(backend="onnxruntime", precision="fp32", available=True, reason=""),
+        dict(backend="onnxruntime", precision="int8", available=True, reason=""),
+        dict(backend="tensorrt", precision="fp16", available=False, reason="no CUDA device"),
+        dict(backend="bitpack", precision="binary", available=True, reason=""),
+    ])
+    made = []
+
+    def make_runner(backend, precision, model=None, onnx_path=None, image_size=None, threads=None):
+        made.append((backend, precision, image_size))
+        return FakeRunner(model, backend, precision, fail=(precision == "int8"))
+
+    deploy = types.SimpleNamespace(available_runners=lambda: avail, make_runner=make_runner)
+    train = types.SimpleNamespace(load_or_train=lambda arch, cfg, **kw: (tiny_model(), {}))
+    ds = [(np.zeros((3, 32, 32), np.float32), np.zeros((1, 32, 32), np.float32))] * 3
+    data = types.SimpleNamespace(splits_from_preset=lambda cfg: {"train": ds, "test": ds})
+    models = types.SimpleNamespace(create_model=None)
+    registry = types.SimpleNamespace(list_models=lambda: ["unet", "mbu_unet"])
+    for name, mod in [("deploy", deploy), ("train", train), ("data", data), ("models", models),
+                      ("models.registry", registry)]:
+        monkeypatch.setitem(sys.modules, f"unetq.{name}", mod)
+        if "." not in name:
+            monkeypatch.setattr(unetq, name, mod, raising=False)
+    return made
+
+
+def test_run_benchmark_table(fake_stack, tmp_path):
+    made = fake_stack
+    from unetq.presets import get_preset
+
+    cfg = get_preset("ci")
+    s = bench.bench_settings(cfg, archs=["unet", "mbu_unet", "squeeze_unet"], time_cap_s=0.2,
+                             energy_min_s=0.0, image_sizes=[16], sweep_formats=["onnxruntime/fp32"])
+    df, data = bench.run_benchmark(cfg, s, progress=False)
+    key = df.set_index(["arch", "backend", "precision", "batch_size", "image_size"])["status"]
+    assert key[("unet", "torch", "fp32", 1, 32)] == "measured"
+    assert key[("unet", "onnxruntime", "fp32", 2, 32)] == "measured"
+    assert key[("unet", "tensorrt", "fp16", 1, 32)] == bench.NOT_MEASURED
+    assert key[("unet", "onnxruntime", "int8", 1, 32)] == "error"
+    assert key[("unet", "onnxruntime", "fp32", 1, 16)] == "measured"  # image-size sweep
+    assert ("unet", "bitpack", "binary", 1, 32) not in key.index  # bitpack is for MBU-Net only
+    assert key[("mbu_unet", "bitpack", "binary", 1, 32)] == "measured"
+    assert (key.loc["squeeze_unet"] == "error").all()  # not registered in the fake stack
+    tr = df[(df.backend == "tensorrt") & (df.arch != "squeeze_unet")]
+    assert tr["reason"].str.contains("no CUDA device").all() and tr["latency_ms"].isna().all()
+    err = df[(df.precision == "int8") & (df.arch != "squeeze_unet")]
+    assert err["reason"].str.contains("kernel not implemented").all()
+    base = df[(df.backend == "torch") & (df.status == "measured")]
+    assert (base["speedup"] == 1.0).all()
+    measured = df[df.status == "measured"]
+    assert measured["cpu"].notna().all() and measured["threads_pinned"].ge(1).all()  # machine columns
+    assert measured["mem_method"].str.contains("loading the representation").all()  # fresh-runner footprint
+    assert len(made) > len(measured.groupby(["arch", "backend", "precision", "image_size"]))  # rebuilt
+    d = data.set_index(["arch", "backend", "precision"])
+    assert d.loc[("unet", "onnxruntime", "int8"), "status"] == "error"
+    ok = data[data.precision != "int8"]
+    assert set(ok["status"]) == {"measured"} and (ok["n_images"] == 3).all()
+    # written, and a re-run replaces rows with the same key instead of appending
+    p = tmp_path / "results" / "benchmark.csv"
+    n = len(pd.read_csv(p))
+    bench.run_benchmark(cfg, s, progress=False)
+    assert len(pd.read_csv(p)) == n
+    assert (tmp_path / "results" / "benchmark_dataset.csv").exists()
+
+
+# --------------------------------------------------------------------------- atomic CSV upserts
+def test_upsert_replaces_by_key(tmp_path):
+    p = tmp_path / "t.csv"
+    io.upsert_csv(pd.DataFrame({"k": [1, 2], "v": [10, 20]}), p, ["k"])
+    io.upsert_csv(pd.DataFrame({"k": [2, 3], "v": [21, 30]}), p, ["k"])
+    t = pd.read_csv(p).sort_values("k")
+    assert t["k"].tolist() == [1, 2, 3] and t["v"].tolist() == [10, 21, 30]
+
+
+def test_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "benchmark.csv"
+    io.write_csv(pd.DataFrame({"k": [1], "v": [1]}), p)
+    before = p.read_text()
+    real = pd.DataFrame.to_csv
+
+    def crashing(self, path, *a, **kw):
+        real(self.head(0), path, *a, **kw)  # half-written temp file ...
+        raise KeyboardInterrupt("killed mid-write")  # ... then the process is interrupted
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        bench.write_benchmark(pd.DataFrame([dict(preset="ci", arch="unet", width=4, backend="torch",
+                                                 precision="fp32", batch_size=1, image_size=32,
+                                                 device="cpu", gpu="none")]))
+    assert p.read_text() == before
+    assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind

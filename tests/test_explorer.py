@@ -1,0 +1,174 @@
+"""Explorer logic without a browser: checkpoint listing, prediction cache, overlays, Dice,
+table-plot specs, and the widget callbacks called directly."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from unetq import explorer
+
+
+def test_arch_of_and_list_checkpoints(tmp_path):
+    for name in ("unet_ci.pt", "mbu_unet_ci.pt", "squeeze_unet_quick.pt", "unet_ci.resume.pt",
+                 "ghost_unet_ci_lr0.01_ab12.pt", "notes.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert explorer.arch_of("mbu_unet_ci") == "mbu_unet" and explorer.arch_of("unet_ci") == "unet"
+    assert explorer.arch_of("resnet_ci") is None
+    ci = explorer.list_checkpoints("ci", tmp_path)
+    assert sorted(ci["name"]) == ["ghost_unet_ci_lr0.01_ab12", "mbu_unet_ci", "unet_ci"]
+    assert dict(zip(ci["name"], ci["arch"]))["mbu_unet_ci"] == "mbu_unet"
+    assert len(explorer.list_checkpoints(None, tmp_path)) == 4
+    assert explorer.list_checkpoints("paper", tmp_path).empty
+
+
+def test_representations_filters_unavailable_and_bitpack():
+    avail = pd.DataFrame([
+        dict(backend="onnxruntime", precision="int8", available=True, reason=""),
+        dict(backend="torch", precision="fp32", available=True, reason=""),
+        dict(backend="tensorrt", precision="fp16", available=False, reason="no GPU"),
+        dict(backend="bitpack", precision="binary", available=True, reason=""),
+    ])
+    assert explorer.representations("unet", avail) == ["torch/fp32", "onnxruntime/int8"]
+    assert explorer.representations("mbu_unet", avail) == ["torch/fp32", "onnxruntime/int8", "bitpack/binary"]
+
+
+def test_dice_iou_conventions():
+    a = np.array([[1, 1], [0, 0]], bool)
+    b = np.array([[1, 0], [0, 0]], bool)
+    assert explorer.dice_score(a, b) == pytest.approx(2 / 3)
+    assert explorer.iou_score(a, b) == pytest.approx(1 / 2)
+    z = np.zeros((2, 2), bool)
+    assert explorer.dice_score(z, z) == 1.0 and explorer.dice_score(a, z) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        explorer.dice_score(a, np.zeros((3, 3)))
+
+
+def test_overlay_and_error_map_colours():
+    img = np.full((3, 2, 2), 0.5, np.float32)
+    truth = np.array([[1, 1], [0, 0]], bool)
+    pred = np.array([[1, 0], [1, 0]], bool)
+    ov = explorer.overlay(img, truth, pred, alpha=1.0)
+    assert ov.dtype == np.uint8 and ov.shape == (2, 2, 3)
+    assert tuple(ov[0, 0]) == explorer.TP_RGB and tuple(ov[0, 1]) == explorer.FN_RGB
+    assert tuple(ov[1, 0]) == explorer.FP_RGB and tuple(ov[1, 1]) == (127, 127, 127)
+    em = explorer.error_map(truth, pred)
+    assert tuple(em[0, 0]) == (255, 255, 255) and tuple(em[1, 1]) == (0, 0, 0)
+    with pytest.raises(ValueError, match="must match"):
+        explorer.overlay(img, truth[:1], pred)
+
+
+class ShiftRunner:
+    """Logits = +5 where the red channel > 0.5, else -5: a known prediction."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return np.where(x[:, :1] > 0.5, 5.0, -5.0).astype(np.float32)
+
+
+def _dataset():
+    rng = np.random.default_rng(0)
+    items = []
+    for _ in range(3):
+        img = rng.random((3, 16, 16), dtype=np.float32)
+        mask = (img[:1] > 0.5).astype(np.float32)
+        mask[0, 0, :] = 1 - mask[0, 0, :]  # one wrong row, so Dice < 1
+        items.append((img, mask))
+    return items
+
+
+def test_prediction_cache_builds_once_and_view_arrays():
+    made = []
+    runner = ShiftRunner()
+
+    def factory(model, backend, precision, size, calib, workdir):
+        made.append((model, backend, precision, size))
+        return runner
+
+    loads = []
+    cache = explorer.PredictionCache(_dataset(), {"unet_ci": lambda: loads.append(1) or "MODEL"}, factory=factory,
+                                     workdir="/tmp/unused")
+    assert cache.image_size == 16
+    v = explorer.view_arrays(cache, "unet_ci", "torch/fp32", 1)
+    explorer.view_arrays(cache, "unet_ci", "torch/fp32", 1)
+    assert made == [("MODEL", "torch", "fp32", 16)] and loads == [1] and runner.calls == 1
+    img, mask = _dataset()[1]
+    truth = mask[0] > 0.5
+    pred = img[0] > 0.5
+    assert v["dice"] == pytest.approx(explorer.dice_score(pred, truth)) and 0 < v["dice"] < 1
+    assert v["overlay"].shape == (16, 16, 3) and v["prob"].min() >= 0 and v["prob"].max() <= 1
+    with pytest.raises(IndexError, match="3 images"):
+        explorer.view_arrays(cache, "unet_ci", "torch/fp32", 7)
+
+
+def test_prediction_cache_remembers_failures():
+    calls = []
+
+    def factory(*a):
+        calls.append(1)
+        raise RuntimeError("no such engine")
+
+    cache = explorer.PredictionCache(_dataset(), {"m": "M"}, factory=factory, workdir="/tmp/unused")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="no such engine"):
+            cache.probability("m", "tensorrt/int8", 0)
+    assert len(calls) == 1
+
+
+def test_real_torch_runner_through_cache():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 1, 1)
+    cache = explorer.PredictionCache(_dataset(), {"unet_ci": model}, workdir="/tmp/unused")
+    v = explorer.view_arrays(cache, "unet_ci", "torch/fp32", 0)
+    with torch.no_grad():
+        expect = torch.sigmoid(model(torch.from_numpy(_dataset()[0][0][None])))[0, 0].numpy()
+    np.testing.assert_allclose(v["prob"], expect, rtol=1e-4, atol=1e-5)
+
+
+def _table(tmp_path):
+    df = pd.DataFrame(dict(arch=["unet", "unet", "ghost_unet"], format=["torch fp32", "onnxruntime int8", "torch fp32"],
+                           latency_ms_per_image=[3.0, 1.0, 2.0], status=["measured"] * 3))
+    df.to_csv(tmp_path / "benchmark.csv", index=False)
+    return df
+
+
+def test_table_plot_spec(tmp_path):
+    df = _table(tmp_path)
+    assert explorer.table_choices(tmp_path) == ["benchmark"]
+    fig = explorer.plot_table(df, explorer.TablePlotSpec("benchmark", "format", "latency_ms_per_image", "arch"))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "latency_ms_per_image (ms per image)" and ax.get_xlabel() == "format"
+    with pytest.raises(ValueError, match="no column"):
+        explorer.TablePlotSpec("benchmark", "nope", "latency_ms_per_image").validate(df)
+    with pytest.raises(ValueError, match="numeric"):
+        explorer.TablePlotSpec("benchmark", "arch", "status").validate(df)
+    with pytest.raises(ValueError, match="kind"):
+        explorer.TablePlotSpec("benchmark", "arch", "latency_ms_per_image", kind="pie").validate(df)
+
+
+def test_explorer_widget_callbacks(tmp_path):
+    _table(tmp_path)
+    avail = pd.DataFrame([dict(backend="torch", precision="fp32", available=True, reason="")])
+    cache = explorer.PredictionCache(_dataset(), {"unet_ci": "M"}, factory=lambda *a: ShiftRunner(),
+                                     workdir="/tmp/unused")
+    ex = explorer.Explorer(cache, avail, results=tmp_path)
+    assert ex.fmt.options == ("torch/fp32",) and ex.index.max == 2
+    ex.index.value = 2  # the observer runs the callback
+    assert ex.last_view["index"] == 2 and "Dice" in ex.status.value
+    v = ex.on_image_change()
+    assert v["dice"] == ex.last_view["dice"]
+    assert ex.x.value == "format" and ex.y.value == "latency_ms_per_image" and ex.hue.value == "arch"
+    assert ex.last_figure is not None
+    ex.kind.value = "scatter"
+    assert ex.spec().kind == "scatter"
+    ex.y.value = None
+    assert ex.on_plot_change() is None
+
+
+def test_explorer_without_checkpoints(tmp_path):
+    ex = explorer.Explorer(None, pd.DataFrame(columns=["backend", "precision", "available", "reason"]),
+                           results=tmp_path, message="no checkpoint")
+    assert ex.on_image_change() is None and "no checkpoint" in ex.status.value
+    assert ex.table.value is None

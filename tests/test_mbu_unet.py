@@ -1,0 +1,111 @@
+"""MBU-Net construction, configuration, cost-aware ranking and sparsity."""
+import pytest
+import torch
+
+from unetq.models import create_model
+from unetq.models.mbu_unet import (LAYER_NAMES, MBUNet, cost_aware_order, cost_ranking, layer_costs,
+                                   resolve_layer_kinds, zero_fraction)
+
+
+def test_create_and_rebuild_from_config():
+    m = create_model("mbu_unet", width=4, masked=4)
+    assert isinstance(m, MBUNet)
+    again = create_model(**m.config)
+    assert again.kinds == m.kinds
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in again.parameters())
+    x = torch.rand(2, 3, 32, 48)
+    assert m(x).shape == (2, 1, 32, 48)
+    m.eval()
+    with torch.no_grad():
+        assert m(x).shape == (2, 1, 32, 48)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        m(torch.rand(1, 3, 30, 32))
+
+
+def test_blocks_cover_every_parameter_once():
+    m = create_model("mbu_unet", width=4)
+    names = [n for n, _ in m.blocks()]
+    assert names[0] == "Input" and names[-1] == "Output" and "Up-CT4" in names and len(names) == 14
+    total = sum(p.numel() for _, b in m.blocks() for p in b.parameters())
+    assert total == sum(p.numel() for p in m.parameters())
+
+
+def test_layer_kinds_resolution():
+    k = resolve_layer_kinds(masked=4)
+    assert {n for n, v in k.items() if v == "masked"} == {"up_ct1", "up_ct2", "up_ct3", "up_ct4", "input_c2"}
+    assert k["down_c1"] == "binary"
+    k = resolve_layer_kinds(base="binary", masked=["down_c2"], layers={"up_c4": "int8"})
+    assert k["down_c2"] == "masked" and k["up_c4"] == "int8" and k["up_ct4"] == "binary"
+    fp = resolve_layer_kinds(base="fp", activation="relu")
+    assert set(fp.values()) == {"fp"}
+    for bad in (dict(masked=13), dict(masked="cost-aware"), dict(layers={"nope": "binary"}),
+                dict(layers={"up_c1": "int2"}), dict(base="ternary"), dict(activation="tanh")):
+        with pytest.raises(ValueError):
+            resolve_layer_kinds(**bad)
+
+
+def test_full_precision_baseline_has_relu_and_zero_padding():
+    m = create_model("mbu_unet", width=4, base="fp", activation="relu")
+    assert any(isinstance(x, torch.nn.ReLU) for x in m.modules())
+    convs = [x for x in m.modules() if hasattr(x, "pad_value")]
+    assert convs and all(c.pad_value == 0.0 for c in convs)
+    b = create_model("mbu_unet", width=4)
+    pads = {c.pad_value for c in b.modules() if hasattr(c, "pad_value")}
+    assert pads == {0.0, 1.0}  # the first conv (float image) pads with 0, all binary-input convs with +1
+
+
+def test_cost_ranking_transposed_convs_cheapest_ct4_first():
+    r = cost_ranking()
+    assert list(r["layer"][:4]) == ["up_ct4", "up_ct3", "up_ct2", "up_ct1"]  # Table A.4's first four
+    assert list(r["rank"]) == list(range(1, 13)) and set(r["layer"]) == set(LAYER_NAMES)
+    assert r["score"].is_monotonic_increasing
+    assert r["op_norm"].min() == 0 and r["op_norm"].max() == 1
+    assert r["param_norm"].min() == 0 and r["param_norm"].max() == 1
+    assert r.loc[r["layer"] == "up_ct4", "score"].item() == 0  # cheapest in ops and params
+    assert cost_aware_order() == list(r["layer"])
+    # normalised scores do not depend on the width
+    m = create_model("mbu_unet", width=8)
+    assert list(cost_ranking(m)["layer"]) == list(r["layer"])
+    assert (cost_ranking(m)["kind"] == "binary").all()
+
+
+def test_layer_costs_count_ops_as_two_per_mac():
+    c = layer_costs(width=64, image_size=512).set_index("layer")
+    # Up-CT4: 128 -> 64 channels, 2x2 kernel, input 256x256
+    assert c.loc["up_ct4", "params"] == 128 * 64 * 4
+    assert c.loc["up_ct4", "macs"] == 256 * 256 * 128 * 64 * 4
+    assert c.loc["up_ct4", "ops"] == 2 * c.loc["up_ct4", "macs"]
+    # Down-C1: 64 -> 128 -> 128 at 256x256
+    assert c.loc["down_c1", "params"] == 9 * (64 * 128 + 128 * 128)
+
+
+def test_w_op_changes_the_weighting():
+    by_params = cost_ranking(w_op=0.0)
+    assert by_params["layer"].iloc[0] == "up_ct4"  # fewest parameters
+    assert by_params["layer"].iloc[-1] == "down_c4"  # the bottleneck holds the most
+    with pytest.raises(ValueError):
+        cost_ranking(w_op=1.5)
+
+
+def test_zero_fraction_of_masked_layers():
+    torch.manual_seed(0)
+    m = create_model("mbu_unet", width=4, masked=["up_ct4", "down_c1"])
+    z = zero_fraction(m)
+    assert set(z["layer"]) == {"up_ct4", "down_c1", "input_c2"}
+    assert ((z["zero_fraction"] > 0) & (z["zero_fraction"] < 1)).all()
+    total = z["zero_fraction"] + z["plus_fraction"] + z["minus_fraction"]
+    assert torch.allclose(torch.tensor(total.values), torch.ones(len(z), dtype=torch.float64))
+
+
+def test_one_training_step_updates_latent_weights():
+    torch.manual_seed(0)
+    m = create_model("mbu_unet", width=4, masked=4)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    x, y = torch.rand(2, 3, 32, 32), (torch.rand(2, 1, 32, 32) > 0.8).float()
+    before = m.down_c2[1][0][0].weight.detach().clone()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(m(x), y)
+    loss.backward()
+    grads = [p.grad for p in m.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    opt.step()
+    assert not torch.equal(before, m.down_c2[1][0][0].weight)

@@ -1,0 +1,156 @@
+"""Pipeline and sweep: tiny throwaway notebooks executed with papermill and the python3 kernel."""
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from unetq import pipeline, sweep
+
+
+def _nb(path, *cells, params="preset = 'ci'\nlr = None\nwidth = None"):
+    p = nbformat.v4.new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell("# tiny"), p, *[new_code_cell(c) for c in cells]])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def nbdir(tmp_path):
+    d = tmp_path / "notebooks"
+    d.mkdir()
+    return d
+
+
+# --------------------------------------------------------------------------- pure helpers
+def test_parse_and_format_values():
+    assert sweep.parse_value("8") == 8
+    assert sweep.parse_value("1e-2") == 0.01
+    assert sweep.parse_value("True") is True
+    assert sweep.parse_value("adam") == "adam"
+    assert sweep.format_value(0.01) == "0.01"
+    assert sweep.format_value(1e-5) == "1e-05"
+    assert sweep.format_value("a/b c") == "a-b-c"
+    assert sweep.output_name("02_unet", {"lr": 0.01, "width": 16}) == "02_unet__lr=0.01__width=16.ipynb"
+
+
+def test_grid_order_and_errors():
+    g = sweep.grid({"lr": [0.1, 0.01], "width": [8, 16]})
+    assert g == [{"lr": 0.1, "width": 8}, {"lr": 0.1, "width": 16},
+                 {"lr": 0.01, "width": 8}, {"lr": 0.01, "width": 16}]
+    with pytest.raises(ValueError, match="width"):
+        sweep.grid({"width": []})
+
+
+def test_select_and_resolve(nbdir):
+    for name in ("01_a", "02_b", "03_c", "08_report"):
+        _nb(nbdir / f"{name}.ipynb", "x = 1")
+    nbs = pipeline.discover(nbdir)
+    assert [p.stem for p in pipeline.select(nbs, only="02,03")] == ["02_b", "03_c"]
+    assert [p.stem for p in pipeline.select(nbs, start="03")] == ["03_c", "08_report"]
+    assert [p.stem for p in pipeline.select(nbs, only="01_a,08")] == ["01_a", "08_report"]
+    with pytest.raises(ValueError, match="99"):
+        pipeline.select(nbs, only="99")
+    assert sweep.resolve_notebook("02", nbdir).name == "02_b.ipynb"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        sweep.resolve_notebook("nope", nbdir)
+
+
+# --------------------------------------------------------------------------- executed notebooks
+def test_pipeline_failure_names_notebook_and_cell(nbdir, tmp_path):
+    _nb(nbdir / "01_ok.ipynb", "print('hello', preset)")
+    _nb(nbdir / "02_bad.ipynb", "y = 2", "raise ValueError('boom from the tiny notebook')")
+    _nb(nbdir / "03_after.ipynb", "z = 3")
+    root = tmp_path / "reports"
+    with pytest.raises(pipeline.PipelineError) as ei:
+        pipeline.run_pipeline("quick", notebooks_dir=nbdir, root=root, progress=False)
+    msg = str(ei.value)
+    assert "02_bad.ipynb" in msg and "ValueError" in msg and "boom from the tiny notebook" in msg
+    assert "cell" in msg and "raise ValueError" in msg
+    r = ei.value.result
+    assert r.status == "failed" and r.cell_index is not None
+    # the index marks what ran, what failed and what did not run
+    index = (root / "index.html").read_text()
+    assert "01_ok.ipynb" in index and "02_bad.ipynb" in index and "03_after.ipynb" in index
+    status = {n["notebook"]: n["status"] for n in json.loads((root / "pipeline.json").read_text())["notebooks"]}
+    assert status == {"01_ok.ipynb": "ok", "02_bad.ipynb": "failed", "03_after.ipynb": "not run"}
+    assert (root / "notebooks" / "01_ok.html").exists()
+    executed = nbformat.read(root / "notebooks" / "01_ok.ipynb", as_version=4)
+    assert executed.metadata.papermill["parameters"] == {"preset": "quick"}
+    html = (root / "notebooks" / "01_ok.html").read_text()
+    assert "hello quick" in html and "print(" not in html  # outputs shown, code hidden
+
+
+def test_pipeline_index_embeds_report(nbdir, tmp_path):
+    _nb(nbdir / "08_report.ipynb", "print('REPORT-BODY-' + preset)")
+    root = tmp_path / "reports"
+    recs = pipeline.run_pipeline("ci", notebooks_dir=nbdir, root=root, progress=False)
+    assert [r["status"] for r in recs] == ["ok"]
+    index = (root / "index.html").read_text()
+    assert "REPORT-BODY-ci" in index and "notebooks/08_report.html" in index
+    assert not list((root / "notebooks").glob(".*partial*"))
+
+
+def test_sweep_names_and_skips_done(nbdir, tmp_path, monkeypatch):
+    nb = _nb(nbdir / "02_train.ipynb",
+             "from unetq.io import upsert_csv\nimport pandas as pd, os\n"
+             "upsert_csv(pd.DataFrame([{'lr': lr, 'width': width}]), os.environ['SWEEP_TABLE'], ['lr', 'width'])\n"
+             "assert width != 99, 'width 99 fails on purpose'")
+    out = tmp_path / "sweeps"
+    table = tmp_path / "results.csv"
+    monkeypatch.setenv("SWEEP_TABLE", str(table))
+    res = sweep.run_sweep("02", {"lr": [0.01], "width": [8, 99]}, preset="ci", out_dir=out,
+                          notebooks_dir=nbdir, progress=False)
+    assert [r.status for r in res] == ["ok", "failed"]
+    assert "width 99 fails on purpose" in res[1].describe() and "02_train.ipynb" in res[1].describe()
+    ok = out / "02_train__lr=0.01__width=8.ipynb"
+    bad = out / "02_train__lr=0.01__width=99.ipynb"
+    assert ok.exists() and bad.exists()
+    assert sweep.is_done(ok, {"preset": "ci", "lr": 0.01, "width": 8})
+    assert not sweep.is_done(ok, {"preset": "quick", "lr": 0.01, "width": 8})  # other preset
+    assert not sweep.is_done(bad)
+    # second sweep: the done point is skipped, the failed one re-runs, a new one is appended
+    res2 = sweep.run_sweep(nb, {"lr": [0.01], "width": [8, 99, 16]}, preset="ci", out_dir=out,
+                           notebooks_dir=nbdir, progress=False)
+    assert [r.status for r in res2] == ["skipped (already done)", "failed", "ok"]
+    rows = pd.read_csv(table)
+    assert sorted(rows["width"]) == [8, 16, 99]  # earlier rows kept, nothing clobbered
+    summary = pd.read_csv(out / "sweep.csv")
+    assert len(summary) == 3 and set(summary["param_width"]) == {8, 16, 99}
+
+
+def test_sweep_cli_exit_code(nbdir, tmp_path):
+    _nb(nbdir / "05_x.ipynb", "assert lr < 1")
+    rc = sweep.main(["05", "-p", "lr", "0.5", "--preset", "ci", "--out", str(tmp_path / "o"),
+                     "--notebooks-dir", str(nbdir)])
+    assert rc == 0
+    assert (tmp_path / "o" / "05_x__lr=0.5.ipynb").exists()
+
+
+def test_incomplete_output_is_not_done(tmp_path):
+    p = tmp_path / "x.ipynb"
+    assert not sweep.is_done(p)
+    nb = new_notebook(cells=[new_code_cell("1")])
+    nb.metadata["papermill"] = {"exception": None, "end_time": None, "parameters": {}}
+    nbformat.write(nb, p)
+    assert not sweep.is_done(p)  # killed mid-run: no end time
+    nb.metadata["papermill"]["end_time"] = "2024-01-01T00:00:00"
+    nbformat.write(nb, p)
+    assert sweep.is_done(p)
+    p.write_text("{not json")
+    assert not sweep.is_done(p)
+
+
+def test_refresh_notebooks_in_place(nbdir):
+    p = _nb(nbdir / "01_r.ipynb", "print(6 * 7)")
+    (res,) = pipeline.refresh_notebooks(nbdir, progress=False)
+    assert res.status == "ok"
+    nb = nbformat.read(p, as_version=4)
+    assert "42" in nb.cells[2].outputs[0]["text"]
+    assert "papermill" not in nb.metadata
+    _nb(nbdir / "02_f.ipynb", "1 / 0")
+    with pytest.raises(pipeline.PipelineError, match="02_f.ipynb.*ZeroDivisionError"):
+        pipeline.refresh_notebooks(nbdir, only="02", progress=False)

@@ -1,0 +1,311 @@
+"""unetq.train on a tiny stand-in model and random data (fast, CPU): learning, determinism,
+resume after an in-process failure and after a real SIGKILL, checkpoints, AMP."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import TensorDataset
+
+from unetq.models.registry import MODELS, register_model
+from unetq.presets import get_preset
+from unetq.train import (HISTORY_COLUMNS, CheckpointError, PeakMemory, TrainConfig, amp_comparison,
+                         checkpoint_path, epoch_order, evaluate, fit, load_checkpoint, load_or_train,
+                         predict, record_amp, record_training, resume_state_path, sample_predictions)
+
+REPO = Path(__file__).resolve().parents[1]
+
+if "tiny_test" not in MODELS:
+    @register_model("tiny_test")
+    def _tiny(in_channels=3, classes=1, width=4, **kw):
+        return nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width),
+                             nn.ReLU(), nn.Conv2d(width, classes, 1))
+
+
+def tiny_model(seed=0, width=4):
+    from unetq.models.registry import create_model
+
+    torch.manual_seed(seed)
+    return create_model("tiny_test", width=width)
+
+
+def tiny_splits(n=(20, 6, 6), size=16, seed=0):
+    """Crack = pixels whose red channel is bright: learnable by a 3x3 conv in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, k in zip(("train", "val", "test"), n):
+        x = torch.rand(k, 3, size, size, generator=g)
+        y = (x[:, :1] > 0.7).float()
+        out[name] = TensorDataset(x, y)
+    return out
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and a second OpenMP thread on a loaded 2-core
+    machine makes every step ~10x slower (spin-waiting); restore the count afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNETQ_CHECKPOINTS_DIR", str(tmp_path / "ckpt"))
+    monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path
+
+
+def cfg_fast(**kw):
+    base = dict(lr=1e-2, epochs=3, batch_size=4, progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------------------------
+def test_train_config_from_preset_and_validation():
+    c = TrainConfig.from_preset(get_preset("quick"), lr=None, amp="bf16")
+    assert (c.lr, c.epochs, c.batch_size, c.amp, c.optimizer) == (1e-3, 12, 8, "bf16", "adam")
+    assert TrainConfig.from_preset(get_preset("ci", lr=0.1)).lr == 0.1
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(amp="int8")
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=0)
+    with pytest.raises(TypeError, match="unknown"):
+        TrainConfig.from_preset({}, learning_rate=1)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    a = epoch_order(50, 3, 1)
+    assert sorted(a) == list(range(50))
+    assert a == epoch_order(50, 3, 1)
+    assert a != epoch_order(50, 3, 2) and a != epoch_order(50, 4, 1)
+
+
+def test_loss_decreases_and_history(tmp_path):
+    model = tiny_model()
+    res = fit(model, tiny_splits(), cfg_fast(epochs=5), tmp_path / "m.pt")
+    h = res.history
+    assert list(h.columns) == HISTORY_COLUMNS and len(h) == 5
+    assert h["train_loss"].iloc[-1] < 0.8 * h["train_loss"].iloc[0]
+    assert h["val_loss"].min() < h["val_loss"].iloc[0]
+    assert res.best_epoch == int(h.loc[h["val_loss"].idxmin(), "epoch"])
+    assert (h["peak_mem_kind"] == "cpu_peak_rss_increase").all()
+    assert (h["epoch_time_s"] > 0).all() and not model.training
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert ckpt["best_epoch"] == res.best_epoch
+    assert same_weights(ckpt["state_dict"], model.state_dict())  # best weights loaded at the end
+    assert not resume_state_path(tmp_path / "m.pt").exists()  # cleaned up after success
+
+
+def test_training_is_deterministic(tmp_path):
+    m1, m2 = tiny_model(), tiny_model()
+    fit(m1, tiny_splits(), cfg_fast(), tmp_path / "a.pt")
+    fit(m2, tiny_splits(), cfg_fast(), tmp_path / "b.pt")
+    assert same_weights(m1.state_dict(), m2.state_dict())
+
+
+def test_rmsprop_and_grad_clip_run(tmp_path):
+    res = fit(tiny_model(), tiny_splits(), cfg_fast(optimizer="rmsprop", lr=1e-3, grad_clip=1.0,
+                                                     epochs=2), tmp_path / "r.pt")
+    assert res.history["train_loss"].notna().all()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_failure_mid_epoch_matches_uninterrupted(tmp_path):
+    splits, cfg = tiny_splits(), cfg_fast(epochs=4)
+    ref = tiny_model()
+    ref_res = fit(ref, splits, cfg, tmp_path / "ref.pt")
+
+    def kill(epoch, batch):
+        if epoch == 2 and batch == 2:
+            raise Killed
+
+    ck = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        fit(tiny_model(), splits, cfg, ck, on_batch=kill)
+    assert resume_state_path(ck).exists()
+    # a fresh process would build a freshly initialised model: use other weights on purpose
+    resumed = tiny_model(seed=123)
+    res = fit(resumed, splits, cfg, ck)
+    assert res.resumed_from_epoch == 2
+    assert same_weights(ref.state_dict(), resumed.state_dict())
+    cols = ["epoch", "train_loss", "val_loss", "val_iou", "val_dice"]
+    pd.testing.assert_frame_equal(ref_res.history[cols], res.history[cols])
+    assert res.best_epoch == ref_res.best_epoch
+
+
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys, torch
+    sys.path.insert(0, {tests!r})
+    torch.set_num_threads(1)
+    import test_train as T
+    from unetq.train import fit
+    kill_at = int(sys.argv[2])
+    def hook(epoch, batch):
+        if epoch == kill_at and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    model = T.tiny_model()
+    fit(model, T.tiny_splits(), T.cfg_fast(epochs=3), sys.argv[1], on_batch=hook)
+    torch.save(model.state_dict(), sys.argv[1] + ".final")
+""")
+
+
+def test_resume_after_real_sigkill(tmp_path):
+    script = tmp_path / "train_kill.py"
+    script.write_text(SCRIPT.format(tests=str(REPO / "tests")))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"))
+
+    def run(ck, kill_at):
+        return subprocess.run([sys.executable, str(script), str(ck), str(kill_at)], env=env,
+                              capture_output=True, text=True, timeout=240)
+
+    ck = tmp_path / "killed.pt"
+    p = run(ck, 1)  # SIGKILL in the middle of the second epoch
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert resume_state_path(ck).exists() and not Path(str(ck) + ".final").exists()
+    assert torch.load(resume_state_path(ck), weights_only=False)["epoch"] == 1
+    p = run(ck, -1)
+    assert p.returncode == 0, p.stderr[-2000:]
+    # reference: the same uninterrupted run in this process (1 thread, as in the subprocess)
+    assert torch.get_num_threads() == 1
+    ref = tiny_model()
+    fit(ref, tiny_splits(), cfg_fast(epochs=3), tmp_path / "ref.pt")
+    assert same_weights(ref.state_dict(), torch.load(str(ck) + ".final"))
+
+
+def test_evaluate_predict_and_samples():
+    model = tiny_model()
+    sp = tiny_splits()
+    r = evaluate(model, sp["test"], batch_size=4, device="cpu")
+    assert set(r) >= {"loss", "iou", "dice", "iou_img", "dice_img", "n"} and r["n"] == 6
+    x = sp["test"].tensors[0]
+    p = predict(model, x.numpy(), batch_size=4, device="cpu")
+    assert p.shape == (6, 1, 16, 16) and p.dtype == "float32" and 0 <= p.min() and p.max() <= 1
+    imgs, masks, probs = sample_predictions(model, sp["test"], n=3, device="cpu")
+    assert imgs.shape == (3, 3, 16, 16) and masks.shape == probs.shape == (3, 1, 16, 16)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(model, TensorDataset(torch.zeros(0, 3, 4, 4), torch.zeros(0, 1, 4, 4)))
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused(tmp_path):
+    res = fit(tiny_model(), tiny_splits(), cfg_fast(amp="bf16", epochs=2), tmp_path / "bf.pt")
+    assert res.history["train_loss"].notna().all()
+    assert torch.isfinite(torch.tensor(res.history["val_loss"].to_numpy())).all()
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            fit(tiny_model(), tiny_splits(), cfg_fast(amp="fp16"), tmp_path / "fp16.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: fp16 "
+                    "autocast + GradScaler and CUDA peak memory are CUDA-only paths")
+def test_fp16_amp_on_cuda(tmp_path):
+    res = fit(tiny_model(), tiny_splits(), cfg_fast(amp="fp16", device="cuda", epochs=2), tmp_path / "c.pt")
+    assert (res.history["peak_mem_kind"] == "cuda_peak_allocated").all()
+    assert (res.history["peak_mem_mb"] > 0).all()
+
+
+def test_peak_memory_cpu_sees_an_allocation():
+    import time
+
+    with PeakMemory("cpu", interval_s=0.002) as m:
+        t = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        time.sleep(0.05)
+        del t
+    assert m.kind == "cpu_peak_rss_increase" and 48 < m.peak_mb < 512
+
+
+# --------------------------------------------------------------------------------------------
+def ci_cfg(**kw):
+    return get_preset("ci", epochs=2, **kw)
+
+
+def test_checkpoint_path_naming(dirs):
+    assert checkpoint_path("unet", get_preset("quick")).name == "unet_quick.pt"
+    assert checkpoint_path("unet", get_preset("quick", amp="off", device="cpu")).name == "unet_quick.pt"
+    other = checkpoint_path("unet", get_preset("quick", lr=1e-4))
+    assert other.name.startswith("unet_quick_lr0.0001_") and other != checkpoint_path("unet", get_preset("quick"))
+    assert other == checkpoint_path("unet", get_preset("quick", lr=1e-4))
+    w = checkpoint_path("unet", get_preset("quick", width=8))
+    assert w.name.startswith("unet_quick_") and "lr" not in w.name
+    assert checkpoint_path("mbu_unet", get_preset("quick"), layers="a") != \
+        checkpoint_path("mbu_unet", get_preset("quick"), layers="b")
+
+
+def test_load_or_train_reuses_and_retrains(dirs, capsys):
+    cfg = ci_cfg()
+    model, ckpt = load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
+    path = checkpoint_path("tiny_test", cfg)
+    assert path.name == "tiny_test_ci.pt" and path.exists() and not model.training
+    assert len(ckpt["history"]) == 2 and set(ckpt["test_metrics"]) >= {"loss", "iou", "dice"}
+    assert not resume_state_path(path).exists()
+    mtime = path.stat().st_mtime_ns
+    # matching: loaded, not retrained (no splits needed: nothing is trained)
+    model2, ckpt2 = load_or_train("tiny_test", cfg, splits={}, progress=False)
+    assert "loaded" in capsys.readouterr().out and path.stat().st_mtime_ns == mtime
+    assert same_weights(model.state_dict(), model2.state_dict())
+    # mismatch at the same path (the stored data settings differ): retrained
+    stored = torch.load(path, weights_only=True)
+    stored["identity"]["data"]["seed"] = 99
+    torch.save(stored, path)
+    _, ckpt3 = load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
+    assert "retraining" in capsys.readouterr().out
+    assert torch.load(path, weights_only=True)["identity"]["data"]["seed"] == cfg.get("seed", 0)
+    # the training.csv row
+    table = record_training("tiny_test", cfg, ckpt3)
+    assert len(table) == 1 and table["test_dice"].iloc[0] == ckpt3["test_metrics"]["dice"]
+    assert {"cpu", "torch"} <= set(table.columns)
+    # an lr sweep run gets its own checkpoint and its own row
+    _, ck_lr = load_or_train("tiny_test", ci_cfg(lr=1e-2), splits=tiny_splits(), progress=False)
+    assert path.exists() and len(list(path.parent.glob("tiny_test_ci*.pt"))) == 2
+    table = record_training("tiny_test", ci_cfg(lr=1e-2), ck_lr)
+    assert sorted(table["lr"]) == [1e-3, 1e-2]
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error(dirs):
+    cfg = ci_cfg()
+    path = checkpoint_path("tiny_test", cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match=str(path)):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(path.with_name("absent.pt"))
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="lacks"):
+        load_checkpoint(path)
+
+
+def test_amp_comparison_columns(dirs):
+    cfg = ci_cfg()
+    df = amp_comparison("tiny_test", cfg, modes=("off", "bf16"), splits=tiny_splits(), progress=False,
+                        device="cpu")
+    assert list(df["amp"]) == ["off", "bf16"]
+    for col in ["arch", "preset", "width", "image_size", "batch_size", "autocast_dtype", "device",
+                "epoch_time_s", "images_per_s", "peak_mem_mb", "peak_mem_kind", "speedup_vs_off",
+                "mem_reduction_vs_off", "train_loss", "cpu", "cores", "torch"]:
+        assert col in df.columns, col
+    assert df.loc[0, "speedup_vs_off"] == 1.0 and (df["epoch_time_s"] > 0).all()
+    assert list(df["autocast_dtype"]) == ["float32", "bfloat16"] and (df["device"] == "cpu").all()
+    assert len(record_amp(df)) == 2 and len(record_amp(df)) == 2  # upsert, not append
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            amp_comparison("tiny_test", cfg, modes=("fp16",), splits=tiny_splits(), device="cpu")
