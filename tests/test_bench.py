@@ -243,6 +243,14 @@ class FakeRunner(TorchRunner):
         return super().__call__(x)
 
 
+class SlowRunner(FakeRunner):
+    """0.3 s per image: slower than the test's max_call_s of 0.2 s."""
+
+    def __call__(self, x):
+        time.sleep(0.3 * x.shape[0])
+        return super().__call__(x)
+
+
 @pytest.fixture
 def fake_stack(monkeypatch, tmp_path):
     """Fake unetq.deploy / unetq.train / unetq.data so the suite's own logic is tested alone."""
@@ -251,6 +259,7 @@ def fake_stack(monkeypatch, tmp_path):
     monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path / "results"))
     avail = pd.DataFrame([
         dict(backend="torch", precision="fp32", available=True, reason=""),
+        dict(backend="torch", precision="fp16", available=True, reason=""),
         dict(backend="onnxruntime", precision="fp32", available=True, reason=""),
         dict(backend="onnxruntime", precision="int8", available=True, reason=""),
         dict(backend="tensorrt", precision="fp16", available=False, reason="no CUDA device"),
@@ -260,6 +269,8 @@ def fake_stack(monkeypatch, tmp_path):
 
     def make_runner(backend, precision, model=None, onnx_path=None, image_size=None, threads=None):
         made.append((backend, precision, image_size))
+        if precision == "fp16":
+            return SlowRunner(model, backend, precision)
         return FakeRunner(model, backend, precision, fail=(precision == "int8"))
 
     deploy = types.SimpleNamespace(available_runners=lambda: avail, make_runner=make_runner)
@@ -281,7 +292,7 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     from unetq.presets import get_preset
 
     cfg = get_preset("ci")
-    s = bench.bench_settings(cfg, archs=["unet", "mbu_unet", "squeeze_unet"], time_cap_s=0.2,
+    s = bench.bench_settings(cfg, archs=["unet", "mbu_unet", "squeeze_unet"], time_cap_s=0.2, max_call_s=0.2,
                              energy_min_s=0.0, image_sizes=[16], sweep_formats=["onnxruntime/fp32"])
     df, data = bench.run_benchmark(cfg, s, progress=False)
     key = df.set_index(["arch", "backend", "precision", "batch_size", "image_size"])["status"]
@@ -297,15 +308,23 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     assert tr["reason"].str.contains("no CUDA device").all() and tr["latency_ms"].isna().all()
     err = df[(df.precision == "int8") & (df.arch != "squeeze_unet")]
     assert err["reason"].str.contains("kernel not implemented").all()
-    base = df[(df.backend == "torch") & (df.status == "measured")]
+    # a format slower than max_call_s: one warm call at batch 1, skipped (with the reason) beyond
+    slow = df[(df.arch == "unet") & (df.backend == "torch") & (df.precision == "fp16")].set_index("batch_size")
+    assert slow.loc[1, "status"] == "measured" and slow.loc[1, "n_repeats"] == 1
+    assert slow.loc[1, "latency_ms"] >= 300 * 0.9 and "slow format" in slow.loc[1, "stop_reason"]
+    assert slow.loc[2, "status"] == "skipped" and "too slow on this machine" in slow.loc[2, "reason"]
+    base = df[(df.backend == "torch") & (df.precision == "fp32") & (df.status == "measured")]
     assert (base["speedup"] == 1.0).all()
     measured = df[df.status == "measured"]
     assert measured["cpu"].notna().all() and measured["threads_pinned"].ge(1).all()  # machine columns
-    assert measured["mem_method"].str.contains("loading the representation").all()  # fresh-runner footprint
+    normal = measured[measured["n_repeats"] > 1]
+    assert normal["mem_method"].str.contains("loading the representation").all()  # fresh-runner footprint
+    assert measured.loc[measured["n_repeats"] == 1, "mem_method"].str.contains("not measured").all()
     assert len(made) > len(measured.groupby(["arch", "backend", "precision", "image_size"]))  # rebuilt
     d = data.set_index(["arch", "backend", "precision"])
     assert d.loc[("unet", "onnxruntime", "int8"), "status"] == "error"
-    ok = data[data.precision != "int8"]
+    assert d.loc[("unet", "torch", "fp16"), "status"] == "skipped"
+    ok = data[~data.precision.isin(["int8", "fp16"])]
     assert set(ok["status"]) == {"measured"} and (ok["n_images"] == 3).all()
     # written, and a re-run replaces rows with the same key instead of appending
     p = tmp_path / "results" / "benchmark.csv"

@@ -102,6 +102,8 @@ def trained(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("unet", width=4)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and immune to a busy machine
     xs = torch.stack([splits["train"][i][0] for i in range(len(splits["train"]))])
     ys = torch.stack([splits["train"][i][1] for i in range(len(splits["train"]))])
     model.train()
@@ -111,6 +113,7 @@ def trained(tmp_path_factory):
         opt.zero_grad()
         loss.backward()
         opt.step()
+    torch.set_num_threads(threads)
     model.eval()
     d = tmp_path_factory.mktemp("int8")
     fp32 = export_onnx(model, d / "fp32.onnx", 32)
@@ -164,7 +167,8 @@ def test_tensorrt_target_config_is_symmetric_int8(trained):
     q = quantize_int8(fp32, d / "trt.onnx", splits["train"], QuantConfig.for_target("tensorrt"), calib_images=4)
     proto = onnx.load(str(q))
     zps = [t for t in proto.graph.initializer if t.name.endswith("_zero_point")]
-    assert zps and all(t.data_type == onnx.TensorProto.INT8 for t in zps)
+    assert zps and all(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT32) for t in zps)
+    assert sum(t.data_type == onnx.TensorProto.INT8 for t in zps) > 20  # activations and weights
     assert all(not onnx.numpy_helper.to_array(t).any() for t in zps)  # zero-point 0 everywhere
 
 
@@ -201,7 +205,7 @@ def test_sensitivity_and_search(trained):
                                         max_float=2, calib_images=4, progress=False)
     assert list(steps["n_float"]) == [0, 1, 2] and cfg.nodes_to_exclude == tuple(nodes[:2])
     ws = weight_stats(fp32)
-    assert len(ws) == 23 and (ws["err_per_channel"] <= ws["err_per_tensor"] + 1e-9).all()
+    assert len(ws) == 23 and (ws["err_per_channel"] <= ws["err_per_tensor"] * (1 + 1e-4)).all()
 
 
 def test_evaluate_runner_matches_train_evaluate(trained):

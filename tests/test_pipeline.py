@@ -82,6 +82,10 @@ def test_pipeline_failure_names_notebook_and_cell(nbdir, tmp_path):
     assert executed.metadata.papermill["parameters"] == {"preset": "quick"}
     html = (root / "notebooks" / "01_ok.html").read_text()
     assert "hello quick" in html and "print(" not in html  # outputs shown, code hidden
+    # a partial re-run keeps the earlier statuses of the notebooks it did not run
+    recs = pipeline.run_pipeline("quick", only="01", notebooks_dir=nbdir, root=root, progress=False)
+    assert [r["status"] for r in recs] == ["ok", "failed (earlier run)", "not selected"]
+    assert oct((root / "index.html").stat().st_mode & 0o777) != oct(0o600)  # readable report
 
 
 def test_pipeline_index_embeds_report(nbdir, tmp_path):

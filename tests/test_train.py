@@ -309,3 +309,20 @@ def test_amp_comparison_columns(dirs):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             amp_comparison("tiny_test", cfg, modes=("fp16",), splits=tiny_splits(), device="cpu")
+
+
+def test_params_and_profile_tables_upsert(dirs):
+    from unetq import paths
+    from unetq.train import record_params, record_profile
+
+    t = pd.DataFrame(dict(block=["A", "Total"], output_shape=["[4, 8, 8]", "[1, 8, 8]"],
+                          params=[10, 10], macs=[100, 100]))
+    record_params("tiny_test", {(64, 256): t, (4, 32): t})
+    out = record_params("tiny_test", {(4, 32): t.assign(params=[11, 11])})
+    assert len(out) == 4 and sorted(out.loc[out["width"] == 4, "params"]) == [11, 11]
+    assert (paths.results_dir() / "params_tiny_test.csv").exists()
+    prof = pd.DataFrame(dict(block=["A"], time_ms=[1.5], share_percent=[100.0]))
+    out = record_profile("tiny_test", get_preset("ci"), prof, device="cpu")
+    out = record_profile("tiny_test", get_preset("ci"), prof.assign(time_ms=2.0), device="cpu")
+    assert len(out) == 1 and out["time_ms"].iloc[0] == 2.0
+    assert {"arch", "preset", "width", "image_size", "device", "cpu", "torch"} <= set(out.columns)

@@ -528,19 +528,24 @@ DATASET_KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", 
 #: preset's own ``image_size`` is always measured); ``sweep_formats``: the formats swept over
 #: image size (the FP32 PyTorch baseline is always added so ratios exist); ``skip``: formats left
 #: out under this preset, as ``"backend/precision"`` glob patterns, with ``skip_reason``;
-#: ``threads``: torch / ONNX Runtime threads (default all cores; ``ci`` uses one so that its smoke
+#: ``max_call_s``: a format whose call takes longer is timed with one warm call at that batch
+#: size and skipped (with the reason) where it would be slower still (e.g. FP16 on CPUs without
+#: native FP16 arithmetic); ``threads``: torch / ONNX Runtime threads (default all cores; ``ci`` uses one so that its smoke
 #: test is not slowed 100x by OpenMP threads waiting on each other on a loaded machine).
 BENCH_PRESETS: dict[str, dict] = {
     "ci": dict(batch_sizes=[1, 2], image_sizes=[], sweep_formats=[], sweep_batch=1, rel_ci=0.25,
-               time_cap_s=1.0, dataset_batch=4, energy_min_s=0.05, threads=1,
+               time_cap_s=1.0, max_call_s=2.0, dataset_batch=4, energy_min_s=0.05, threads=1,
                skip=["torch_compile/*"], skip_reason="skipped under the ci preset (compile time)"),
     "quick": dict(batch_sizes=[1, 8], image_sizes=[64, 256], sweep_formats=["onnxruntime/int8"],
-                  sweep_batch=1, rel_ci=0.05, time_cap_s=5.0, dataset_batch=8, energy_min_s=0.5,
-                  skip=[], skip_reason=""),
+                  sweep_batch=1, rel_ci=0.05, time_cap_s=4.0, max_call_s=1.0, dataset_batch=8,
+                  energy_min_s=0.5, skip=["torch_compile/*"],
+                  skip_reason="skipped under the quick preset: inductor compiles each model and batch shape "
+                              "for about a minute on a 2-core CPU, over the notebook's budget (the gpu "
+                              "preset measures it)"),
     "gpu": dict(batch_sizes=[1, 8, 16, 32, 64], image_sizes=[128, 448], sweep_formats=[
                     "tensorrt/fp16", "tensorrt/int8", "onnxruntime_cuda/fp32"],
-                sweep_batch=8, rel_ci=0.02, time_cap_s=20.0, dataset_batch=16, energy_min_s=2.0,
-                warmup=10, repeats=50, skip=[], skip_reason=""),
+                sweep_batch=8, rel_ci=0.02, time_cap_s=20.0, max_call_s=10.0, dataset_batch=16,
+                energy_min_s=2.0, warmup=10, repeats=50, skip=[], skip_reason=""),
 }
 
 
@@ -780,13 +785,25 @@ def _run_benchmark(cfg, s, threads, progress, write):
     return bench, data
 
 
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:500]
+
+
 def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
+    """All formats of one architecture: per image size, build the runners, then per batch size a
+    smoke call (the first warm-up call; formats that fail or are too slow drop out here) and the
+    interleaved measurement of the rest; finally the whole-test-split timing."""
     s, cfg = suite.s, suite.cfg
     width = getattr(model, "config", {}).get("width", cfg.get("width"))
     formats = [(f["backend"], f["precision"], bool(f["available"]), str(f.get("reason", "")))
                for _, f in suite.avail.iterrows() if format_applies(arch, f["backend"], f["precision"])]
     main = s["image_size"]
     sweep = set(s.get("sweep_formats") or [])
+    max_call = s.get("max_call_s")
+
+    def row(fmt, b, size, status, reason):
+        return _status_row(suite.base(arch, width, *fmt.split("/"), b, size), status, reason)
+
     for size in s["image_sizes"]:
         batches = s["batch_sizes"] if size == main else [s["sweep_batch"]]
         runners: dict[str, Any] = {}
@@ -795,60 +812,85 @@ def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
             fmt = _fmt(backend, precision)
             if size != main and fmt != _fmt(*BASELINE) and fmt not in sweep:
                 continue
-            rows = [suite.base(arch, width, backend, precision, b, size) for b in batches]
             if not ok:
-                suite.rows += [_status_row(r, NOT_MEASURED, reason or "backend not available") for r in rows]
-                continue
-            if _skipped(fmt, s.get("skip")):
-                suite.rows += [_status_row(r, "skipped", s.get("skip_reason") or "skipped by preset")
-                               for r in rows]
-                continue
-            try:
-                runners[fmt] = suite.make_runner(model, backend, precision, size, batches)
-                factories[fmt] = suite.factory(runners[fmt], model, backend, precision, size, batches)
-            except Exception as e:  # a broken format must not stop the others
-                suite.rows += [_status_row(r, "error", f"{type(e).__name__}: {e}"[:500]) for r in rows]
+                suite.rows += [row(fmt, b, size, NOT_MEASURED, reason or "backend not available") for b in batches]
+            elif _skipped(fmt, s.get("skip")):
+                suite.rows += [row(fmt, b, size, "skipped", s.get("skip_reason") or "skipped by preset")
+                               for b in batches]
+            else:
+                try:
+                    runners[fmt] = suite.make_runner(model, backend, precision, size, batches)
+                    factories[fmt] = suite.factory(runners[fmt], model, backend, precision, size, batches)
+                except Exception as e:  # a broken format must not stop the others
+                    suite.rows += [row(fmt, b, size, "error", _err(e)) for b in batches]
         broken: dict[str, str] = {}
+        per_image_s: dict[str, float] = {}  # seconds per image of the last call, to predict slow calls
         for b in batches:
-            group = {}
+            group, slow = {}, {}
             for fmt, r in runners.items():
+                if fmt in broken:
+                    suite.rows.append(row(fmt, b, size, broken[fmt].split(":")[0], broken[fmt]))
+                    continue
+                if max_call and fmt in per_image_s and per_image_s[fmt] * b > max_call:
+                    suite.rows.append(row(fmt, b, size, "skipped", _too_slow(per_image_s[fmt], b, max_call)))
+                    continue
                 try:  # smoke call (the first warm-up call): a failing format fails here, not mid-group
-                    if fmt in broken:
-                        raise RuntimeError(broken[fmt])
+                    t0 = time.perf_counter()
                     r(random_batch(b, size))
-                    group[fmt] = r
+                    dt = time.perf_counter() - t0
                 except Exception as e:
-                    broken[fmt] = broken.get(fmt) or f"{type(e).__name__}: {e}"[:500]
-                    suite.rows.append(_status_row(suite.base(arch, width, *fmt.split("/"), b, size),
-                                                  "error", broken[fmt]))
-            if not group:
-                continue
-            res = benchmark_runners(
-                group, b, size, warmup=max(0, s["warmup"] - 1), repeats=s["repeats"], rel_ci=s["rel_ci"],
-                time_cap_s=s["time_cap_s"], energy_min_s=s["energy_min_s"], factories=factories,
-            )
-            for fmt, row in res.items():
-                backend, precision = fmt.split("/")
-                out = suite.base(arch, width, backend, precision, b, size)
-                out.update({k: v for k, v in row.items() if k not in out})
-                out["warmup"] = s["warmup"]  # the smoke call above was the first warm-up call
-                out.update(status="measured", reason="", **suite.machine)
+                    broken[fmt] = f"error: {_err(e)}"
+                    suite.rows.append(row(fmt, b, size, "error", _err(e)))
+                    continue
+                per_image_s[fmt] = dt / b
+                (slow if max_call and dt > max_call else group)[fmt] = r
+            measured = {}
+            if group:
+                measured.update(benchmark_runners(
+                    group, b, size, warmup=max(0, s["warmup"] - 1), repeats=s["repeats"], rel_ci=s["rel_ci"],
+                    time_cap_s=s["time_cap_s"], energy_min_s=s["energy_min_s"], factories=factories,
+                ))
+            for fmt, r in slow.items():  # one warm sample only; no memory or energy pass
+                res = benchmark_runners({fmt: r}, b, size, warmup=0, repeats=1, max_repeats=1, memory=False,
+                                        energy=False, time_cap_s=None)[fmt]
+                res.update(stop_reason="slow format: one warm call (smoke call took longer than max_call_s)",
+                           mem_method=f"not measured: calls take over {max_call} s here",
+                           energy_method=f"not measured: calls take over {max_call} s here")
+                per_image_s[fmt] = res["latency_ms_per_image"] / 1e3
+                measured[fmt] = res
+            for fmt, res in measured.items():
+                out = suite.base(arch, width, *fmt.split("/"), b, size)
+                out.update({k: v for k, v in res.items() if k not in out})
+                out.update(warmup=s["warmup"], status="measured", reason="", **suite.machine)
                 suite.rows.append(out)
         if size == main and test_ds is not None:
-            for fmt, r in runners.items():
-                backend, precision = fmt.split("/")
-                try:
-                    if fmt in broken:
-                        raise RuntimeError(broken[fmt])
-                    t = time_dataset(r, _fresh_dataset(test_ds), s["dataset_batch"])
-                except Exception as e:
-                    t = dict(status="error", reason=broken.get(fmt) or f"{type(e).__name__}: {e}"[:500])
-                row = suite.base(arch, width, backend, precision, s["dataset_batch"], size)
-                row.update(t)
-                row.setdefault("status", "measured")
-                row.setdefault("reason", "")
-                row.update(device=str(getattr(r, "device", "cpu")), **suite.machine)
-                suite.dataset_rows.append(row)
+            _time_split(suite, arch, width, size, runners, broken, per_image_s, test_ds)
+
+
+def _too_slow(per_image: float, batch: int, cap: float) -> str:
+    return (f"too slow on this machine: ~{per_image * batch:.1f} s per call of {batch} images "
+            f"(> max_call_s {cap} s of this preset)")
+
+
+def _time_split(suite: _Suite, arch, width, size, runners, broken, per_image_s, test_ds) -> None:
+    s = suite.s
+    b = s["dataset_batch"]
+    max_call = s.get("max_call_s")
+    for fmt, r in runners.items():
+        base = suite.base(arch, width, *fmt.split("/"), b, size)
+        if fmt in broken:
+            t = dict(status="error", reason=broken[fmt])
+        elif max_call and per_image_s.get(fmt, 0) * b > max_call:
+            t = dict(status="skipped", reason=_too_slow(per_image_s[fmt], b, max_call))
+        else:
+            try:
+                t = time_dataset(r, _fresh_dataset(test_ds), b)
+                t.update(status="measured", reason="")
+            except Exception as e:
+                t = dict(status="error", reason=_err(e))
+        base.update(t)
+        base.update(device=str(getattr(r, "device", "cpu")), **suite.machine)
+        suite.dataset_rows.append(base)
 
 
 def write_benchmark(bench, dataset=None) -> list[Path]:

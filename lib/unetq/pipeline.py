@@ -81,6 +81,14 @@ def select(paths: Sequence[Path], only: str | Iterable[str] | None = None, start
     return out
 
 
+def _readable(path: Path) -> Path:
+    """Atomic writes create their temporary file private (0600); a report is meant to be read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+    return path
+
+
 def render_html(ipynb: str | os.PathLike, html_path: str | os.PathLike | None = None) -> Path:
     """Render an executed notebook to HTML with the code hidden (narrative and outputs only)."""
     import nbformat
@@ -93,7 +101,7 @@ def render_html(ipynb: str | os.PathLike, html_path: str | os.PathLike | None = 
     body, _ = exporter.from_notebook_node(nb)
     with atomic_path(html_path) as tmp:
         tmp.write_text(body, encoding="utf-8")
-    return html_path
+    return _readable(html_path)
 
 
 def _status_table(records: Sequence[Mapping[str, Any]]) -> str:
@@ -150,7 +158,7 @@ def write_index(records: Sequence[Mapping[str, Any]], root: str | os.PathLike | 
     out = root / "index.html"
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    return out
+    return _readable(out)
 
 
 def _record(nb: Path, res: RunResult | None, root: Path) -> dict:
@@ -187,6 +195,8 @@ def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None,
         res = execute(nb, out_dir / nb.name, params, kernel_name=kernel_name, cwd=nb.parent)
         done[nb.name] = res
         if Path(res.output).exists():
+            _readable(Path(res.output))
+        if Path(res.output).exists():
             try:
                 render_html(res.output, out_dir / f"{nb.stem}.html")
             except Exception as e:  # an unrenderable notebook must not hide the run's status
@@ -200,14 +210,14 @@ def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None,
             records.append(_record(nb, done[nb.name], root))
         elif nb in chosen:
             records.append(_record(nb, None, root))
-        elif nb.name in previous:
+        elif nb.name in previous and previous[nb.name].get("status") not in ("not run", "not selected"):
             rec = dict(previous[nb.name])
             rec["status"] = f"{rec['status']} (earlier run)" if "earlier run" not in rec["status"] else rec["status"]
             records.append(rec)
         else:
-            records.append(_record(nb, None, root))
-    write_json(dict(preset=preset, finished=_dt.datetime.now().isoformat(timespec="seconds"),
-                    notebooks=records), root / "pipeline.json")
+            records.append(dict(_record(nb, None, root), status="not selected"))
+    _readable(write_json(dict(preset=preset, finished=_dt.datetime.now().isoformat(timespec="seconds"),
+                              notebooks=records), root / "pipeline.json"))
     write_index(records, root, preset=preset)
     if failure is not None:
         raise PipelineError(failure)

@@ -8,7 +8,6 @@ lazy (headers are still checked at construction) and decode per item, in DataLoa
 """
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -19,7 +18,6 @@ from torch.utils.data import DataLoader, Dataset
 from .imageio import load_pair
 from .layouts import Sample, validate_samples
 
-log = logging.getLogger(__name__)
 
 #: ``cache="auto"`` keeps the resized uint8 arrays in memory up to this size.
 CACHE_LIMIT_BYTES = 1 << 30

@@ -17,14 +17,12 @@ in the papers' pipelines), uint8; the dataset divides the image by 255.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
 

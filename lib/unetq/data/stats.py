@@ -7,7 +7,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from .imageio import as_mask_array, binarize
+from .imageio import as_mask_array
 
 
 def pixel_value_proportions(masks: Iterable, threshold: int = 100, progress: bool = False) -> pd.DataFrame:

@@ -109,15 +109,34 @@ class TorchRunner(Runner):
         for p in m.parameters():
             p.requires_grad_(False)
         self.model_size_bytes = state_dict_bytes(m)
-        self.module = torch.compile(m, mode=compile_mode) if compile else m
+        self.compiled = bool(compile)
+        self.compiled_batch: int | None = None  # torch.compile: the one batch size compiled for
+        self.module = torch.compile(m, mode=compile_mode, dynamic=False) if compile else m
         self.details = {"compile_mode": compile_mode or "default"} if compile else {}
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             t = torch.from_numpy(x).to(self.device, self.dtype)
             return self.module(t).float().cpu().numpy()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if not self.compiled:
+            return self._forward(x)
+        # One compilation: the first batch size is kept; larger batches are split, smaller ones
+        # padded with zeros (a recompile per batch size costs tens of seconds on a CPU).
+        if self.compiled_batch is None:
+            self.compiled_batch = x.shape[0]
+        b = self.compiled_batch
+        outs = []
+        for start in range(0, x.shape[0], b):
+            chunk = x[start:start + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(self._forward(chunk)[:n])
+        return np.concatenate(outs)
 
 
 # --------------------------------------------------------------------------------- onnxruntime

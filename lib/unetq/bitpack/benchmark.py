@@ -1,0 +1,201 @@
+"""Speed of the bit-packed engine: ``python -m unetq.bitpack.benchmark``.
+
+1. one binary 3x3 conv layer (default 256 -> 256 channels at 64x64, batch 1) in the packed
+   engine (binary; masked with one popcount; masked with the paper's two popcounts) against the
+   same layer in PyTorch FP32, same thread count;
+2. the whole MBU-Net (cost-aware masking of ``--masked`` layers) against the U-Net of the same
+   width in PyTorch FP32, ONNX Runtime FP32 and ONNX Runtime INT8 (engineer D's runners);
+3. model sizes; 4. on a CUDA machine with Triton, the Triton engine against PyTorch FP16/FP32;
+5. the accuracy gap from ``mbu_accuracy.csv`` when notebook 05 has written it.
+
+Every comparison is timed interleaved (one call of each case per round), so background load
+hits all cases alike; the ratios are the result, absolute times depend on the machine's load.
+Untrained weights are used: the run time of these kernels does not depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .. import paths
+from .engine import PackedConv3x3, pack_mbu
+from .packing import Segments, new_buffer, pack_activations
+from .study import measure_speed, set_threads, speed_cases, torch_callable
+
+
+def _fmt(df: pd.DataFrame, ref: str | None = None, ref2: str | None = None) -> str:
+    d = df[["case", "median_ms", "q1_ms", "q3_ms", "repeats"]].copy()
+    if ref is not None:
+        d[f"x vs {ref}"] = float(df.set_index("case").loc[ref, "median_ms"]) / df["median_ms"]
+    if ref2 is not None and ref2 in set(df["case"]):
+        d[f"x vs {ref2}"] = float(df.set_index("case").loc[ref2, "median_ms"]) / df["median_ms"]
+    return d.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warmup: int = 3,
+                    threads: int | None = None) -> pd.DataFrame:
+    """Single 3x3 conv layer: PyTorch FP32 vs packed binary / masked (both encodings)."""
+    from ..models.binary_layers import BNSign, QuantConv2d, make_weight_quantizer
+
+    torch.manual_seed(0)
+    x = torch.where(torch.rand(1, channels, size, size) > 0.5, 1.0, -1.0)
+    cases = {}
+    w = torch.randn(channels, channels, 3, 3).sign()
+
+    def torch_fp32(_):
+        with torch.inference_mode():
+            return F.conv2d(x, w, padding=1)
+
+    cases["conv3x3 torch FP32"] = torch_fp32
+    inp = pack_activations(x.numpy())
+    for kind, form, name in [("binary", "xor_and", "conv3x3 packed binary"),
+                             ("masked", "xor_and", "conv3x3 packed masked (1 popcount)"),
+                             ("masked", "subtractive", "conv3x3 packed masked (2 popcounts, paper)")]:
+        conv = QuantConv2d(channels, channels, 3, padding=1, weight_quantizer=make_weight_quantizer(kind),
+                           pad_value=1.0, integer_inputs=True).eval()
+        layer = PackedConv3x3.from_torch(conv, BNSign(channels).eval(), masked_form=form)
+        out = new_buffer(1, size, size, Segments([channels]))
+        cases[name] = (lambda _, layer=layer, out=out: layer(inp, out))
+    df = measure_speed(cases, image_size=size, repeats=repeats, warmup=warmup, threads=threads)
+    df.insert(1, "what", f"layer {channels}->{channels}, {size}x{size}, batch 1")
+    return df
+
+
+def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 1, masked: int = 4,
+                      repeats: int = 20, warmup: int = 3, threads: int | None = None,
+                      with_ort: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+    """End-to-end: packed MBU-Net vs the U-Net of the same width (PyTorch FP32, ORT FP32/INT8)."""
+    from ..models import create_model
+
+    torch.manual_seed(0)
+    mbu = create_model("mbu_unet", width=width, masked=masked).eval()
+    unet = create_model("unet", width=width).eval()
+    packed = {f"MBU-Net bitpack (k={masked})": pack_mbu(mbu),
+              f"MBU-Net bitpack (k={masked}, 2-popcount masked)": pack_mbu(mbu, masked_form="subtractive")}
+    cases, sizes, notes = speed_cases(packed, unet, image_size, with_ort=with_ort)
+    cases[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = torch_callable(mbu)
+    sizes[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = sum(p.numel() * 4 for p in mbu.parameters())
+    df = measure_speed(cases, image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,
+                       threads=threads)
+    df["model_size_bytes"] = df["case"].map(sizes)
+    df.insert(1, "what", f"network width {width}, {image_size}x{image_size}, batch {batch_size}")
+    return df, sizes, notes
+
+
+def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, repeats: int, warmup: int):
+    """Triton engine vs PyTorch FP16 / FP32 on the GPU (None when unavailable, with the reason)."""
+    from ..bench import measure_interleaved
+    from ..models import create_model
+    from . import triton_kernels as tk
+
+    ok, why = tk.cuda_available()
+    if not ok or not torch.cuda.is_available():
+        return None, why or "no CUDA device"
+    mbu = create_model("mbu_unet", width=width, masked=masked).eval()
+    unet = create_model("unet", width=width).eval().cuda()
+    unet16 = create_model("unet", width=width).eval().cuda().half()
+    gpu = tk.PackedMBUCuda(pack_mbu(mbu))
+    x = torch.rand(batch_size, 3, image_size, image_size, device="cuda")
+    x16 = x.half()
+
+    def fp32(_):
+        with torch.inference_mode():
+            return unet(x)
+
+    def fp16(_):
+        with torch.inference_mode():
+            return unet16(x16)
+
+    stats = measure_interleaved({"MBU-Net Triton bitpack": (lambda _: gpu.run(x), lambda: None),
+                                 "U-Net torch FP32 (CUDA)": (fp32, lambda: None),
+                                 "U-Net torch FP16 (CUDA)": (fp16, lambda: None)},
+                                warmup=warmup, repeats=repeats, sync=torch.cuda.synchronize)
+    rows = [dict(case=k, median_ms=1e3 * s["median_s"], q1_ms=1e3 * s["q1_s"], q3_ms=1e3 * s["q3_s"],
+                 repeats=s["n"]) for k, s in stats.items()]
+    return pd.DataFrame(rows), ""
+
+
+def accuracy_gap() -> str:
+    path = paths.results_dir() / "mbu_accuracy.csv"
+    if not path.exists():
+        return f"{path} not found: run notebooks/05_mbu_net.ipynb for the accuracy comparison"
+    acc = pd.read_csv(path)
+    lines = []
+    for preset, d in acc.groupby("preset"):
+        d = d.set_index("config")
+        if "fp" in d.index and "mbu" in d.index:
+            fp, mbu = float(d.loc["fp", "test_dice"]), float(d.loc["mbu", "test_dice"])
+            lines.append(f"preset {preset}: test Dice full-precision U-Net {fp:.4f}, MBU-Net {mbu:.4f} "
+                         f"({d.loc['mbu', 'masked_layers']} masked layers), gap {fp - mbu:+.4f} "
+                         f"(target <= 0.03)")
+    return "\n".join(lines) or f"{path}: no preset with both 'fp' and 'mbu' rows"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m unetq.bitpack.benchmark", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--width", type=int, default=16, help="MBU-Net and U-Net width (default 16, the quick preset)")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--masked", type=int, default=4, help="cost-aware masked layers k (default 4)")
+    ap.add_argument("--layer-channels", type=int, default=256)
+    ap.add_argument("--layer-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="threads for torch, ORT and numba (default: all cores)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime runners")
+    ap.add_argument("--csv", default=None, help="also write the timing rows to this CSV")
+    a = ap.parse_args(argv)
+
+    threads = set_threads(a.threads)
+    print(f"threads: {threads} (torch, ONNX Runtime, numba)\n")
+    lay = layer_benchmark(a.layer_channels, a.layer_size, a.repeats, a.warmup, threads)
+    print(f"== single binary 3x3 conv, {a.layer_channels}->{a.layer_channels} channels, "
+          f"{a.layer_size}x{a.layer_size}, batch 1 (ms; x = speed-up over the reference) ==")
+    print(_fmt(lay, "conv3x3 torch FP32"))
+    t = lay.set_index("case")["median_ms"]
+    print(f"packed binary layer vs PyTorch FP32: {t['conv3x3 torch FP32'] / t['conv3x3 packed binary']:.1f}x "
+          "(target >= 8x)")
+    print(f"masked, 1 popcount vs 2 popcounts: "
+          f"{t['conv3x3 packed masked (2 popcounts, paper)'] / t['conv3x3 packed masked (1 popcount)']:.2f}x\n")
+
+    net, sizes, notes = network_benchmark(a.width, a.image_size, a.batch, a.masked, a.repeats, a.warmup, threads,
+                                          with_ort=not a.no_ort)
+    main_case = f"MBU-Net bitpack (k={a.masked})"
+    print(f"== end to end, width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch} (ms) ==")
+    ref = "U-Net ONNX Runtime INT8" if "U-Net ONNX Runtime INT8" in set(net["case"]) else "U-Net torch FP32"
+    print(_fmt(net, ref, "U-Net torch FP32"))
+    for k, v in notes.items():
+        print(f"{k}: {v}")
+    t = net.set_index("case")["median_ms"]
+    if "U-Net ONNX Runtime INT8" in t:
+        print(f"MBU-Net bitpack vs ONNX Runtime INT8 U-Net: {t['U-Net ONNX Runtime INT8'] / t[main_case]:.2f}x "
+              "(target >= 1.5x)")
+    print()
+    print("== model sizes (bytes) ==")
+    fp32_mbu = sizes[f"MBU-Net torch FP32 (k={a.masked}, fake quant)"]
+    for k, v in sizes.items():
+        print(f"{k:48s} {int(v):>12,d}")
+    print(f"packed MBU-Net vs its FP32 weights: {fp32_mbu / sizes[main_case]:.1f}x smaller (target >= 12x); "
+          f"vs the FP32 U-Net: {sizes['U-Net torch FP32'] / sizes[main_case]:.1f}x\n")
+
+    cuda, why = cuda_benchmark(a.width, a.image_size, a.batch, a.masked, a.repeats, a.warmup)
+    print("== CUDA (Triton) ==")
+    print(_fmt(cuda, "U-Net torch FP16 (CUDA)") if cuda is not None else f"not measured on this machine: {why}")
+    print()
+    print("== accuracy (notebook 05) ==")
+    print(accuracy_gap())
+    if a.csv:
+        from ..io import write_csv
+
+        write_csv(pd.concat([lay, net], ignore_index=True), a.csv)
+        print(f"\nwrote {a.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
