@@ -225,6 +225,13 @@ def test_bench_settings():
         bench.bench_settings(get_preset("ci"), "nope")
 
 
+def test_busy_warning(monkeypatch):
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (100.0, 100.0, 100.0))
+    assert "busy" in bench.busy_warning(2) and bench.load_average() == 100.0
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert bench.busy_warning(2) == ""
+
+
 def test_format_applies():
     assert bench.format_applies("mbu_unet", "bitpack", "binary")
     assert not bench.format_applies("unet", "bitpack", "binary")
@@ -267,8 +274,9 @@ def fake_stack(monkeypatch, tmp_path):
     ])
     made = []
 
-    def make_runner(backend, precision, model=None, onnx_path=None, image_size=None, threads=None):
-        made.append((backend, precision, image_size))
+    def make_runner(backend, precision, model=None, onnx_path=None, image_size=None, threads=None,
+                    calib_data=None):
+        made.append((backend, precision, image_size, getattr(calib_data, "shape", None)))
         if precision == "fp16":
             return SlowRunner(model, backend, precision)
         return FakeRunner(model, backend, precision, fail=(precision == "int8"))
@@ -321,6 +329,9 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     assert normal["mem_method"].str.contains("loading the representation").all()  # fresh-runner footprint
     assert measured.loc[measured["n_repeats"] == 1, "mem_method"].str.contains("not measured").all()
     assert len(made) > len(measured.groupby(["arch", "backend", "precision", "image_size"]))  # rebuilt
+    # calibration images follow the image size of the sweep (resized), the split itself otherwise
+    assert {m[3] for m in made if m[2] == 16 and m[3] is not None} == {(3, 3, 16, 16)}
+    assert measured["load_avg_1min"].notna().all()
     d = data.set_index(["arch", "backend", "precision"])
     assert d.loc[("unet", "onnxruntime", "int8"), "status"] == "error"
     assert d.loc[("unet", "torch", "fp16"), "status"] == "skipped"
@@ -360,3 +371,23 @@ def test_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
                                                  device="cpu", gpu="none")]))
     assert p.read_text() == before
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+def test_cuda_memory_energy_and_sync():
+    model = tiny_model().cuda()
+
+    class CudaRunner(TorchRunner):
+        device = "cuda"
+
+        def __call__(self, x):
+            with torch.no_grad():
+                return self.model(torch.from_numpy(x).cuda()).cpu().numpy()
+
+    mem, how = bench.measure_footprint(lambda: CudaRunner(model), bench.random_batch(4, 64), "cuda", "torch")
+    assert mem > 0 and "max_memory_allocated" in how
+    assert bench.cuda_sync("cuda") is torch.cuda.synchronize
+    counter = bench.EnergyCounter.detect("cuda")
+    if counter is not None:  # NVML energy counter (Volta and newer, nvidia-ml-py installed)
+        e, how = bench.measure_energy(CudaRunner(model), bench.random_batch(4, 64), counter, 4, min_s=0.5)
+        assert isinstance(e, float) and e >= 0 and "NVML" in how

@@ -112,13 +112,32 @@ def test_recommendations_answers_from_tables(results):
     assert none.loc["best accuracy within a latency budget", "value"] == report.NOT_RUN
 
 
+def test_accuracy_schema_of_the_quantization_notebook(results):
+    """accuracy_by_format.csv as unetq.deploy.study writes it: status ok / not measured, split,
+    several INT8 configurations named by int8_name."""
+    acc = _accuracy_rows().assign(split="test", status="ok", int8_name="")
+    acc.loc[acc.precision == "int8", "int8_name"] = "default"
+    extra = acc[acc.precision == "int8"].assign(int8_name="percentile", dice=0.1)
+    na = pd.DataFrame([dict(preset="quick", arch="unet", backend="tensorrt", precision="int8", split="test",
+                            status="not measured on this machine: tensorrt not installed")])
+    val = acc.assign(split="val", dice=0.99)
+    pd.concat([acc, extra, na, val]).to_csv(results / "accuracy_by_format.csv", index=False)
+    _bench_rows().to_csv(results / "benchmark.csv", index=False)
+    s = report.accuracy_by_format("quick")
+    assert s.ok and ("unet", "onnxruntime int8 (percentile)") in s.table.index
+    assert s.table.loc[("unet", "onnxruntime int8"), "dice"] == pytest.approx(0.65)  # test split only
+    assert not any("tensorrt" in f for _, f in s.table.index)
+    c = report.candidates("quick").df.set_index(["arch", "backend", "precision"])
+    assert c.loc[("unet", "onnxruntime", "int8"), "dice"] == pytest.approx(0.65)  # the default INT8
+
+
 def test_recommendations_fall_back_on_training_dice(results):
     _bench_rows().to_csv(results / "benchmark.csv", index=False)
     pd.DataFrame([dict(preset="quick", arch="unet", lr=1e-3, val_loss=0.3, test_dice=0.61, test_iou=0.45),
-                  dict(preset="quick", arch="unet", lr=1e-2, val_loss=0.5, test_dice=0.55, test_iou=0.4)]
+                  dict(preset="quick", arch="unet", lr=1e-2, val_loss=0.2, test_dice=0.55, test_iou=0.4)]
                  ).to_csv(results / "training.csv", index=False)
     c = report.candidates("quick").df.set_index(["arch", "backend", "precision"])
-    assert c.loc[("unet", "torch", "fp32"), "dice"] == pytest.approx(0.61)  # lowest val loss run
+    assert c.loc[("unet", "torch", "fp32"), "dice"] == pytest.approx(0.61)  # the preset's lr (1e-3)
     assert np.isnan(c.loc[("unet", "onnxruntime", "int8"), "dice"])
     lr = report.lr_sweep("quick")
     assert lr.ok and list(lr.table.index) == [1e-2, 1e-3]
@@ -128,10 +147,17 @@ def test_pareto_front_and_mbu_section(results):
     df = pd.DataFrame(dict(config=list("abcde"), latency_ms=[1, 2, 3, 4, 5], test_dice=[0.5, 0.4, 0.7, 0.7, 0.9]))
     front = report.pareto_front(df, "latency_ms", "test_dice")
     assert list(front["config"]) == ["a", "c", "e"]
+    fast = report.pareto_front(df.assign(fps=1000 / df["latency_ms"]), "fps", "test_dice", cost_higher_better=True)
+    assert sorted(fast["config"]) == ["a", "c", "e"]
     df.assign(preset="quick").to_csv(results / "mbu_masking.csv", index=False)
     s = report.mbu_pareto("quick")
     assert s.ok and list(s.table["config"]) == ["a", "c", "e"]
-    assert s.figure.axes[0].get_xlabel() == "latency_ms (ms)"
+    assert s.figure.axes[0].get_xlabel() == "latency_ms: latency (ms)"
+    # a *pareto* table in E's layout (frames per second, test Dice, masked layers) is preferred
+    pd.DataFrame(dict(preset="quick", masked_layers=[0, 4, 8, 12], fps=[10.0, 9.0, 6.0, 3.0],
+                      test_dice=[0.40, 0.55, 0.54, 0.60])).to_csv(results / "mbu_pareto.csv", index=False)
+    s = report.mbu_pareto("quick")
+    assert "mbu_pareto" in s.text and list(s.table["masked_layers"]) == [0, 4, 12]
 
 
 def test_amp_section(results):
@@ -150,3 +176,17 @@ def test_section_display_and_figure_save(results, tmp_path):
     assert p.exists() and p.stat().st_size > 1000
     s._ipython_display_()  # plain-text fallbacks outside a notebook: must not raise
     report.Section("x", message="not run")._ipython_display_()
+
+
+def test_mbu_accuracy_feeds_the_candidates(results):
+    rows = _bench_rows()
+    mbu = rows[(rows.arch == "unet") & (rows.backend == "torch") & (rows.precision == "fp32")].assign(arch="mbu_unet")
+    packed = mbu.assign(backend="bitpack", precision="binary", latency_ms_per_image=0.5, model_size_mb=0.1)
+    pd.concat([rows, mbu, packed]).to_csv(results / "benchmark.csv", index=False)
+    pd.DataFrame([dict(preset="quick", config="mbu", test_dice=0.58, test_iou=0.41, packed_dice=0.57),
+                  dict(preset="quick", config="binary", test_dice=0.30, test_iou=0.2)]
+                 ).to_csv(results / "mbu_accuracy.csv", index=False)
+    c = report.candidates("quick").df.set_index(["arch", "backend", "precision"])
+    assert c.loc[("mbu_unet", "torch", "fp32"), "dice"] == pytest.approx(0.58)
+    assert c.loc[("mbu_unet", "bitpack", "binary"), "dice"] == pytest.approx(0.57)
+    assert "mbu_accuracy" in c.loc[("mbu_unet", "bitpack", "binary"), "accuracy_source"]

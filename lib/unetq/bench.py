@@ -617,6 +617,25 @@ def _machine_columns(threads: int) -> dict:
     return m
 
 
+def load_average() -> float:
+    """1-minute load average (NaN where the OS has none): a busy machine makes timings unreliable,
+    so every measured row records it."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def busy_warning(threads: int) -> str:
+    """A warning when other processes compete for the cores being measured, else ``""``."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load == load and load > cores * 0.75:
+        return (f"WARNING: this machine is busy (load average {load:.1f} on {cores} cores): other processes "
+                f"compete with the {threads} measured thread(s); absolute timings are unreliable, "
+                "ratios measured side by side less so. Re-run on a quiet machine for final numbers.")
+    return ""
+
+
 def _device_slug(name: str) -> str:
     import re
 
@@ -676,6 +695,8 @@ class _Suite:
         self.calib = calib
         self.arch = ""
         self._onnx: dict = {}
+        self._calib: dict = {}
+        self.bar = None
         self.rows: list[dict] = []
         self.dataset_rows: list[dict] = []
         self.machine = _machine_columns(threads)
@@ -705,9 +726,25 @@ class _Suite:
                 self._onnx[(self.arch, size)] = onnx_path
         return _call_supported(
             deploy.make_runner, backend, precision, model=None if onnx_path else model, onnx_path=onnx_path,
-            image_size=size, calib_data=self.calib, calib_images=self.cfg.get("calib_images"),
+            image_size=size, calib_data=self.calib_at(size), calib_images=self.cfg.get("calib_images"),
             threads=self.threads, workdir=workdir, **self._trt_kw(backend, batches),
         )
+
+    def calib_at(self, size: int):
+        """Calibration images at ``size`` px: the training split itself at the study's size, else
+        ``calib_images`` of its images resized (bilinear), for the image-size sweep."""
+        if self.calib is None or size == self.s["image_size"]:
+            return self.calib
+        if size not in self._calib:
+            import torch
+            import torch.nn.functional as F
+
+            n = min(len(self.calib), int(self.cfg.get("calib_images") or 32))
+            idx = np.random.default_rng(0).choice(len(self.calib), size=n, replace=False)
+            x = torch.stack([torch.as_tensor(np.asarray(self.calib[int(i)][0], np.float32)) for i in idx])
+            self._calib[size] = F.interpolate(x, size=(size, size), mode="bilinear",
+                                              align_corners=False).clamp(0, 1).numpy()
+        return self._calib[size]
 
     def factory(self, runner, model, backend, precision, size, batches):
         """A function that loads the same representation afresh from what the first build left
@@ -766,11 +803,18 @@ def _run_benchmark(cfg, s, threads, progress, write):
     missing = [a for a in s["archs"] if a not in archs]
     test_ds = splits["test"] if s.get("dataset_batch") else None
 
-    for arch in tqdm(archs, desc="benchmark", disable=not progress):
+    warn = busy_warning(threads)
+    if warn:
+        print(warn)
+    steps = len(archs) * sum(len(s["batch_sizes"]) if z == s["image_size"] else 1 for z in s["image_sizes"])
+    suite.bar = tqdm(total=steps, desc="benchmark", unit="group", disable=not progress)
+    for arch in archs:
+        suite.bar.set_postfix_str(f"{arch}: loading")
         model, _ = _call_supported(load_or_train, arch, cfg, splits=splits)
         model = model.eval().cpu()
         suite.arch = arch
         _benchmark_arch(suite, arch, model, test_ds)
+    suite.bar.close()
     for arch in missing:
         for _, f in avail.iterrows():
             if format_applies(arch, f["backend"], f["precision"]):
@@ -826,6 +870,8 @@ def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
         broken: dict[str, str] = {}
         per_image_s: dict[str, float] = {}  # seconds per image of the last call, to predict slow calls
         for b in batches:
+            if suite.bar is not None:
+                suite.bar.set_postfix_str(f"{arch} {size}px batch {b}")
             group, slow = {}, {}
             for fmt, r in runners.items():
                 if fmt in broken:
@@ -861,8 +907,11 @@ def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
             for fmt, res in measured.items():
                 out = suite.base(arch, width, *fmt.split("/"), b, size)
                 out.update({k: v for k, v in res.items() if k not in out})
-                out.update(warmup=s["warmup"], status="measured", reason="", **suite.machine)
+                out.update(warmup=s["warmup"], status="measured", reason="", load_avg_1min=load_average(),
+                           **suite.machine)
                 suite.rows.append(out)
+            if suite.bar is not None:
+                suite.bar.update(1)
         if size == main and test_ds is not None:
             _time_split(suite, arch, width, size, runners, broken, per_image_s, test_ds)
 
@@ -889,7 +938,7 @@ def _time_split(suite: _Suite, arch, width, size, runners, broken, per_image_s, 
             except Exception as e:
                 t = dict(status="error", reason=_err(e))
         base.update(t)
-        base.update(device=str(getattr(r, "device", "cpu")), **suite.machine)
+        base.update(device=str(getattr(r, "device", "cpu")), load_avg_1min=load_average(), **suite.machine)
         suite.dataset_rows.append(base)
 
 

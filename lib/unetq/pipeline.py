@@ -196,7 +196,6 @@ def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None,
         done[nb.name] = res
         if Path(res.output).exists():
             _readable(Path(res.output))
-        if Path(res.output).exists():
             try:
                 render_html(res.output, out_dir / f"{nb.stem}.html")
             except Exception as e:  # an unrenderable notebook must not hide the run's status
@@ -212,7 +211,9 @@ def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None,
             records.append(_record(nb, None, root))
         elif nb.name in previous and previous[nb.name].get("status") not in ("not run", "not selected"):
             rec = dict(previous[nb.name])
-            rec["status"] = f"{rec['status']} (earlier run)" if "earlier run" not in rec["status"] else rec["status"]
+            if "earlier run" not in rec["status"]:
+                was = (rec.get("parameters") or {}).get("preset")
+                rec["status"] = f"{rec['status']} (earlier run{f', preset {was}' if was and was != preset else ''})"
             records.append(rec)
         else:
             records.append(dict(_record(nb, None, root), status="not selected"))
@@ -270,7 +271,7 @@ def refresh_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, only: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unetq.pipeline", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m unetq.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="quick", help="study preset passed to every notebook (default quick)")
     ap.add_argument("--only", default=None, help="comma-separated notebooks to run, e.g. 02,03")

@@ -145,7 +145,7 @@ class Section:
         return out
 
 
-def figure_image(fig, dpi: int = 100):
+def figure_image(fig, dpi: int = 85):
     """A matplotlib figure as an IPython PNG image (displays the same with or without pyplot's
     inline backend, and in nbconvert's HTML)."""
     import io
@@ -245,6 +245,16 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
         notes.append("Right: seconds for the whole test split as seed 000 times it (image reading and "
                      "preprocessing included, one pass).")
     notes.append(_machine_note(sub))
+    if "n_repeats" in sub.columns:
+        single = sub[pd.to_numeric(sub["n_repeats"], errors="coerce") == 1]
+        if len(single):
+            notes.append("Timed with a single warm call (slower than the preset's max_call_s): "
+                         + ", ".join(sorted(f"{a} {f}" for a, f in zip(single["arch"], single["format"]))) + ".")
+    if "load_avg_1min" in sub.columns and "cores" in sub.columns:
+        busy = pd.to_numeric(sub["load_avg_1min"], errors="coerce") > 0.75 * pd.to_numeric(sub["cores"], errors="coerce")
+        if busy.any():
+            notes.append(f"The machine was busy during {int(busy.sum())} of these measurements (load average above "
+                         "the core count): absolute timings are unreliable.")
     return Section(title, f"Median latency per image, batch {batch_size}; lower is better.", table, fig,
                    notes=[n for n in notes if n])
 
@@ -289,7 +299,26 @@ def _accuracy(preset) -> Loaded:
         return Loaded(None, f"{NOT_RUN}: accuracy_by_format.csv lacks columns {sorted(need - set(df.columns))}")
     ren = {c: c.replace("test_", "") for c in df.columns if c.replace("test_", "") in METRICS and c not in METRICS}
     df = _num(df.rename(columns=ren), *METRICS)
-    return Loaded(_with_format(df), t.message)
+    if "split" in df.columns and (df["split"] == "test").any():
+        df = df[df["split"] == "test"]
+    df = _with_format(df)
+    df = df.reset_index(drop=True)
+    df["is_default"] = True
+    if "int8_name" in df.columns:  # several INT8 configurations: one represents the format
+        name = df["int8_name"].fillna("").astype(str)
+        rank = name.map(lambda n: _INT8_PRIORITY.index(n) if n in _INT8_PRIORITY else len(_INT8_PRIORITY))
+        keys = ["arch", "backend", "precision"]
+        first = rank.groupby([df[k] for k in keys]).transform("min")
+        df["is_default"] = rank == first
+        df["is_default"] &= ~df.assign(_r=rank).duplicated(keys + ["_r"])
+        several = df.groupby(keys)["format"].transform("size") > 1
+        label = several & ~df["is_default"] & (name != "")
+        df.loc[label, "format"] = df.loc[label, "format"] + " (" + name[label] + ")"
+    return Loaded(df, t.message)
+
+
+#: which INT8 configuration of the quantization notebook stands for "INT8" in the report
+_INT8_PRIORITY = ("chosen", "default", "")
 
 
 def accuracy_by_format(preset: str | None = None) -> Section:
@@ -415,10 +444,11 @@ def amp_training(preset: str | None = None) -> Section:
                    df[cols].round(3).reset_index(drop=True), fig)
 
 
-def pareto_front(df: pd.DataFrame, cost: str, gain: str) -> pd.DataFrame:
-    """Rows not dominated by another (lower or equal ``cost`` and higher or equal ``gain``, one
-    strictly), sorted by cost."""
-    d = df.dropna(subset=[cost, gain]).sort_values([cost, gain], ascending=[True, False])
+def pareto_front(df: pd.DataFrame, cost: str, gain: str, cost_higher_better: bool = False) -> pd.DataFrame:
+    """Rows not dominated by another (better or equal on ``cost`` and higher or equal ``gain``,
+    one strictly), sorted from best to worst ``cost``. ``cost_higher_better`` for an x that is a
+    speed (frames per second) rather than a cost."""
+    d = df.dropna(subset=[cost, gain]).sort_values([cost, gain], ascending=[not cost_higher_better, False])
     keep, best = [], -np.inf
     for i, r in d.iterrows():
         if r[gain] > best:
@@ -427,44 +457,48 @@ def pareto_front(df: pd.DataFrame, cost: str, gain: str) -> pd.DataFrame:
     return d.loc[keep]
 
 
-_COSTS = ("latency_ms", "latency_ms_per_image", "bitops", "ops", "cost", "cost_score", "model_size_mb",
-          "size_bytes", "nbytes", "packed_bytes", "params")
-_GAINS = ("test_dice", "dice", "val_dice", "test_iou", "iou")
+#: x candidates of the MBU-Net frontier: (column, higher is better, axis label)
+_COSTS = (("fps", True, "frames per second (batch 1)"), ("latency_ms", False, "latency (ms)"),
+          ("median_ms", False, "latency (ms)"), ("latency_ms_per_image", False, "latency (ms per image)"),
+          ("bitops", False, "bit operations"), ("ops", False, "operations"), ("cost_score", False, "cost score (0-1)"),
+          ("model_size_mb", False, "model size (MiB)"), ("packed_bytes", False, "packed size (bytes)"),
+          ("nbytes", False, "size (bytes)"), ("size_bytes", False, "size (bytes)"), ("params", False, "parameters"))
+_GAINS = ("test_dice", "dice", "packed_dice", "val_dice", "test_iou", "iou")
 
 
 def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | None = None) -> Section:
-    """MBU-Net configurations (binary / masked layers): accuracy against cost, with the Pareto
-    frontier (from ``mbu_*.csv``)."""
+    """MBU-Net configurations (binary / masked layers): accuracy against speed or cost, with the
+    Pareto frontier (from the ``mbu_*.csv`` tables, a ``*pareto*`` one first)."""
     title = "MBU-Net Pareto frontier"
     t = load_table("mbu_*", preset)
     if t.df is None:
         return _missing(title, t.message)
-    best = None
-    for name, g in t.df.groupby("table"):
-        g = _num(g, *_COSTS, *_GAINS)
-        c = cost if cost in g.columns else next((x for x in _COSTS if x in g and g[x].notna().sum() > 1), None)
-        y = gain if gain in g.columns else next((x for x in _GAINS if x in g and g[x].notna().sum() > 1), None)
-        if c and y:
-            best = (name, g, c, y)
+    found = None
+    names = sorted(t.df["table"].unique(), key=lambda n: ("pareto" not in n, n))
+    for name in names:
+        g = _num(t.df[t.df["table"] == name].dropna(axis=1, how="all"), *(c for c, _, _ in _COSTS), *_GAINS)
+        xs = [c for c in _COSTS if c[0] in g and g[c[0]].notna().sum() > 1 and (cost is None or c[0] == cost)]
+        ys = [y for y in _GAINS if y in g and g[y].notna().sum() > 1 and (gain is None or y == gain)]
+        if xs and ys:
+            found = (name, g, xs[0], ys[0])
             break
-    if best is None:
-        return _missing(title, f"{NOT_RUN}: no mbu_*.csv table with a cost column ({', '.join(_COSTS)}) "
-                               f"and an accuracy column ({', '.join(_GAINS)})")
-    name, g, c, y = best
-    front = pareto_front(g, c, y)
+    if found is None:
+        return _missing(title, f"{NOT_RUN}: no mbu_*.csv table with a speed or cost column "
+                               f"({', '.join(c for c, _, _ in _COSTS)}) and an accuracy column ({', '.join(_GAINS)})")
+    name, g, (c, higher, xlabel), y = found
+    front = pareto_front(g, c, y, cost_higher_better=higher)
     import seaborn as sns
 
     fig, axes = _fig(1, 6.5, 4.0)
-    label = next((k for k in ("config", "name", "variant", "n_masked", "masked") if k in g.columns), None)
+    label = next((k for k in ("masked_layers", "config", "name", "variant", "case") if k in g.columns), None)
     sns.scatterplot(g, x=c, y=y, hue=label if label and g[label].nunique() <= 20 else None, ax=axes[0], s=40)
     axes[0].plot(front[c], front[y], color="black", lw=1.2, marker="o", mfc="none", label="Pareto frontier")
-    unit = {"latency_ms": " (ms)", "latency_ms_per_image": " (ms)", "model_size_mb": " (MiB)",
-            "size_bytes": " (bytes)", "nbytes": " (bytes)", "packed_bytes": " (bytes)", "params": " (count)",
-            "bitops": " (bit operations)", "ops": " (operations)"}.get(c, " (normalised cost score)")
-    axes[0].set(xlabel=c + unit, ylabel=y + " (0-1)", title=name)
+    axes[0].set(xlabel=f"{c}: {xlabel}", ylabel=f"{y} (0-1)", title=f"{name}.csv")
     axes[0].legend(fontsize=7)
+    better = "higher" if higher else "lower"
     return Section(title, f"Each point is one MBU-Net configuration of `{name}.csv`; the line joins the "
-                          f"configurations no other one beats on both {c} and {y}.", front.reset_index(drop=True), fig)
+                          f"configurations that no other one beats on both {c} ({better} is better) and {y}.",
+                   front.reset_index(drop=True), fig)
 
 
 def lr_sweep(preset: str | None = None) -> Section:
@@ -504,7 +538,8 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
     for m in ("dice", "iou"):
         out[m] = np.nan
     if acc.df is not None:
-        a = acc.df.groupby(["arch", "backend", "precision"])[[m for m in ("dice", "iou") if m in acc.df]].mean()
+        a = acc.df[acc.df["is_default"]].dropna(subset=[m for m in ("dice", "iou") if m in acc.df], how="all")
+        a = a.groupby(["arch", "backend", "precision"])[[m for m in ("dice", "iou") if m in acc.df]].first()
         for i, r in out.iterrows():
             k = (r["arch"], r["backend"], r["precision"])
             if k in a.index:
@@ -513,7 +548,13 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                 out.at[i, "accuracy_source"] = "accuracy_by_format.csv"
     tr = load_table("training", preset)
     if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
-        best = _num(tr.df, "test_dice", "test_iou", "val_loss")
+        best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
+        if preset is not None and "lr" in best.columns:  # the run the benchmark's checkpoint comes from
+            from .presets import PRESETS
+
+            lr = PRESETS.get(preset, {}).get("lr")
+            if lr is not None and np.isclose(best["lr"], lr).any():
+                best = best[np.isclose(best["lr"], lr)]
         if "val_loss" in best:
             best = best.sort_values("val_loss")
         best = best.drop_duplicates("arch").set_index("arch")
@@ -522,6 +563,19 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                 out.at[i, "dice"] = best.loc[r["arch"], "test_dice"]
                 out.at[i, "iou"] = best.loc[r["arch"], "test_iou"] if "test_iou" in best else np.nan
                 out.at[i, "accuracy_source"] = "training.csv (PyTorch FP32 test split)"
+    mbu = load_table("mbu_accuracy", preset)
+    if mbu.df is not None and {"config", "test_dice"} <= set(mbu.df.columns):
+        m = _num(mbu.df, "test_dice", "test_iou", "packed_dice", "packed_iou")
+        m = m[m["config"].astype(str) == "mbu"]  # notebook 05's main MBU-Net configuration
+        if len(m):
+            r = m.iloc[-1]
+            for i, c in out.iterrows():
+                if c["arch"] != "mbu_unet" or not np.isnan(c["dice"]):
+                    continue
+                packed = c["backend"] == "bitpack" and pd.notna(r.get("packed_dice"))
+                out.at[i, "dice"] = r["packed_dice"] if packed else r["test_dice"]
+                out.at[i, "iou"] = r.get("packed_iou" if packed else "test_iou", np.nan)
+                out.at[i, "accuracy_source"] = "mbu_accuracy.csv (config mbu)"
     out["image_size"] = size
     return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
 
@@ -545,7 +599,10 @@ def recommendations(preset: str | None = None, latency_budget_ms: float | None =
             rows.append(dict(priority=priority, criterion=criterion, arch="-", representation="-",
                              value=NOT_RUN, dice=np.nan))
             return
-        r = pool.loc[pool[col].idxmin() if best == "min" else pool[col].idxmax()]
+        # ties: the more accurate, then the faster candidate wins
+        tie = [c for c in ("dice", "latency_ms_per_image") if c != col]
+        r = pool.sort_values([col, *tie], ascending=[best == "min", *(c != "dice" for c in tie)],
+                             na_position="last").iloc[0]
         rows.append(dict(priority=priority, criterion=criterion, arch=r["arch"], representation=r["format"],
                          value=f"{r[col]:.4g} {_UNITS.get(col, '')}".strip(), dice=r["dice"]))
 

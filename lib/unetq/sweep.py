@@ -221,7 +221,7 @@ def _params_arg(values: Iterable[Sequence[str]]) -> dict[str, list]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unetq.sweep", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m unetq.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebook", help="notebook path, file name, stem (02_unet) or number (02)")
     ap.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),

@@ -79,13 +79,21 @@ class _PackedIntLayer:
         form = "neg_dot" if (kind == "masked" and masked_form == "subtractive") else "mismatch"
         nnz = (wq != 0).sum(axis=1)  # [Cout, taps] terms per output channel and tap
         self.t, self.flip = self._fold(theta, direction, nnz, form, cpad)
+        # kernel form: int64 thresholds, flip bits and valid bits as one mask word per block
+        self.t64 = np.ascontiguousarray(self.t, dtype=np.int64)
+        lanes = np.arange(self.cb, dtype=np.uint64)
+        f = self.flip.reshape(self.flip.shape[:-1] + (self.nblk, self.cb)).astype(np.uint64)
+        self.fmask = np.ascontiguousarray(np.bitwise_or.reduce(f << lanes, axis=-1), dtype=np.uint64)
+        nvalid = np.minimum(self.cb, self.cout - self.cb * np.arange(self.nblk))
+        self.vmask = np.array([(1 << int(v)) - 1 for v in nvalid], dtype=np.uint64)
 
     def _fold(self, theta, direction, nnz, form, cpad):
         return fold_threshold(theta, direction, nnz.sum(axis=1), form, cpad)
 
     @property
     def nbytes(self) -> int:
-        return int(sum(p.nbytes for p in self.planes.values()) + self.t.nbytes + self.flip.nbytes)
+        """Bit planes + one int32 threshold and one flip bit per output channel (and tap)."""
+        return int(sum(p.nbytes for p in self.planes.values()) + self.t.nbytes + self.fmask.nbytes)
 
     def _kernel_args(self):
         """(mode id, plane a, plane b) for ``kernels.conv3x3`` / ``kernels.convt2x2``."""
@@ -115,7 +123,7 @@ class PackedConv3x3(_PackedIntLayer):
             raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
                              f"{self.in_segments.total_words}")
         mode, wa, wb = self._kernel_args()
-        kernels.conv3x3(mode, inp, wa, wb, self.t, self.flip, out, out_off, self.cout)
+        kernels.conv3x3(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
         return out
 
 
@@ -144,7 +152,7 @@ class PackedConvT2x2(_PackedIntLayer):
             raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
                              f"{self.in_segments.total_words}")
         mode, wa, wb = self._kernel_args()
-        kernels.convt2x2(mode, inp, wa, wb, self.t, self.flip, out, out_off, self.cout)
+        kernels.convt2x2(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
         return out
 
 
@@ -240,6 +248,22 @@ class PackedMBU:
             self._buffers = {key: b}  # keep one plan (memory)
         return self._buffers[key]
 
+    def _first_conv(self, x: np.ndarray) -> np.ndarray:
+        """The first (float) conv, by the model's own PyTorch module so that its output is
+        the tensor the model binarises. It runs on one torch thread: a multi-threaded torch
+        call leaves OpenMP workers spinning that then compete with the numba kernels for the
+        cores (oneDNN splits this conv over pixels and channels, never over the 27-term sums,
+        so the result does not depend on the thread count)."""
+        threads = torch.get_num_threads()
+        try:
+            if threads != 1:
+                torch.set_num_threads(1)
+            with torch.no_grad():
+                return self.first_conv(torch.from_numpy(x)).numpy()
+        finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -250,8 +274,7 @@ class PackedMBU:
         x = np.ascontiguousarray(x, dtype=np.float32)
         c = self.channels
         b = self._plan(n, h, w)
-        with torch.no_grad():
-            y = self.first_conv(torch.from_numpy(x)).numpy()
+        y = self._first_conv(x)
         kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["a1"], 0)
         self.input_c2(b["a1"], b["cat0"], 0)
         for lvl, (c1, c2) in enumerate(self.down):

@@ -9,12 +9,13 @@ upsampled path), so concatenation costs nothing: the producers write into their 
 
 Weights: ``uint64[nblk, taps, WD, CB]``, output channel ``co`` in block ``co // CB``, lane
 ``co % CB`` (``CB`` in 8/16/32/64, see ``packing.lane_block``). The inner products run in the
-register-blocked micro-kernels of ``microkernels`` (AVX-512 ``vpxorq/vpandq/vpopcntq``), several
-output pixels per weight load; rows are spread over threads with ``prange``. Block ``b`` writes
-output word ``b`` of its segment, directly packed.
+register-blocked micro-kernels of ``microkernels`` (AVX-512 ``vpxorq/vpternlogq/vpopcntq``),
+several output pixels per weight load; rows are spread over threads with ``prange``. Block ``b``
+writes output word ``b`` of its segment, directly packed by vector compares.
 
 Every kernel accumulates an integer ``v`` per output channel and writes bit
-``(v <= t[c]) ^ flip[c]``, the folded BatchNorm + sign threshold (``packing.fold_threshold``):
+``(v <= t[c]) ^ flip[c]``, the folded BatchNorm + sign threshold (``packing.fold_threshold``;
+the flips of a block are one mask word):
 
 - mode ``xor``      binary weights:  v = sum popc(a ^ w),            a.b = n - 2 v
 - mode ``xor_and``  masked weights:  v = sum popc((a ^ s) & m),      a.b = popc(m) - 2 v
@@ -23,9 +24,20 @@ Every kernel accumulates an integer ``v`` per output channel and writes bit
 """
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
+
+# numba's OpenMP threading layer keeps idle workers spinning; next to the other thread pools of
+# a benchmark (ONNX Runtime, PyTorch) on the same cores this oversubscribes them, and on a busy
+# 2-core machine the whole network took 430 ms instead of 27 ms. The work-queue layer sleeps
+# instead. Only the default is changed (NUMBA_THREADING_LAYER wins), and only if numba has not
+# started a threading layer yet.
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
 
 from . import microkernels as mk
 
@@ -52,42 +64,37 @@ def popcount(x):
 # --------------------------------------------------------------------------------------------
 # threshold + pack
 # --------------------------------------------------------------------------------------------
-@njit(inline="always")
-def _pack_word(acc, a0, t, flip, base, nvalid):
-    """Bits ``(acc[a0 + c] <= t[base + c]) ^ flip[base + c]`` for c < nvalid, packed."""
-    word = np.uint64(0)
-    for c in range(nvalid):
-        bit = np.uint64((acc[a0 + c] <= t[base + c]) ^ flip[base + c])
-        word |= bit << np.uint64(c)
-    return word
-
-
 @njit(**_OPTS)
 def threshold_pack_float(y, theta, direction, out, out_off):
     """Binarise a float NCHW tensor ``y`` with BatchNorm thresholds (float64 ``theta``,
     ``direction`` +1: y >= theta, -1: y <= theta, 0: theta == -inf) into the interior of the
-    padded bit buffer ``out`` at word offset ``out_off``."""
+    padded bit buffer ``out`` at word offset ``out_off`` (vectorised over pixels)."""
     N, C, H, W = y.shape
     nw = (C + 63) // 64
     for r in prange(N * H):
         n = r // H
         i = r % H
-        for j in range(W):
-            for b in range(nw):
-                word = np.uint64(0)
-                for k in range(min(64, C - 64 * b)):
-                    c = 64 * b + k
-                    v = np.float64(y[n, c, i, j])
-                    d = direction[c]
-                    if d > 0:
-                        bit = v >= theta[c]
-                    elif d < 0:
-                        bit = v <= theta[c]
-                    else:
-                        bit = theta[c] < 0
-                    if bit:
-                        word |= np.uint64(1) << np.uint64(k)
-                out[n, i + 1, j + 1, out_off + b] = word
+        row = np.empty(W, np.uint64)
+        for b in range(nw):
+            row[:] = 0
+            for k in range(min(64, C - 64 * b)):
+                c = 64 * b + k
+                th = theta[c]
+                d = direction[c]
+                bit = np.uint64(1) << np.uint64(k)
+                if d > 0:
+                    for j in range(W):
+                        if np.float64(y[n, c, i, j]) >= th:
+                            row[j] |= bit
+                elif d < 0:
+                    for j in range(W):
+                        if np.float64(y[n, c, i, j]) <= th:
+                            row[j] |= bit
+                elif th < 0:
+                    for j in range(W):
+                        row[j] |= bit
+            for j in range(W):
+                out[n, i + 1, j + 1, out_off + b] = row[j]
 
 
 @njit(**_OPTS)
@@ -134,80 +141,82 @@ def _npx(nvec):
 
 
 @njit(inline="always")
-def _micro(mode, nvec, full, a, a_off, a_stride, w, m, w_off, K, acc, init):
+def _micro(mode, nvec, full, a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps):
     if mode == 0:
         if nvec == 8:
             if full:
-                mk.xor_v8_p2(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v8_p2(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xor_v8_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v8_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         elif nvec == 4:
             if full:
-                mk.xor_v4_p4(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v4_p4(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xor_v4_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v4_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         elif nvec == 2:
             if full:
-                mk.xor_v2_p8(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v2_p8(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xor_v2_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v2_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         else:
             if full:
-                mk.xor_v1_p8(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v1_p8(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xor_v1_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xor_v1_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
     elif mode == 1:
         if nvec == 8:
             if full:
-                mk.xa_v8_p2(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v8_p2(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xa_v8_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v8_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         elif nvec == 4:
             if full:
-                mk.xa_v4_p4(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v4_p4(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xa_v4_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v4_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         elif nvec == 2:
             if full:
-                mk.xa_v2_p8(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v2_p8(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xa_v2_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v2_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         else:
             if full:
-                mk.xa_v1_p8(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v1_p8(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.xa_v1_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.xa_v1_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
     else:
         if nvec == 8:
             if full:
-                mk.sub_v8_p2(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v8_p2(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.sub_v8_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v8_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         elif nvec == 4:
             if full:
-                mk.sub_v4_p4(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v4_p4(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.sub_v4_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v4_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         elif nvec == 2:
             if full:
-                mk.sub_v2_p8(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v2_p8(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.sub_v2_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v2_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
         else:
             if full:
-                mk.sub_v1_p8(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v1_p8(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
             else:
-                mk.sub_v1_p1(a, a_off, a_stride, w, m, w_off, K, acc, init)
+                mk.sub_v1_p1(a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, t, t_off, fmask, vmask, o, o_off, o_ps)
 
 
 # --------------------------------------------------------------------------------------------
 # 3x3 convolutions (stride 1, +1 padding supplied by the buffer border)
 # --------------------------------------------------------------------------------------------
 @njit(**_OPTS)
-def conv3x3(mode, inp, wa, wb, t, flip, out, out_off, cout):
+def conv3x3(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
     """Packed 3x3 conv + threshold. ``wa``/``wb``: weight planes ``[nblk, 9, WD, CB]`` (binary:
-    w, w; masked: s, m; subtractive: pos, neg); ``mode`` from ``MODE_IDS``."""
+    w, w; masked: s, m; subtractive: pos, neg); ``t`` int64 thresholds ``[nblk*CB]``;
+    ``fmask``/``vmask`` per-block flip and valid-bit masks; ``mode`` from ``MODE_IDS``."""
     N, Hp, Wp, WD = inp.shape
+    WDO = out.shape[3]
     H = Hp - 2
     W = Wp - 2
     nblk, _, _, CB = wa.shape
@@ -216,35 +225,34 @@ def conv3x3(mode, inp, wa, wb, t, flip, out, out_off, cout):
     a = inp.reshape(-1)
     w1 = wa.reshape(-1)
     w2 = wb.reshape(-1)
+    o = out.reshape(-1)
     k3 = 3 * WD
     blk = 9 * WD * CB
     for r in prange(N * H):
         n = r // H
         y = r % H
-        acc = np.empty(npx_full * CB, np.int64)
         x = 0
         while x < W:
             full = x + npx_full <= W
-            npx = npx_full if full else 1
             for b in range(nblk):
-                for ky in range(3):
-                    aoff = ((n * Hp + y + ky) * Wp + x) * WD
-                    _micro(mode, nvec, full, a, aoff, WD, w1, w2, b * blk + ky * k3 * CB, k3, acc,
-                           1 if ky == 0 else 0)
-                nvalid = min(CB, cout - b * CB)
-                for p in range(npx):
-                    out[n, y + 1, x + p + 1, out_off + b] = _pack_word(acc, p * CB, t, flip, b * CB, nvalid)
-            x += npx
+                _micro(mode, nvec, full, a, ((n * Hp + y) * Wp + x) * WD, WD, Wp * WD, 3, k3, w1, w2, b * blk,
+                       k3 * CB, t, b * CB, fmask[b], vmask[b], o, ((n * Hp + y + 1) * Wp + x + 1) * WDO + out_off + b,
+                       WDO)
+            x += npx_full if full else 1
 
 
 # --------------------------------------------------------------------------------------------
 # 2x2 stride-2 transposed convolutions: each output pixel gets exactly one tap per input channel
 # --------------------------------------------------------------------------------------------
 @njit(**_OPTS)
-def convt2x2(mode, inp, wa, wb, t, flip, out, out_off, cout):
+def convt2x2(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
     """Packed 2x2 stride-2 transposed conv + threshold. Planes ``[nblk, 4, WD, CB]`` (tap =
-    2*di + dj), thresholds ``t, flip`` ``[4, nblk*CB]``; reads the interior of ``inp``."""
+    2*di + dj), thresholds ``t`` ``[4, nblk*CB]``, ``fmask`` ``[4, nblk]``; reads the interior of
+    ``inp``, writes a (2H, 2W) interior."""
     N, Hp, Wp, WD = inp.shape
+    Hpo = out.shape[1]
+    Wpo = out.shape[2]
+    WDO = out.shape[3]
     H = Hp - 2
     W = Wp - 2
     nblk, _, _, CB = wa.shape
@@ -253,25 +261,24 @@ def convt2x2(mode, inp, wa, wb, t, flip, out, out_off, cout):
     a = inp.reshape(-1)
     w1 = wa.reshape(-1)
     w2 = wb.reshape(-1)
+    t1 = t.reshape(-1)
+    o = out.reshape(-1)
+    cpad = nblk * CB
     for r in prange(N * H):
         n = r // H
         i = r % H
-        acc = np.empty(npx_full * CB, np.int64)
         j = 0
         while j < W:
             full = j + npx_full <= W
-            npx = npx_full if full else 1
-            aoff = ((n * Hp + i + 1) * Wp + j + 1) * WD
+            a_off = ((n * Hp + i + 1) * Wp + j + 1) * WD
             for tap in range(4):
                 di = tap // 2
                 dj = tap % 2
+                o_base = ((n * Hpo + 2 * i + di + 1) * Wpo + 2 * j + dj + 1) * WDO + out_off
                 for b in range(nblk):
-                    _micro(mode, nvec, full, a, aoff, WD, w1, w2, (b * 4 + tap) * WD * CB, WD, acc, 1)
-                    nvalid = min(CB, cout - b * CB)
-                    for p in range(npx):
-                        out[n, 2 * i + di + 1, 2 * (j + p) + dj + 1, out_off + b] = _pack_word(
-                            acc, p * CB, t[tap], flip[tap], b * CB, nvalid)
-            j += npx
+                    _micro(mode, nvec, full, a, a_off, WD, 0, 1, WD, w1, w2, (b * 4 + tap) * WD * CB, 0, t1,
+                           tap * cpad + b * CB, fmask[tap, b], vmask[b], o, o_base + b, 2 * WDO)
+            j += npx_full if full else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,7 +303,7 @@ def maxpool2x2(inp, in_off, nw, out, out_off):
 @njit(**_OPTS)
 def conv1x1_float(inp, off, C, weight, bias, out):
     """Full-precision 1x1 conv on the +-1 activations of ``inp``: ``out[n,k,i,j] = bias[k] +
-    sum_c weight[k,c] * a_c`` (float64 accumulation, float32 result)."""
+    sum_c weight[k,c] * a_c`` (float64 accumulation in channel order, float32 result)."""
     N, Hp, Wp, _ = inp.shape
     H = Hp - 2
     W = Wp - 2
@@ -304,13 +311,17 @@ def conv1x1_float(inp, off, C, weight, bias, out):
     for r in prange(N * H):
         n = r // H
         i = r % H
-        for j in range(W):
-            for k in range(K):
-                s = np.float64(bias[k])
-                for c in range(C):
-                    word = inp[n, i + 1, j + 1, off + c // 64]
-                    if (word >> np.uint64(c % 64)) & np.uint64(1):
-                        s += weight[k, c]
+        acc = np.empty(W, np.float64)
+        for k in range(K):
+            acc[:] = bias[k]
+            for c in range(C):
+                wv = weight[k, c]
+                wi = off + c // 64
+                sh = np.uint64(c % 64)
+                for j in range(W):
+                    if (inp[n, i + 1, j + 1, wi] >> sh) & np.uint64(1):
+                        acc[j] += wv
                     else:
-                        s -= weight[k, c]
-                out[n, k, i, j] = s
+                        acc[j] -= wv
+            for j in range(W):
+                out[n, k, i, j] = acc[j]

@@ -35,6 +35,7 @@ from .data_utils import dataset_len, get_item, pick_indices
 from .rewrite import rewrite_conv_transpose
 
 METHODS = ("minmax", "entropy", "percentile")
+_SHORT = {"uint8": "u8", "int8": "s8"}
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 META_KEY = "unetq.quant_config"
 PREP_KEY = "unetq.prepared"
@@ -54,8 +55,12 @@ class QuantConfig:
     rewrite_convtranspose: bool = True   # ConvTranspose -> Conv1x1 + DepthToSpace, so it quantizes
     rewrite_mode: str = "transpose"      # transpose | DCR | CRD (see rewrite.py)
     percentile: float = 99.999           # for method="percentile"
+    entropy_bins: int = 2048             # histogram bins for method="entropy" (TensorRT's KL search
+    entropy_quantized_bins: int = 128    # uses 2048 -> 128; ORT's 128 -> 128 would be plain MinMax)
     nodes_to_exclude: tuple = ()         # node names kept in float (mixed precision)
     nodes_to_quantize: tuple = ()        # if given, only these nodes are quantized
+    shared_concat_scale: bool = False    # every Concat input quantized with the output's range
+    #                                      (what TensorRT's implicit INT8 does: concat is a copy)
     calib_batch: int = 8                 # images per calibration forward pass
     extra_options: dict = field(default_factory=dict)
 
@@ -96,8 +101,10 @@ class QuantConfig:
         """Short description for tables, e.g. ``minmax/per-channel/u8s8/qdq/rewrite``."""
         parts = [self.method if self.method != "percentile" else f"percentile{self.percentile:g}",
                  "per-channel" if self.per_channel else "per-tensor",
-                 f"{self.activation_type[0]}8{self.weight_type[0]}8" + ("-sym" if self.symmetric_activations else ""),
+                 f"{_SHORT[self.activation_type]}{_SHORT[self.weight_type]}" + ("-sym" if self.symmetric_activations else ""),
                  self.quant_format, "rewrite" if self.rewrite_convtranspose else "no-rewrite"]
+        if self.shared_concat_scale:
+            parts.append("shared-concat")
         if self.nodes_to_exclude:
             parts.append(f"{len(self.nodes_to_exclude)}-float")
         if self.nodes_to_quantize:
@@ -211,6 +218,9 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
              "CalibPercentile": cfg.percentile, **cfg.extra_options}
     if cfg.method == "percentile":
         extra.setdefault("CalibTensorRangeSymmetric", cfg.symmetric_activations)
+    if cfg.method == "entropy":
+        extra.setdefault("CalibNumBins", cfg.entropy_bins)
+        extra.setdefault("CalibNumQuantizedBins", cfg.entropy_quantized_bins)
 
     with tempfile.TemporaryDirectory(prefix="unetq-quant-") as tmpdir:
         if is_prepared(onnx_path):  # already through prepare_model (e.g. the sensitivity loop)
@@ -218,9 +228,20 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         else:
             prepped = Path(tmpdir) / "prepared.onnx"
             report = prepare_model(onnx_path, prepped, rewrite=cfg.rewrite_convtranspose, mode=cfg.rewrite_mode)
-        input_name = _load(prepped).graph.input[0].name
-        cache = _cache_path(prepped, images, cfg, cache_dir)
+        prepped_proto = _load(Path(prepped))
+        input_name = prepped_proto.graph.input[0].name
+        cache = _cache_path(prepped, images, cfg, cache_dir) or str(Path(tmpdir) / "calib.json")
         reader = ArrayCalibrationReader(images, input_name, cfg.calib_batch)
+        if not Path(cache).exists():
+            _calibrate(prepped, reader, method, extra, cache, Path(tmpdir))
+            reader.rewind()
+        if cfg.shared_concat_scale:
+            overrides = dict(extra.get("TensorQuantOverrides", {}))
+            overrides.update(shared_concat_overrides(prepped_proto, cache))
+            extra["TensorQuantOverrides"] = overrides
+            # A Relu whose output range is widened below 0 is no longer implied by its
+            # quantization: keep it as an op (ORT would otherwise drop it and pass negatives).
+            extra["QDQKeepRemovableActivations"] = True
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)  # ORT's quantizer logs advice at WARNING on the root logger
@@ -243,6 +264,45 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         with atomic_path(out_path) as tmp:
             onnx.save(q, str(tmp))
     return Path(out_path)
+
+
+def _calibrate(model_path, reader, method, extra: dict, cache: str, tmpdir: Path) -> None:
+    """Activation ranges of ``model_path`` on the reader's images, saved as an ONNX Runtime
+    calibration cache (the same calibrator and tensors ``quantize_static`` would use)."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    keys = [("CalibTensorRangeSymmetric", "symmetric"), ("CalibPercentile", "percentile"),
+            ("CalibNumBins", "num_bins"), ("CalibNumQuantizedBins", "num_quantized_bins")]
+    calib_extra = {k: extra[name] for name, k in keys if name in extra}
+    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(Path(model_path), ops, augmented_model_path=str(tmpdir / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=calib_extra)
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+    save_tensors_data(ranges, cache)
+
+
+def shared_concat_overrides(proto: onnx.ModelProto, cache: str) -> dict:
+    """``TensorQuantOverrides`` giving every input of each Concat the Concat output's calibrated
+    range, so all inputs share one scale and zero-point (TensorRT implicit-INT8 behaviour; it
+    also turns ONNX Runtime's QLinearConcat into a copy). Inputs feeding several Concats get
+    the union of their ranges."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    ranges = load_tensors_data(cache)
+    overrides: dict[str, tuple[float, float]] = {}
+    for n in proto.graph.node:
+        if n.op_type != "Concat" or n.output[0] not in ranges.data:
+            continue
+        lo = float(np.min(ranges.data[n.output[0]].range_value[0]))
+        hi = float(np.max(ranges.data[n.output[0]].range_value[1]))
+        for name in n.input:
+            if name in overrides:
+                lo, hi = min(lo, overrides[name][0]), max(hi, overrides[name][1])
+            overrides[name] = (lo, hi)
+    return {k: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for k, (lo, hi) in overrides.items()}
 
 
 def read_quant_metadata(onnx_path: str | os.PathLike) -> dict | None:
@@ -276,7 +336,8 @@ def _cache_path(prepped: Path, images: np.ndarray, cfg: QuantConfig, cache_dir) 
     h = hashlib.sha1()
     h.update(prepped.read_bytes())
     h.update(np.ascontiguousarray(images).tobytes())
-    h.update(f"{cfg.method}|{cfg.percentile}|{cfg.symmetric_activations}".encode())
+    h.update(f"{cfg.method}|{cfg.percentile}|{cfg.symmetric_activations}|{cfg.entropy_bins}|"
+             f"{cfg.entropy_quantized_bins}".encode())
     d = Path(cache_dir)
     d.mkdir(parents=True, exist_ok=True)
     return str(d / f"calib-{cfg.method}-{h.hexdigest()[:16]}.json")

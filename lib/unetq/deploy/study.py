@@ -240,22 +240,22 @@ def choose_int8_config(fp32_onnx, calib, val_data, tolerance: float = 0.01, cand
 def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_norewrite: bool = True,
                repeats: int | None = None, warmup: int | None = None, progress: bool = True) -> pd.DataFrame:
     """ONNX Runtime CPU latency at batch 1 of FP32 and the INT8 models ``names`` (interleaved
-    rounds; median, p25, p75, speed-up over FP32). A development measurement: the machine's load
-    is not controlled here."""
+    rounds; median, p25, p75, speed-up over FP32), plus (``include_norewrite``) the first of them
+    quantized without the ConvTranspose rewrite, registered as ``files.int8["no-rewrite"]``. A
+    development measurement: the machine's load is not controlled here."""
     from .benchmark import interleaved_timings, summarize
 
     repeats = int(repeats or cfg.get("bench_repeats", 10))
     warmup = int(warmup or cfg.get("bench_warmup", 2))
     x = files.calib[:1]
+    names = list(names or files.int8)
+    if include_norewrite and "no-rewrite" not in files.int8:
+        files.add_int8("no-rewrite", files.int8[names[0]][0].replace(rewrite_convtranspose=False))
+    if include_norewrite and "no-rewrite" not in names:
+        names.append("no-rewrite")
     paths_ = {"fp32": files.fp32}
-    for name in names or list(files.int8):
+    for name in names:
         paths_[f"int8/{name}"] = files.int8[name][1]
-    if include_norewrite:
-        p = files.folder / "int8_norewrite.onnx"
-        base = files.int8[(names or ["default"])[0]][0]
-        quantize_int8(files.fp32, p, files.calib, base.replace(rewrite_convtranspose=False),
-                      cache_dir=files.folder / "calib")
-        paths_["int8/no-rewrite"] = p
     runners = {k: OrtRunner(p, "fp32" if k == "fp32" else "int8") for k, p in paths_.items()}
     times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress)
     s = summarize(times).reset_index()
