@@ -226,10 +226,38 @@ def test_bench_settings():
 
 
 def test_busy_warning(monkeypatch):
-    monkeypatch.setattr(bench.os, "getloadavg", lambda: (100.0, 100.0, 100.0))
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (100.0, 100.0, 100.0))
     assert "busy" in bench.busy_warning(2) and bench.load_average() == 100.0
-    monkeypatch.setattr(bench.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert bench.busy_warning(2) == ""
+
+
+def test_call_supported_filters_or_passes_keywords():
+    from unetq.bench.suite import _call_supported
+
+    def strict(a, b=1):
+        return (a, b)
+
+    def loose(a, **kw):
+        return (a, kw)
+
+    assert _call_supported(strict, 0, b=2, c=3) == (0, 2)
+    assert _call_supported(loose, 0, b=2, c=3) == (0, {"b": 2, "c": 3})
+
+
+def test_choose_threads(monkeypatch):
+    monkeypatch.delenv("UNETQ_BENCH_THREADS", raising=False)
+    monkeypatch.setattr(bench.suite, "_cores", lambda: 4)
+    assert bench.choose_threads(3, 2.0) == (3, "requested")
+    assert bench.choose_threads(None, 0.1) == (4, "all cores")
+    n, why = bench.choose_threads(None, 2.6)
+    assert n == 1 and "other processes used 2.6 cores" in why
+    assert bench.choose_threads(None, 9.0)[0] == 1  # never below one thread
+    monkeypatch.setenv("UNETQ_BENCH_THREADS", "2")
+    assert bench.choose_threads(None, 3.0) == (2, "UNETQ_BENCH_THREADS")
+    assert "busy" in bench.busy_warning(1, busy=2.6) and bench.busy_warning(4, busy=0.1) == ""
 
 
 def test_format_applies():
@@ -258,6 +286,16 @@ class SlowRunner(FakeRunner):
         return super().__call__(x)
 
 
+class FirstCallSlowRunner(FakeRunner):
+    """Slow only on its first call (a JIT compilation), fast afterwards."""
+
+    def __call__(self, x):
+        if not getattr(self, "warm", False):
+            self.warm = True
+            time.sleep(0.3)
+        return super().__call__(x)
+
+
 @pytest.fixture
 def fake_stack(monkeypatch, tmp_path):
     """Fake unetq.deploy / unetq.train / unetq.data so the suite's own logic is tested alone."""
@@ -279,10 +317,16 @@ def fake_stack(monkeypatch, tmp_path):
         made.append((backend, precision, image_size, getattr(calib_data, "shape", None)))
         if precision == "fp16":
             return SlowRunner(model, backend, precision)
+        if backend == "bitpack":
+            return FirstCallSlowRunner(model, backend, precision)
         return FakeRunner(model, backend, precision, fail=(precision == "int8"))
 
     deploy = types.SimpleNamespace(available_runners=lambda: avail, make_runner=make_runner)
-    train = types.SimpleNamespace(load_or_train=lambda arch, cfg, **kw: (tiny_model(), {}))
+    def load_or_train(arch, cfg, splits=None, **model_kw):
+        made.append(("model", arch, model_kw))
+        return tiny_model(), {}
+
+    train = types.SimpleNamespace(load_or_train=load_or_train)
     ds = [(np.zeros((3, 32, 32), np.float32), np.zeros((1, 32, 32), np.float32))] * 3
     data = types.SimpleNamespace(splits_from_preset=lambda cfg: {"train": ds, "test": ds})
     models = types.SimpleNamespace(create_model=None)
@@ -311,6 +355,8 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     assert key[("unet", "onnxruntime", "fp32", 1, 16)] == "measured"  # image-size sweep
     assert ("unet", "bitpack", "binary", 1, 32) not in key.index  # bitpack is for MBU-Net only
     assert key[("mbu_unet", "bitpack", "binary", 1, 32)] == "measured"
+    packed = df[(df.backend == "bitpack") & (df.status == "measured")]  # a slow first call is not "slow"
+    assert sorted(packed["batch_size"]) == [1, 2] and (packed["n_repeats"] >= 3).all()
     assert (key.loc["squeeze_unet"] == "error").all()  # not registered in the fake stack
     tr = df[(df.backend == "tensorrt") & (df.arch != "squeeze_unet")]
     assert tr["reason"].str.contains("no CUDA device").all() and tr["latency_ms"].isna().all()
@@ -320,6 +366,7 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     slow = df[(df.arch == "unet") & (df.backend == "torch") & (df.precision == "fp16")].set_index("batch_size")
     assert slow.loc[1, "status"] == "measured" and slow.loc[1, "n_repeats"] == 1
     assert slow.loc[1, "latency_ms"] >= 300 * 0.9 and "slow format" in slow.loc[1, "stop_reason"]
+    assert np.isnan(slow.loc[1, "peak_mem_mb"]) and slow.loc[1, "energy_j_per_image"] == bench.NOT_AVAILABLE
     assert slow.loc[2, "status"] == "skipped" and "too slow on this machine" in slow.loc[2, "reason"]
     base = df[(df.backend == "torch") & (df.precision == "fp32") & (df.status == "measured")]
     assert (base["speedup"] == 1.0).all()
@@ -328,10 +375,13 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     normal = measured[measured["n_repeats"] > 1]
     assert normal["mem_method"].str.contains("loading the representation").all()  # fresh-runner footprint
     assert measured.loc[measured["n_repeats"] == 1, "mem_method"].str.contains("not measured").all()
-    assert len(made) > len(measured.groupby(["arch", "backend", "precision", "image_size"]))  # rebuilt
+    assert len([m for m in made if m[0] != "model"]) > len(measured.groupby(
+        ["arch", "backend", "precision", "image_size"]))  # runners rebuilt for the memory footprint
     # calibration images follow the image size of the sweep (resized), the split itself otherwise
-    assert {m[3] for m in made if m[2] == 16 and m[3] is not None} == {(3, 3, 16, 16)}
-    assert measured["load_avg_1min"].notna().all()
+    assert {m[3] for m in made if m[0] != "model" and m[2] == 16 and m[3] is not None} == {(3, 3, 16, 16)}
+    assert ("model", "mbu_unet", {"masked": 4}) in made  # notebook 05's main MBU-Net, not a new one
+    assert ("model", "unet", {}) in made
+    assert measured["load_avg_1min"].notna().all() and (measured["threads_reason"] == "requested").all()
     d = data.set_index(["arch", "backend", "precision"])
     assert d.loc[("unet", "onnxruntime", "int8"), "status"] == "error"
     assert d.loc[("unet", "torch", "fp16"), "status"] == "skipped"

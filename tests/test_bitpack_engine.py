@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from unetq.bitpack import (PackedConv3x3, PackedConvT2x2, Segments, maxpool, new_buffer, pack_activations,
                            pack_mbu, unpack_activations)
+from unetq.bitpack import engine
 from unetq.bitpack.packing import fold_threshold, valid_bits
 from unetq.models import create_model
 from unetq.models.binary_layers import BNSign, QuantConv2d, QuantConvTranspose2d, make_weight_quantizer
@@ -62,9 +63,16 @@ def _conv_pair(cin, cout, kind, seed):
     return conv, bn
 
 
+@pytest.fixture(params=["serial", "parallel"])
+def threading(request, monkeypatch):
+    """Run the packed layers on the calling thread or spread over threads (both kernels)."""
+    monkeypatch.setattr(engine, "SERIAL_WORK", 10**12 if request.param == "serial" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("kind,form", [("binary", "xor_and"), ("masked", "xor_and"), ("masked", "subtractive")])
 @pytest.mark.parametrize("cin,cout,h,w", [(3, 5, 7, 9), (70, 20, 5, 11), (64, 130, 3, 4), (130, 64, 9, 2)])
-def test_conv3x3_layer_exact(kind, form, cin, cout, h, w):
+def test_conv3x3_layer_exact(kind, form, cin, cout, h, w, threading):
     conv, bn = _conv_pair(cin, cout, kind, seed=cin + cout)
     x = _signs(2, cin, h, w, seed=h)
     with torch.no_grad():
@@ -96,7 +104,7 @@ def test_conv3x3_reads_concatenated_segments_and_writes_into_a_segment():
 
 @pytest.mark.parametrize("kind,form", [("binary", "xor_and"), ("masked", "xor_and"), ("masked", "subtractive")])
 @pytest.mark.parametrize("cin,cout,h,w", [(70, 20, 5, 7), (16, 72, 1, 3), (130, 8, 2, 2)])
-def test_transposed_conv_layer_exact(kind, form, cin, cout, h, w):
+def test_transposed_conv_layer_exact(kind, form, cin, cout, h, w, threading):
     torch.manual_seed(cin)
     ct = QuantConvTranspose2d(cin, cout, 2, stride=2, weight_quantizer=make_weight_quantizer(kind, 1),
                               integer_inputs=True).eval()
@@ -111,7 +119,7 @@ def test_transposed_conv_layer_exact(kind, form, cin, cout, h, w):
 
 
 @pytest.mark.parametrize("h,w", [(7, 9), (8, 5), (3, 3)])
-def test_maxpool_is_or_of_bits_and_floors_odd_sizes(h, w):
+def test_maxpool_is_or_of_bits_and_floors_odd_sizes(h, w, threading):
     x = _signs(2, 70, h, w, seed=h * w)
     ref = F.max_pool2d(x, 2).numpy()
     seg = Segments([10, 70])
@@ -133,10 +141,11 @@ def test_fold_threshold_matches_definition_exhaustively():
                     assert bool((v <= t[0]) ^ flip[0]) == bool(want), (form, d, theta, dot)
 
 
-@pytest.mark.parametrize("width,masked,size", [(4, 6, (32, 48)), (5, 12, (16, 32)), (3, 0, (48, 16))])
-def test_whole_network_exact_layer_by_layer(width, masked, size):
+@pytest.mark.parametrize("width,masked,size,stem", [(4, 6, (32, 48), "binary"), (5, 12, (16, 32), "binary"),
+                                                    (3, 0, (48, 16), "binary"), (4, 4, (32, 32), "float")])
+def test_whole_network_exact_layer_by_layer(width, masked, size, stem, threading):
     torch.manual_seed(width)
-    model = randomize_model_bn(create_model("mbu_unet", width=width, masked=masked), seed=width)
+    model = randomize_model_bn(create_model("mbu_unet", width=width, masked=masked, stem=stem), seed=width)
     x = torch.rand(2, 3, *size)
     acts = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: acts.__setitem__(name, out.numpy()))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetq.bitpack import Segments, maxpool, new_buffer, pack_activations, pack_mbu, unpack_activations
+from unetq.bitpack import Segments, maxpool, new_buffer, pack_activations, pack_mbu
 from unetq.bitpack import triton_kernels as tk
 from unetq.models import create_model
 

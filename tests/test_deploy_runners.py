@@ -219,3 +219,34 @@ def test_evaluate_runner_matches_train_evaluate(trained):
     assert got["n"] == ref["n"] == len(splits["val"])
     with pytest.raises(ValueError, match="empty"):
         evaluate_runner(make_runner("torch", "fp32", model=model), [], 4)
+
+
+def test_entropy_calibration_clips_and_differs_from_minmax(trained):
+    from unetq.deploy.sensitivity import activation_ranges
+
+    _, splits, fp32, d = trained
+    r = activation_ranges(fp32, splits["train"], ("minmax", "entropy", "percentile"), calib_images=8)
+    assert {"kept_entropy", "kept_percentile", "node", "op_type"} <= set(r.columns)
+    relu = r[r.op_type == "Relu"]
+    assert len(relu) > 0 and (relu["lo_minmax"] >= 0).all()
+    # KL search over 2048 -> 128 bins: ranges really clipped (ORT's 128 -> 128 default would be MinMax)
+    assert (r["kept_entropy"].dropna() <= 1.0 + 1e-6).all() and r["kept_entropy"].median() < 0.99
+
+
+def test_shared_concat_scale_gives_concat_inputs_one_scale(trained):
+    _, splits, fp32, d = trained
+    q = quantize_int8(fp32, d / "shared.onnx", splits["train"], calib_images=4, shared_concat_scale=True,
+                      cache_dir=d / "calib")
+    proto = onnx.load(str(q))
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    concats = [n for n in proto.graph.node if n.op_type == "Concat"]
+    assert concats
+    for c in concats:
+        scales = {float(init[producer[i].input[1]]) for i in c.input if producer[i].op_type == "DequantizeLinear"}
+        assert len(scales) == 1, (c.name, scales)
+    assert "Relu" in {n.op_type for n in proto.graph.node}  # kept explicit: widened ranges do not imply it
+    x = np.stack([splits["val"][i][0].numpy() for i in range(len(splits["val"]))])
+    y = make_runner("onnxruntime", "int8", onnx_path=q)(x)
+    ref = make_runner("onnxruntime", "fp32", onnx_path=fp32)(x)
+    assert np.mean((y > 0) == (ref > 0)) > 0.9

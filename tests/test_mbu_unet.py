@@ -109,3 +109,15 @@ def test_one_training_step_updates_latent_weights():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     opt.step()
     assert not torch.equal(before, m.down_c2[1][0][0].weight)
+
+
+def test_float_stem_keeps_both_input_convs_in_full_precision():
+    m = create_model("mbu_unet", width=4, stem="float", masked=4)
+    assert m.kinds["input_c2"] == "fp"
+    assert isinstance(m.input[0][2], torch.nn.ReLU)  # float activations between the input convs
+    assert m.input[1][0].pad_value == 0.0  # its input is float: zero padding
+    assert m(torch.rand(2, 3, 16, 16)).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError):
+        resolve_layer_kinds(stem="float", layers={"input_c2": "masked"})
+    with pytest.raises(ValueError):
+        resolve_layer_kinds(stem="half")

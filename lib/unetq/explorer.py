@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,7 @@ def representations(arch: str, available: pd.DataFrame | None = None) -> list[st
 # predictions
 # ----------------------------------------------------------------------------------------------
 def _default_factory(model, backend: str, precision: str, image_size: int, calib, workdir: Path):
-    from .bench import _call_supported
+    from .bench.suite import _call_supported
     from .deploy import make_runner
 
     return _call_supported(make_runner, backend, precision, model=model, image_size=image_size,

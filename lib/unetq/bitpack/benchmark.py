@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -151,8 +150,10 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default=None, help="also write the timing rows to this CSV")
     a = ap.parse_args(argv)
 
+    from .kernels import popcount_instruction
+
     threads = set_threads(a.threads)
-    print(f"threads: {threads} (torch, ONNX Runtime, numba)\n")
+    print(f"threads: {threads} (torch, ONNX Runtime, numba); popcount compiles to: {popcount_instruction()}\n")
     lay = layer_benchmark(a.layer_channels, a.layer_size, a.repeats, a.warmup, threads)
     print(f"== single binary 3x3 conv, {a.layer_channels}->{a.layer_channels} channels, "
           f"{a.layer_size}x{a.layer_size}, batch 1 (ms; x = speed-up over the reference) ==")

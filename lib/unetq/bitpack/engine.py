@@ -31,6 +31,9 @@ from .packing import (MASKED_FORMS, Segments, fold_threshold, lane_block, new_bu
                       unpack_activations)
 
 PACKABLE_KINDS = ("binary", "masked")
+#: Layers with less work than this (vector XOR-popcount steps) run on the calling thread: for
+#: them, waking the worker threads costs more than it saves.
+SERIAL_WORK = 60_000
 
 
 def _integer_weight(module) -> np.ndarray:
@@ -123,7 +126,10 @@ class PackedConv3x3(_PackedIntLayer):
             raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
                              f"{self.in_segments.total_words}")
         mode, wa, wb = self._kernel_args()
-        kernels.conv3x3(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
+        n, hp, wp, wd = inp.shape
+        work = n * (hp - 2) * (wp - 2) * self.nblk * 9 * wd * (self.cb // 8) * (1 if mode == 0 else 2)
+        kern = kernels.conv3x3_serial if work < SERIAL_WORK else kernels.conv3x3
+        kern(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
         return out
 
 
@@ -152,13 +158,19 @@ class PackedConvT2x2(_PackedIntLayer):
             raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
                              f"{self.in_segments.total_words}")
         mode, wa, wb = self._kernel_args()
-        kernels.convt2x2(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
+        n, hp, wp, wd = inp.shape
+        work = n * (hp - 2) * (wp - 2) * self.nblk * 4 * wd * (self.cb // 8) * (1 if mode == 0 else 2)
+        kern = kernels.convt2x2_serial if work < SERIAL_WORK else kernels.convt2x2
+        kern(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
         return out
 
 
 def maxpool(inp: np.ndarray, in_segments: Segments, seg: int, out: np.ndarray, out_off: int = 0) -> np.ndarray:
     """2x2 max-pool of segment ``seg`` of ``inp`` into ``out`` (floor for odd sizes)."""
-    kernels.maxpool2x2(inp, in_segments.offsets[seg], -(-in_segments.channels[seg] // 64), out, out_off)
+    nw = -(-in_segments.channels[seg] // 64)
+    work = out.shape[0] * (out.shape[1] - 2) * (out.shape[2] - 2) * nw
+    kern = kernels.maxpool2x2_serial if work < SERIAL_WORK else kernels.maxpool2x2
+    kern(inp, in_segments.offsets[seg], nw, out, out_off)
     return out
 
 
@@ -178,7 +190,8 @@ class PackedMBU:
         if model.activation != "binary":
             raise ValueError("pack_mbu needs binary activations (activation='binary'), "
                              f"this model uses {model.activation!r}")
-        bad = {n: k for n, k in model.kinds.items() if k not in PACKABLE_KINDS}
+        bad = {n: k for n, k in model.kinds.items() if k not in PACKABLE_KINDS
+               and not (n == "input_c2" and getattr(model, "stem", "binary") == "float")}
         if bad:
             raise ValueError(f"pack_mbu: layers {bad} are not binary/masked; the packed engine supports "
                              f"only {PACKABLE_KINDS}")
@@ -189,11 +202,18 @@ class PackedMBU:
         self.channels = c = model.channels
         model = model.eval()
         # first conv: the model's own module (same float output), thresholds of its BNSign
-        self.first_conv = copy.deepcopy(model.input[0][0]).eval()
-        self.first_theta, self.first_dir = _check_bnsign(model.input[0][1], "input conv 1")
         P3, PT = PackedConv3x3.from_torch, PackedConvT2x2.from_torch
         f = masked_form
-        self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
+        self.stem = getattr(model, "stem", "binary")
+        if self.stem == "float":
+            # both input convs in float (the model's modules), binarised after the second one
+            self.first_conv = nn.Sequential(copy.deepcopy(model.input[0]), copy.deepcopy(model.input[1][0])).eval()
+            self.first_theta, self.first_dir = _check_bnsign(model.input[1][1], "input conv 2")
+            self.input_c2 = None
+        else:
+            self.first_conv = copy.deepcopy(model.input[0][0]).eval()
+            self.first_theta, self.first_dir = _check_bnsign(model.input[0][1], "input conv 1")
+            self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
         self.down = []
         for i, name in enumerate(LAYER_NAMES[:4]):
             dc = getattr(model, name)[1]
@@ -213,7 +233,8 @@ class PackedMBU:
 
     # ---------------------------------------------------------------- sizes
     def packed_layers(self):
-        yield self.input_c2
+        if self.input_c2 is not None:
+            yield self.input_c2
         for a, b in self.down:
             yield a
             yield b
@@ -225,7 +246,8 @@ class PackedMBU:
     @property
     def nbytes(self) -> int:
         """Bytes of the packed model: bit planes + thresholds + float first/last layers."""
-        first = sum(p.numel() * p.element_size() for p in self.first_conv.parameters())
+        first = sum(t.numel() * t.element_size() for t in self.first_conv.state_dict().values()
+                    if t.is_floating_point())
         first += self.first_theta.size * 4 + self.first_dir.size  # float32 threshold + int8 direction
         last = (self.out_weight.size + self.out_bias.size) * 4  # float32
         return int(sum(l.nbytes for l in self.packed_layers()) + first + last)
@@ -275,8 +297,11 @@ class PackedMBU:
         c = self.channels
         b = self._plan(n, h, w)
         y = self._first_conv(x)
-        kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["a1"], 0)
-        self.input_c2(b["a1"], b["cat0"], 0)
+        if self.input_c2 is None:  # float stem: its second conv is binarised straight into the skip
+            kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["cat0"], 0)
+        else:
+            kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["a1"], 0)
+            self.input_c2(b["a1"], b["cat0"], 0)
         for lvl, (c1, c2) in enumerate(self.down):
             cat = b[f"cat{lvl}"]
             maxpool(cat, Segments([c[lvl], c[lvl]]), 0, b[f"pool{lvl}"])
@@ -309,7 +334,9 @@ class PackedMBU:
             start = sum(channels[:k])
             return full[:, start:start + channels[k]]
 
-        out = {"input.0.1": seg("a1", [c[0]]), "input.1.1": seg("cat0", [c[0], c[0]], 0)}
+        out = {"input.1.1": seg("cat0", [c[0], c[0]], 0)}
+        if self.input_c2 is not None:
+            out["input.0.1"] = seg("a1", [c[0]])
         for i in range(4):
             out[f"down_c{i + 1}.1.0.1"] = seg(f"mid_d{i}", [c[i + 1]])
             out[f"down_c{i + 1}.1.1.1"] = (seg(f"cat{i + 1}", [c[i + 1], c[i + 1]], 0) if i < 3

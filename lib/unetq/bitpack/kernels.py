@@ -210,11 +210,9 @@ def _micro(mode, nvec, full, a, a_off, a_ps, a_rs, nrows, K, w, m, w_off, w_rs, 
 # --------------------------------------------------------------------------------------------
 # 3x3 convolutions (stride 1, +1 padding supplied by the buffer border)
 # --------------------------------------------------------------------------------------------
-@njit(**_OPTS)
-def conv3x3(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
-    """Packed 3x3 conv + threshold. ``wa``/``wb``: weight planes ``[nblk, 9, WD, CB]`` (binary:
-    w, w; masked: s, m; subtractive: pos, neg); ``t`` int64 thresholds ``[nblk*CB]``;
-    ``fmask``/``vmask`` per-block flip and valid-bit masks; ``mode`` from ``MODE_IDS``."""
+@njit(inline="always")
+def _conv3x3_row(r, mode, inp, wa, wb, t, fmask, vmask, out, out_off):
+    """Output row ``r`` (= n * H + y) of a packed 3x3 conv + threshold."""
     N, Hp, Wp, WD = inp.shape
     WDO = out.shape[3]
     H = Hp - 2
@@ -228,27 +226,41 @@ def conv3x3(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
     o = out.reshape(-1)
     k3 = 3 * WD
     blk = 9 * WD * CB
-    for r in prange(N * H):
-        n = r // H
-        y = r % H
-        x = 0
-        while x < W:
-            full = x + npx_full <= W
-            for b in range(nblk):
-                _micro(mode, nvec, full, a, ((n * Hp + y) * Wp + x) * WD, WD, Wp * WD, 3, k3, w1, w2, b * blk,
-                       k3 * CB, t, b * CB, fmask[b], vmask[b], o, ((n * Hp + y + 1) * Wp + x + 1) * WDO + out_off + b,
-                       WDO)
-            x += npx_full if full else 1
+    n = r // H
+    y = r % H
+    x = 0
+    while x < W:
+        full = x + npx_full <= W
+        for b in range(nblk):
+            _micro(mode, nvec, full, a, ((n * Hp + y) * Wp + x) * WD, WD, Wp * WD, 3, k3, w1, w2, b * blk,
+                   k3 * CB, t, b * CB, fmask[b], vmask[b], o, ((n * Hp + y + 1) * Wp + x + 1) * WDO + out_off + b,
+                   WDO)
+        x += npx_full if full else 1
+
+
+@njit(**_OPTS)
+def conv3x3(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
+    """Packed 3x3 conv + threshold, rows in parallel. ``wa``/``wb``: weight planes
+    ``[nblk, 9, WD, CB]`` (binary: w, w; masked: s, m; subtractive: pos, neg); ``t`` int64
+    thresholds ``[nblk*CB]``; ``fmask``/``vmask`` per-block flip and valid-bit masks; ``mode``
+    from ``MODE_IDS``."""
+    for r in prange(inp.shape[0] * (inp.shape[1] - 2)):
+        _conv3x3_row(r, mode, inp, wa, wb, t, fmask, vmask, out, out_off)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def conv3x3_serial(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
+    """``conv3x3`` on the calling thread (small layers: no thread dispatch)."""
+    for r in range(inp.shape[0] * (inp.shape[1] - 2)):
+        _conv3x3_row(r, mode, inp, wa, wb, t, fmask, vmask, out, out_off)
 
 
 # --------------------------------------------------------------------------------------------
 # 2x2 stride-2 transposed convolutions: each output pixel gets exactly one tap per input channel
 # --------------------------------------------------------------------------------------------
-@njit(**_OPTS)
-def convt2x2(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
-    """Packed 2x2 stride-2 transposed conv + threshold. Planes ``[nblk, 4, WD, CB]`` (tap =
-    2*di + dj), thresholds ``t`` ``[4, nblk*CB]``, ``fmask`` ``[4, nblk]``; reads the interior of
-    ``inp``, writes a (2H, 2W) interior."""
+@njit(inline="always")
+def _convt2x2_row(r, mode, inp, wa, wb, t, fmask, vmask, out, out_off):
+    """Input row ``r`` (= n * H + i) of a packed 2x2 stride-2 transposed conv + threshold."""
     N, Hp, Wp, WD = inp.shape
     Hpo = out.shape[1]
     Wpo = out.shape[2]
@@ -264,40 +276,66 @@ def convt2x2(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
     t1 = t.reshape(-1)
     o = out.reshape(-1)
     cpad = nblk * CB
-    for r in prange(N * H):
-        n = r // H
-        i = r % H
-        j = 0
-        while j < W:
-            full = j + npx_full <= W
-            a_off = ((n * Hp + i + 1) * Wp + j + 1) * WD
-            for tap in range(4):
-                di = tap // 2
-                dj = tap % 2
-                o_base = ((n * Hpo + 2 * i + di + 1) * Wpo + 2 * j + dj + 1) * WDO + out_off
-                for b in range(nblk):
-                    _micro(mode, nvec, full, a, a_off, WD, 0, 1, WD, w1, w2, (b * 4 + tap) * WD * CB, 0, t1,
-                           tap * cpad + b * CB, fmask[tap, b], vmask[b], o, o_base + b, 2 * WDO)
-            j += npx_full if full else 1
+    n = r // H
+    i = r % H
+    j = 0
+    while j < W:
+        full = j + npx_full <= W
+        a_off = ((n * Hp + i + 1) * Wp + j + 1) * WD
+        for tap in range(4):
+            di = tap // 2
+            dj = tap % 2
+            o_base = ((n * Hpo + 2 * i + di + 1) * Wpo + 2 * j + dj + 1) * WDO + out_off
+            for b in range(nblk):
+                _micro(mode, nvec, full, a, a_off, WD, 0, 1, WD, w1, w2, (b * 4 + tap) * WD * CB, 0, t1,
+                       tap * cpad + b * CB, fmask[tap, b], vmask[b], o, o_base + b, 2 * WDO)
+        j += npx_full if full else 1
+
+
+@njit(**_OPTS)
+def convt2x2(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
+    """Packed 2x2 stride-2 transposed conv + threshold, rows in parallel. Planes
+    ``[nblk, 4, WD, CB]`` (tap = 2*di + dj), thresholds ``t`` ``[4, nblk*CB]``, ``fmask``
+    ``[4, nblk]``; reads the interior of ``inp``, writes a (2H, 2W) interior."""
+    for r in prange(inp.shape[0] * (inp.shape[1] - 2)):
+        _convt2x2_row(r, mode, inp, wa, wb, t, fmask, vmask, out, out_off)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def convt2x2_serial(mode, inp, wa, wb, t, fmask, vmask, out, out_off):
+    """``convt2x2`` on the calling thread."""
+    for r in range(inp.shape[0] * (inp.shape[1] - 2)):
+        _convt2x2_row(r, mode, inp, wa, wb, t, fmask, vmask, out, out_off)
 
 
 # --------------------------------------------------------------------------------------------
 # pooling and the float output layer
 # --------------------------------------------------------------------------------------------
+@njit(inline="always")
+def _maxpool_row(r, inp, in_off, nw, out, out_off):
+    Ho = out.shape[1] - 2
+    Wo = out.shape[2] - 2
+    n = r // Ho
+    i = r % Ho
+    for j in range(Wo):
+        for w in range(nw):
+            out[n, i + 1, j + 1, out_off + w] = (
+                inp[n, 2 * i + 1, 2 * j + 1, in_off + w] | inp[n, 2 * i + 1, 2 * j + 2, in_off + w]
+                | inp[n, 2 * i + 2, 2 * j + 1, in_off + w] | inp[n, 2 * i + 2, 2 * j + 2, in_off + w])
+
+
 @njit(**_OPTS)
 def maxpool2x2(inp, in_off, nw, out, out_off):
     """2x2 max-pool of +-1 values = OR of bits; floors odd sizes (like ``nn.MaxPool2d(2)``)."""
-    N, Hp, Wp, _ = inp.shape
-    Ho = out.shape[1] - 2
-    Wo = out.shape[2] - 2
-    for r in prange(N * Ho):
-        n = r // Ho
-        i = r % Ho
-        for j in range(Wo):
-            for w in range(nw):
-                out[n, i + 1, j + 1, out_off + w] = (
-                    inp[n, 2 * i + 1, 2 * j + 1, in_off + w] | inp[n, 2 * i + 1, 2 * j + 2, in_off + w]
-                    | inp[n, 2 * i + 2, 2 * j + 1, in_off + w] | inp[n, 2 * i + 2, 2 * j + 2, in_off + w])
+    for r in prange(out.shape[0] * (out.shape[1] - 2)):
+        _maxpool_row(r, inp, in_off, nw, out, out_off)
+
+
+@njit(cache=True, fastmath=False, nogil=True)
+def maxpool2x2_serial(inp, in_off, nw, out, out_off):
+    """``maxpool2x2`` on the calling thread."""
+    for r in range(out.shape[0] * (out.shape[1] - 2)):
+        _maxpool_row(r, inp, in_off, nw, out, out_off)
 
 
 @njit(**_OPTS)
@@ -325,3 +363,23 @@ def conv1x1_float(inp, off, C, weight, bias, out):
                         acc[j] -= wv
             for j in range(W):
                 out[n, k, i, j] = acc[j]
+
+
+def popcount_instruction() -> str:
+    """Which instruction the micro-kernels' vector popcount compiles to on this CPU: compiles a
+    tiny uncached kernel around one micro-kernel and reads its assembly (the cached kernels
+    cannot be inspected)."""
+    def probe(a, w, t, fm, vm, o):
+        mk.xor_v8_p2(a, 0, 1, 0, 1, 1, w, w, 0, 0, t, 0, fm, vm, o, 0, 1)
+
+    f = njit(cache=False)(probe)
+    a = np.zeros(2, np.uint64)
+    w = np.zeros(64, np.uint64)
+    f(a, w, np.zeros(64, np.int64), np.uint64(0), np.uint64(0), np.zeros(2, np.uint64))
+    asm = "\n".join(f.inspect_asm().values())
+    if "vpopcntq" in asm:
+        reg = "zmm" if "%zmm" in asm else "ymm"
+        return f"vpopcntq on {reg} registers (AVX-512 VPOPCNTDQ)"
+    if "popcnt" in asm:
+        return "scalar popcnt (no AVX-512 VPOPCNTDQ on this CPU)"
+    return "software popcount (no popcnt instruction found)"

@@ -39,16 +39,18 @@ def resolve_masked(masked="cost-aware-top-k", k: int = 4):
     return list(masked)
 
 
-def configurations(main_masked, pareto_k=(0, 4, 8, 12)) -> dict[str, dict]:
-    """``label -> create_model keywords`` of every MBU-Net variant of the study."""
-    out = {"mbu": dict(masked=main_masked)}
-    out["binary"] = dict(masked=0)
-    out["int8"] = dict(base="int8", layers={"input_c2": "int8"})
-    out["int4"] = dict(base="int4", layers={"input_c2": "int4"})
+def configurations(main_masked, pareto_k=(0, 4, 8, 12), stem: str = "binary") -> dict[str, dict]:
+    """``label -> create_model keywords`` of every MBU-Net variant of the study (``"mbu"`` is
+    the main one); ``stem`` (``"binary"`` or ``"float"``, see ``mbu_unet``) applies to all."""
+    extra = {} if stem == "binary" else dict(stem=stem)
+    out = {"mbu": dict(masked=main_masked, **extra)}
+    out["binary"] = dict(masked=0, **extra)
+    out["int8"] = dict(base="int8", layers={"input_c2": "int8"} if stem == "binary" else {}, **extra)
+    out["int4"] = dict(base="int4", layers={"input_c2": "int4"} if stem == "binary" else {}, **extra)
     for k in pareto_k:
         if k == 0 or (isinstance(main_masked, int) and k == main_masked):
             continue
-        out[f"k{k}"] = dict(masked=int(k))
+        out[f"k{k}"] = dict(masked=int(k), **extra)
     return out
 
 
@@ -56,11 +58,12 @@ def _normalise(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def train_main(cfg: dict, masked, splits=None):
-    """The main MBU-Net, trained from scratch with the preset (cached checkpoint)."""
+def train_main(cfg: dict, model_kw: dict, splits=None):
+    """The main MBU-Net (``create_model`` keywords ``model_kw``), trained from scratch with the
+    preset (cached checkpoint)."""
     from ..train import load_or_train
 
-    return load_or_train("mbu_unet", cfg, splits=splits, masked=masked)
+    return load_or_train("mbu_unet", cfg, splits=splits, **model_kw)
 
 
 def fp_reference(cfg: dict, splits=None):
@@ -75,9 +78,9 @@ def finetune(start_model, start_ckpt: dict, cfg: dict, label: str, epochs: int, 
     weights, fine-tuned ``epochs`` epochs (Adam, the preset's lr and batch), best validation
     loss kept, test split evaluated. Cached under ``checkpoints_dir()`` and reused when the start
     checkpoint, the variant and the training settings are the same."""
+    from ..io import save_torch
     from ..models import create_model
     from ..train import TrainConfig, checkpoint_path, evaluate, fit, load_checkpoint, read_checkpoint
-    from ..io import save_torch
 
     tcfg = TrainConfig.from_preset(cfg, epochs=int(epochs))
     identity = _normalise(dict(start=start_ckpt.get("identity"), start_best=start_ckpt.get("best_val_loss"),
@@ -90,8 +93,7 @@ def finetune(start_model, start_ckpt: dict, cfg: dict, label: str, epochs: int, 
             return model, ck
     torch.manual_seed(tcfg.seed)
     model = create_model("mbu_unet", width=cfg["width"], **model_kw)
-    missing = model.load_state_dict(start_model.state_dict(), strict=True)
-    del missing
+    model.load_state_dict(start_model.state_dict(), strict=True)  # same parameters, other quantizers
     result = fit(model, splits, tcfg, path, meta=dict(finetuned_from=start_ckpt.get("checkpoint_name")))
     test = evaluate(model, splits["test"], batch_size=tcfg.batch_size, device=tcfg.device)
     ck = dict(model_config=model.config, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -107,25 +109,69 @@ def finetune(start_model, start_ckpt: dict, cfg: dict, label: str, epochs: int, 
 # --------------------------------------------------------------------------------------------
 # tables
 # --------------------------------------------------------------------------------------------
-def accuracy_row(label: str, model, ckpt: dict, cfg: dict, training: str, packed_metrics: dict | None = None) -> dict:
-    kinds = getattr(model, "kinds", None)
+WEIGHTS = {"fp": "fp32", "int8": "int8", "int4": "int4", "binary": "binary"}
+
+
+def accuracy_row(label: str, model, ckpt: dict, cfg: dict, training: str, packed: dict | None = None) -> dict:
+    """One row of the accuracy table (test split of ``ckpt``)."""
     from ..models.mbu_unet import LAYER_NAMES
 
-    masked = [n for n in LAYER_NAMES if kinds and kinds[n] == "masked"]
-    weights = {"fp": "fp32", "int8": "int8", "int4": "int4", "binary": "binary"}.get(label, "binary / masked")
-    if label.startswith("k"):
-        weights = "binary / masked"
+    kinds = getattr(model, "kinds", None) or {}
+    masked = [n for n in LAYER_NAMES if kinds.get(n) == "masked"]
     t = ckpt.get("test_metrics", {})
     row = dict(preset=cfg["preset"], config=label, paper_row=PAPER_LABELS.get(label, f"MBU-Net ({label})"),
                arch="unet" if label == "fp" else "mbu_unet", width=cfg["width"], image_size=cfg["image_size"],
-               weights=weights, activations="fp32" if label == "fp" else "binary",
+               weights=WEIGHTS.get(label, "binary + masked"), activations="fp32" if label == "fp" else "binary",
                masked_layers=len(masked), masked=" ".join(masked), training=training,
                epochs=len(ckpt.get("history", [])), best_epoch=ckpt.get("best_epoch"),
                test_loss=t.get("loss"), test_iou=t.get("iou"), test_dice=t.get("dice"),
                test_iou_img=t.get("iou_img"), test_dice_img=t.get("dice_img"), test_n=t.get("n"))
-    if packed_metrics is not None:
-        row.update(packed_dice=packed_metrics.get("dice"), packed_iou=packed_metrics.get("iou"))
+    row["packed_dice"] = packed.get("dice") if packed else None
+    row["packed_iou"] = packed.get("iou") if packed else None
     return row
+
+
+def train_variants(cfg: dict, main_model, main_ckpt: dict, variants: dict, finetune_epochs: int, splits) -> dict:
+    """Fine-tune every ``label -> create_model keywords`` variant from the trained main MBU-Net
+    (cached); returns ``label -> (model, ckpt)``."""
+    from tqdm.auto import tqdm
+
+    out = {}
+    for label, kw in tqdm(list(variants.items()), desc="MBU-Net variants", unit="config"):
+        if label == "mbu":
+            continue
+        out[label] = finetune(main_model, main_ckpt, cfg, label, finetune_epochs, splits, **kw)
+    return out
+
+
+def accuracy_table(cfg: dict, fp, main, variants: dict, finetune_epochs: int, splits) -> pd.DataFrame:
+    """Seed 001 Table 1 on this data: the full-precision U-Net, the main MBU-Net and every
+    fine-tuned variant, with the packed engine's Dice next to PyTorch's for packable models."""
+    from tqdm.auto import tqdm
+
+    bs = cfg["batch_size"]
+    rows = [accuracy_row("fp", fp[0], fp[1], cfg, "from scratch (preset)")]
+    items = [("mbu", main, "from scratch (preset)")] + [
+        (k, v, f"fine-tuned {finetune_epochs} epoch(s) from the MBU-Net") for k, v in variants.items()]
+    for label, (model, ck), how in tqdm(items, desc="accuracy", unit="config"):
+        rows.append(accuracy_row(label, model, ck, cfg, how, packed_metrics(model, splits["test"], bs)))
+    return pd.DataFrame(rows)
+
+
+def pareto_table(acc: pd.DataFrame, speed: pd.DataFrame, case_of: dict) -> pd.DataFrame:
+    """Dice (accuracy table) against frames/s (speed table) per masked-layer count;
+    ``case_of``: accuracy ``config`` -> speed ``case``."""
+    sp = speed.set_index("case")
+    rows = []
+    for config, case in case_of.items():
+        r = acc.set_index("config").loc[config]
+        rows.append(dict(preset=r["preset"], config=config, masked_layers=int(r["masked_layers"]),
+                         masked=r["masked"], test_dice=r["test_dice"], test_iou=r["test_iou"],
+                         packed_dice=r["packed_dice"], case=case, fps=sp.loc[case, "fps"],
+                         median_ms=sp.loc[case, "median_ms"], image_size=sp.loc[case, "image_size"],
+                         batch_size=sp.loc[case, "batch_size"], threads=sp.loc[case, "threads"],
+                         **{k: sp.loc[case, k] for k in machine_info()}))
+    return pd.DataFrame(rows).sort_values("masked_layers").reset_index(drop=True)
 
 
 def packed_metrics(model, dataset, batch_size: int = 8) -> dict | None:
@@ -323,3 +369,31 @@ def plot_speed(speed: pd.DataFrame):
 
 def elapsed(t0: float) -> str:
     return f"{time.perf_counter() - t0:.0f} s"
+
+
+def exactness_report(model, dataset, n: int = 4, masked_form: str = "xor_and") -> dict:
+    """Compare the packed engine with PyTorch's eval forward on the first ``n`` images of
+    ``dataset``: every binary activation map (forward hooks on the ``BNSign`` modules) and the
+    logits. Returns ``maps``, ``identical`` (all maps bit-equal), ``mismatched_maps``,
+    ``logits_close`` and ``max_abs_logit_diff``."""
+    from ..models.binary_layers import BNSign
+    from .engine import pack_mbu
+
+    x = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))]).float()
+    model = model.eval().cpu()
+    acts = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: acts.__setitem__(name, out.numpy()))
+             for name, m in model.named_modules() if isinstance(m, BNSign)]
+    try:
+        with torch.no_grad():
+            ref = model(x).numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    packed = pack_mbu(model, masked_form=masked_form)
+    got = packed.layer_outputs(x.numpy())
+    bad = [k for k in acts if k not in got or not np.array_equal(got[k], acts[k])]
+    logits = packed(x.numpy())
+    diff = float(np.abs(logits - ref).max())
+    return dict(maps=len(acts), identical=not bad, mismatched_maps=bad,
+                logits_close=bool(diff <= 1e-5 * max(1.0, float(np.abs(ref).max()))), max_abs_logit_diff=diff)

@@ -87,3 +87,18 @@ def plot_sensitivity(df: pd.DataFrame, title: str = ""):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_range_kept(ranges: pd.DataFrame, methods=("entropy", "percentile")):
+    """Distribution over activation tensors of the fraction of the observed (MinMax) range each
+    calibration method keeps, per architecture."""
+    cols = [f"kept_{m}" for m in methods if f"kept_{m}" in ranges]
+    d = ranges.melt(id_vars=["arch", "op_type"], value_vars=cols, var_name="method", value_name="kept")
+    d["method"] = d["method"].str.replace("kept_", "", regex=False)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.boxplot(data=d, x="method", y="kept", hue="arch", ax=ax)
+    ax.set_xlabel("calibration method")
+    ax.set_ylabel("calibrated / observed activation range (fraction)")
+    ax.set_ylim(0, 1.05)
+    fig.tight_layout()
+    return fig

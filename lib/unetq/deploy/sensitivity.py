@@ -67,7 +67,7 @@ class _Evaluator:
     """Prepared float model + calibration images + evaluation data, shared by the searches."""
 
     def __init__(self, fp32_onnx, calib_data, eval_data, config: QuantConfig | None, calib_images, calib_seed,
-                 batch_size, workdir, threads):
+                 batch_size, workdir, threads, cache_dir=None):
         self.config = config or QuantConfig()
         self.eval_data, self.batch_size, self.threads = eval_data, batch_size, threads
         self._tmp = tempfile.TemporaryDirectory(prefix="unetq-sens-") if workdir is None else None
@@ -77,7 +77,7 @@ class _Evaluator:
         prepare_model(fp32_onnx, self.prepared, rewrite=self.config.rewrite_convtranspose,
                       mode=self.config.rewrite_mode)
         self.images = calibration_images(calib_data, calib_images, calib_seed)
-        self.cache = self.workdir / "calib"
+        self.cache = Path(cache_dir) if cache_dir else self.workdir / "calib"
         self.fp32 = self.evaluate_path(self.prepared)
         self._n = 0
 
@@ -107,14 +107,16 @@ def _row(metrics: dict, base: dict) -> dict:
 
 def layer_sensitivity(fp32_onnx, calib_data, eval_data, config: QuantConfig | None = None, mode: str = "only",
                       nodes=None, batch_size: int = 8, calib_images: int | None = None, calib_seed: int = 0,
-                      workdir=None, threads: int | None = None, progress: bool = True) -> pd.DataFrame:
+                      workdir=None, threads: int | None = None, progress: bool = True,
+                      cache_dir=None) -> pd.DataFrame:
     """Per-layer INT8 sensitivity. ``mode="only"``: quantize just that layer (its input
     activation and weights); ``mode="all_but"``: quantize everything except that layer. Rows:
     ``node, op_type, mode, loss, iou, dice, ..., delta_dice`` (vs FP32) plus :func:`weight_stats`
     columns; the frame's ``attrs`` hold the FP32 and full-INT8 metrics."""
     if mode not in ("only", "all_but"):
         raise ValueError(f"mode must be 'only' or 'all_but', got {mode!r}")
-    ev = _Evaluator(fp32_onnx, calib_data, eval_data, config, calib_images, calib_seed, batch_size, workdir, threads)
+    ev = _Evaluator(fp32_onnx, calib_data, eval_data, config, calib_images, calib_seed, batch_size, workdir, threads,
+                    cache_dir)
     try:
         names = list(nodes) if nodes is not None else quantizable_nodes(ev.prepared)
         base_cfg = ev.config.replace(nodes_to_quantize=(), nodes_to_exclude=())
@@ -139,7 +141,8 @@ def layer_sensitivity(fp32_onnx, calib_data, eval_data, config: QuantConfig | No
 
 
 def evaluate_configs(fp32_onnx, calib_data, eval_data, configs, batch_size: int = 8, calib_images: int | None = None,
-                     calib_seed: int = 0, workdir=None, threads: int | None = None, progress: bool = True) -> pd.DataFrame:
+                     calib_seed: int = 0, workdir=None, threads: int | None = None, progress: bool = True,
+                     cache_dir=None) -> pd.DataFrame:
     """Accuracy of each :class:`QuantConfig` in ``configs`` (a list, or a dict name -> config),
     plus the FP32 baseline row. All configs must share ``rewrite_convtranspose``/``rewrite_mode``."""
     items = list(configs.items()) if isinstance(configs, dict) else [(c.label(), c) for c in configs]
@@ -149,7 +152,8 @@ def evaluate_configs(fp32_onnx, calib_data, eval_data, configs, batch_size: int 
     if any((c.rewrite_convtranspose, c.rewrite_mode) != (first.rewrite_convtranspose, first.rewrite_mode)
            for _, c in items):
         raise ValueError("evaluate_configs: all configurations must use the same ConvTranspose rewrite")
-    ev = _Evaluator(fp32_onnx, calib_data, eval_data, first, calib_images, calib_seed, batch_size, workdir, threads)
+    ev = _Evaluator(fp32_onnx, calib_data, eval_data, first, calib_images, calib_seed, batch_size, workdir, threads,
+                    cache_dir)
     try:
         rows = [dict(config="fp32", label="fp32", **_row(ev.fp32, ev.fp32))]
         for name, cfg in tqdm(items, desc="INT8 configs", disable=not progress, leave=False):
@@ -164,7 +168,8 @@ def evaluate_configs(fp32_onnx, calib_data, eval_data, configs, batch_size: int 
 def mixed_precision_search(fp32_onnx, calib_data, eval_data, config: QuantConfig | None = None,
                            tolerance: float = 0.01, order=None, max_float: int = 8, batch_size: int = 8,
                            calib_images: int | None = None, calib_seed: int = 0, workdir=None,
-                           threads: int | None = None, progress: bool = True) -> tuple[QuantConfig, pd.DataFrame]:
+                           threads: int | None = None, progress: bool = True,
+                           cache_dir=None) -> tuple[QuantConfig, pd.DataFrame]:
     """Greedy: starting from full INT8 with ``config``, keep layers in float one at a time (in
     ``order``, default: most harmful first by a ``layer_sensitivity(mode="only")`` run) until
     ``fp32 dice - int8 dice <= tolerance`` or ``max_float`` layers are float. Returns the final
@@ -173,9 +178,10 @@ def mixed_precision_search(fp32_onnx, calib_data, eval_data, config: QuantConfig
     if order is None:
         sens = layer_sensitivity(fp32_onnx, calib_data, eval_data, config, "only", batch_size=batch_size,
                                  calib_images=calib_images, calib_seed=calib_seed, threads=threads,
-                                 progress=progress)
+                                 progress=progress, cache_dir=cache_dir)
         order = list(sens.sort_values("delta_dice")["node"]) if len(sens) else []
-    ev = _Evaluator(fp32_onnx, calib_data, eval_data, config, calib_images, calib_seed, batch_size, workdir, threads)
+    ev = _Evaluator(fp32_onnx, calib_data, eval_data, config, calib_images, calib_seed, batch_size, workdir, threads,
+                    cache_dir)
     try:
         excluded: list[str] = list(config.nodes_to_exclude)
         cfg = config.replace(nodes_to_exclude=tuple(excluded))
@@ -195,3 +201,55 @@ def mixed_precision_search(fp32_onnx, calib_data, eval_data, config: QuantConfig
         return cfg, df
     finally:
         ev.close()
+
+
+def activation_ranges(fp32_onnx, calib_data, methods=("minmax", "entropy"), config: QuantConfig | None = None,
+                      calib_images: int | None = None, calib_seed: int = 0, cache_dir=None) -> pd.DataFrame:
+    """Calibrated range of every activation tensor under each calibration ``method`` (one row per
+    tensor: producer node and op, ``lo_<method>``, ``hi_<method>``) plus, for each method other
+    than minmax, ``kept_<method>`` = its range width / the MinMax width: how much of the observed
+    range the method keeps (entropy/percentile clip outliers; what is clipped saturates)."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    from .quantize import _cache_path, _calibrate
+
+    config = config or QuantConfig()
+    images = calibration_images(calib_data, calib_images, calib_seed)
+    enum = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}
+    with tempfile.TemporaryDirectory(prefix="unetq-ranges-") as d:
+        d = Path(d)
+        prepared = d / "prepared.onnx"
+        prepare_model(fp32_onnx, prepared, rewrite=config.rewrite_convtranspose, mode=config.rewrite_mode)
+        proto = onnx.load(str(prepared))
+        producer = {o: n for n in proto.graph.node for o in n.output}
+        from .quantize import ArrayCalibrationReader
+
+        cols: dict[str, dict] = {}
+        for m in methods:
+            cfg = config.replace(method=m)
+            extra = {"CalibPercentile": cfg.percentile, "CalibTensorRangeSymmetric": cfg.symmetric_activations}
+            if m == "entropy":
+                extra.update(CalibNumBins=cfg.entropy_bins, CalibNumQuantizedBins=cfg.entropy_quantized_bins)
+            cache = Path(_cache_path(prepared, images, cfg, cache_dir) if cache_dir else d / f"{m}.json")
+            if not cache.exists():
+                _calibrate(prepared, ArrayCalibrationReader(images, proto.graph.input[0].name, cfg.calib_batch),
+                           enum[m], extra, str(cache), d)
+            from onnxruntime.quantization.calibrate import load_tensors_data
+
+            for name, td in load_tensors_data(cache).data.items():
+                lo, hi = (float(np.min(td.range_value[0])), float(np.max(td.range_value[1])))
+                cols.setdefault(name, {})[f"lo_{m}"] = lo
+                cols[name][f"hi_{m}"] = hi
+    rows = []
+    for name, v in cols.items():
+        p = producer.get(name)
+        rows.append(dict(tensor=name, node=p.name if p is not None else "", op_type=p.op_type if p is not None else "input",
+                         **v))
+    df = pd.DataFrame(rows)
+    if "minmax" in methods:
+        width = df["hi_minmax"] - df["lo_minmax"]
+        for m in methods:
+            if m != "minmax":
+                df[f"kept_{m}"] = (df[f"hi_{m}"] - df[f"lo_{m}"]) / width.where(width > 0)
+    return df

@@ -27,7 +27,10 @@ Keywords of ``create_model("mbu_unet", width=..., ...)``:
   ``LAYER_NAMES`` plus ``"input_c2"`` (the second input conv: ``"masked"`` by default with
   binary activations, as in the paper's main text, ``"fp"`` with ReLU);
 - ``activation="binary"`` or ``"relu"``; ``ternary_k=0.7``: masked threshold
-  ``delta = k * mean|w|`` per output channel.
+  ``delta = k * mean|w|`` per output channel;
+- ``stem="binary"`` (the paper's main text: binary activations from the first conv on) or
+  ``"float"`` (both input convs full precision with a ReLU between them, Appendix A.2; the
+  packed engine then runs both in float).
 
 Inputs must have H and W divisible by 16. Single layers (and the packed engine's single
 layers) accept any size: 3x3 convs keep the size, 2x2 max-pool floors odd sizes (drops the
@@ -66,6 +69,7 @@ LAYER_LABELS = {n: n.replace("down_c", "Down-C").replace("up_ct", "Up-CT").repla
                 for n in LAYER_NAMES}
 LAYER_LABELS[STEM_LAYER] = "Input-C2"
 ACTIVATIONS = ("binary", "relu")
+STEMS = ("binary", "float")
 #: Paper channel counts at width 64.
 MBU_CHANNELS = (64, 128, 256, 512, 1024)
 
@@ -121,21 +125,31 @@ class UpCT(nn.Sequential):
 
 
 class InputBlock(nn.Sequential):
-    """First conv (full precision, float image input, zero padding) + second conv."""
+    """The input block. ``stem="binary"``: first conv (full precision, float image, zero padding)
+    + BN + sign, then the second conv (``input_c2``, +1 padding) + BN + sign. ``stem="float"``:
+    both input convs in full precision with float activations between them (conv + BN + ReLU,
+    conv + BN + sign; the A.2 setting of seed 001)."""
 
-    def __init__(self, cin: int, cout: int, kind2: str, activation: str, ternary_k: float = 0.7):
-        super().__init__(ConvBNAct(cin, cout, "fp", activation, float_input=True),
-                         ConvBNAct(cout, cout, kind2, activation, ternary_k=ternary_k))
+    def __init__(self, cin: int, cout: int, kind2: str, activation: str, ternary_k: float = 0.7,
+                 stem: str = "binary"):
+        if stem == "float" and activation == "binary":
+            super().__init__(ConvBNAct(cin, cout, "fp", "relu", float_input=True),
+                             ConvBNAct(cout, cout, "fp", activation, float_input=True))
+        else:
+            super().__init__(ConvBNAct(cin, cout, "fp", activation, float_input=True),
+                             ConvBNAct(cout, cout, kind2, activation, ternary_k=ternary_k))
 
 
 # --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
 def resolve_layer_kinds(base: str = "binary", masked=None, layers: dict | None = None,
-                        activation: str = "binary") -> dict[str, str]:
+                        activation: str = "binary", stem: str = "binary") -> dict[str, str]:
     """``{layer name: kind}`` for the 12 configurable layers and ``input_c2`` (see module doc)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if base not in WEIGHT_KINDS:
         raise ValueError(f"base kind must be one of {WEIGHT_KINDS}, got {base!r}")
     kinds = {n: base for n in LAYER_NAMES}
@@ -157,6 +171,10 @@ def resolve_layer_kinds(base: str = "binary", masked=None, layers: dict | None =
         if k not in WEIGHT_KINDS:
             raise ValueError(f"layer {n!r}: kind must be one of {WEIGHT_KINDS}, got {k!r}")
         kinds[n] = k
+    if stem == "float" and kinds[STEM_LAYER] != "fp":
+        if layers and STEM_LAYER in layers:
+            raise ValueError(f"stem='float' keeps {STEM_LAYER!r} in full precision, got {kinds[STEM_LAYER]!r}")
+        kinds[STEM_LAYER] = "fp"
     return kinds
 
 
@@ -168,17 +186,17 @@ class MBUNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64, base: str = "binary",
                  masked=None, layers: dict | None = None, activation: str = "binary",
-                 ternary_k: float = 0.7):
+                 ternary_k: float = 0.7, stem: str = "binary"):
         super().__init__()
         if classes < 1 or in_channels < 1:
             raise ValueError(f"in_channels and classes must be >= 1, got {in_channels}, {classes}")
-        self.in_channels, self.classes, self.activation = in_channels, classes, activation
-        self.kinds = resolve_layer_kinds(base, masked, layers, activation)
+        self.in_channels, self.classes, self.activation, self.stem = in_channels, classes, activation, stem
+        self.kinds = resolve_layer_kinds(base, masked, layers, activation, stem)
         k = self.kinds
         c1, c2, c3, c4, c5 = (scale_channels(c, width) for c in MBU_CHANNELS)
         self.channels = (c1, c2, c3, c4, c5)
         a, t = activation, ternary_k
-        self.input = InputBlock(in_channels, c1, k[STEM_LAYER], a, t)
+        self.input = InputBlock(in_channels, c1, k[STEM_LAYER], a, t, stem)
         self.down_c1 = DownQ(c1, c2, k["down_c1"], a, t)
         self.down_c2 = DownQ(c2, c3, k["down_c2"], a, t)
         self.down_c3 = DownQ(c3, c4, k["down_c3"], a, t)

@@ -1,0 +1,529 @@
+"""The benchmark suite of :mod:`unetq.bench`: every architecture x backend x precision that
+``unetq.deploy.available_runners()`` allows, measured with :mod:`unetq.bench.measure`, with ratios
+to the FP32 PyTorch baseline, written to ``results_dir()/benchmark.csv``."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .measure import (NOT_AVAILABLE, NOT_MEASURED, benchmark_runners, pin_threads, random_batch, summarize,
+                      time_dataset, timing_row)
+
+# ----------------------------------------------------------------------------------------------
+# the suite: every architecture x backend x precision that available_runners() allows
+# ----------------------------------------------------------------------------------------------
+ARCHS = ("unet", "ghost_unet", "squeeze_unet", "mbu_unet")
+BASELINE = ("torch", "fp32")
+KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", "image_size"]
+DATASET_KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", "image_size"]
+
+#: ``create_model`` keywords of the benchmarked models: the MBU-Net is notebook 05's main one
+#: (cost-aware masking of the k = 4 cheapest layers), so its checkpoint is shared, not retrained.
+MODEL_KW: dict[str, dict] = {"mbu_unet": {"masked": 4}}
+
+#: Benchmark settings per preset. ``image_sizes``: extra sizes of the image-size sweep (the
+#: preset's own ``image_size`` is always measured); ``sweep_formats``: the formats swept over
+#: image size (the FP32 PyTorch baseline is always added so ratios exist); ``skip``: formats left
+#: out under this preset, as ``"backend/precision"`` glob patterns, with ``skip_reason``;
+#: ``max_call_s``: a format whose call takes longer is timed with one warm call at that batch
+#: size and skipped (with the reason) where it would be slower still (e.g. FP16 on CPUs without
+#: native FP16 arithmetic); ``threads``: torch / ONNX Runtime threads (default all cores; ``ci`` uses one so that its smoke
+#: test is not slowed 100x by OpenMP threads waiting on each other on a loaded machine).
+BENCH_PRESETS: dict[str, dict] = {
+    "ci": dict(batch_sizes=[1, 2], image_sizes=[], sweep_formats=[], sweep_batch=1, rel_ci=0.25,
+               time_cap_s=1.0, max_call_s=2.0, dataset_batch=4, energy_min_s=0.05, threads=1,
+               skip=["torch_compile/*"], skip_reason="skipped under the ci preset (compile time)"),
+    "quick": dict(batch_sizes=[1, 8], image_sizes=[64, 256], sweep_formats=["onnxruntime/int8"],
+                  sweep_batch=1, rel_ci=0.05, time_cap_s=4.0, max_call_s=1.0, dataset_batch=8,
+                  energy_min_s=0.5, skip=["torch_compile/*"],
+                  skip_reason="skipped under the quick preset: inductor compiles each model and batch shape "
+                              "for about a minute on a 2-core CPU, over the notebook's budget (the gpu "
+                              "preset measures it)"),
+    "gpu": dict(batch_sizes=[1, 8, 16, 32, 64], image_sizes=[128, 448], sweep_formats=[
+                    "tensorrt/fp16", "tensorrt/int8", "onnxruntime_cuda/fp32"],
+                sweep_batch=8, rel_ci=0.02, time_cap_s=20.0, max_call_s=10.0, dataset_batch=16,
+                energy_min_s=2.0, warmup=10, repeats=50, skip=[], skip_reason=""),
+}
+
+
+def bench_settings(cfg: dict, bench_preset: str | None = None, **overrides) -> dict:
+    """Benchmark settings for the study preset ``cfg``: ``bench_preset`` (``"ci"``, ``"quick"``,
+    ``"gpu"``) or, when ``None``, ``"gpu"`` if CUDA is available and the preset is not ``ci``,
+    else the study preset's own name (``paper`` on a CPU falls back to ``quick``).
+    ``warmup``/``repeats`` default to the preset's ``bench_warmup``/``bench_repeats``;
+    ``None`` overrides are ignored."""
+    import torch
+
+    study = cfg.get("preset", "quick")
+    if bench_preset is None:
+        if torch.cuda.is_available() and study != "ci":
+            bench_preset = "gpu"
+        else:
+            bench_preset = study if study in BENCH_PRESETS else "quick"
+    if bench_preset not in BENCH_PRESETS:
+        raise ValueError(f"unknown benchmark preset {bench_preset!r}; choose one of {sorted(BENCH_PRESETS)}")
+    s = dict(BENCH_PRESETS[bench_preset])
+    s.setdefault("warmup", cfg.get("bench_warmup", 3))
+    s.setdefault("repeats", cfg.get("bench_repeats", 20))
+    s["bench_preset"] = bench_preset
+    s["archs"] = list(ARCHS)
+    s["model_kw"] = {k: dict(v) for k, v in MODEL_KW.items()}
+    s.update({k: v for k, v in overrides.items() if v is not None})
+    size = int(cfg["image_size"])
+    s["image_size"] = size
+    s["image_sizes"] = sorted({int(v) for v in s["image_sizes"]} | {size})
+    bad = [v for v in s["image_sizes"] if v % 16]
+    if bad:
+        raise ValueError(f"image sizes must be divisible by 16 (U-Net with 4 poolings), got {bad}")
+    s["batch_sizes"] = sorted({int(b) for b in s["batch_sizes"]})
+    return s
+
+
+def format_applies(arch: str, backend: str, precision: str) -> bool:
+    """Whether a backend/precision is meaningful for an architecture: the bit-packed engine runs
+    only the MBU-Net (its own binary/ternary mix), and ``binary`` exists only there."""
+    packed = backend == "bitpack" or precision == "binary"
+    return (arch == "mbu_unet") if packed else True
+
+
+def _fmt(backend: str, precision: str) -> str:
+    return f"{backend}/{precision}"
+
+
+def _skipped(fmt: str, patterns) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(fmt, p) for p in patterns or [])
+
+
+def _call_supported(fn: Callable, *args, **kw):
+    """Call ``fn`` with the keyword arguments its signature accepts (all of them when it takes
+    ``**kwargs``), so optional extras never break a function that does not know them."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(*args, **kw)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return fn(*args, **kw)
+    return fn(*args, **{k: v for k, v in kw.items() if k in params})
+
+
+def _machine_columns(threads: int) -> dict:
+    from ..io import machine_info
+
+    m = machine_info()
+    m["threads_pinned"] = threads
+    return m
+
+
+def _run_columns(s: dict) -> dict:
+    busy = s.get("busy_cores")
+    return dict(threads_reason=s.get("threads_reason", ""),
+                busy_cores_at_start=round(busy, 2) if busy is not None else float("nan"))
+
+
+def load_average() -> float:
+    """1-minute load average (NaN where the OS has none): a busy machine makes timings unreliable,
+    so every measured row records it."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def busy_cores(interval: float = 1.0) -> float:
+    """How many cores' worth of CPU the rest of the machine uses, sampled over ``interval``
+    seconds while this process waits (psutil)."""
+    import psutil
+
+    return psutil.cpu_percent(interval=interval) / 100.0 * (psutil.cpu_count() or 1)
+
+
+def choose_threads(requested: int | None, busy: float | None) -> tuple[int, str]:
+    """Threads for the measurement and why: ``requested`` (settings or ``$UNETQ_BENCH_THREADS``)
+    if given, else every core that other processes leave free (at least one). Intra-op threads
+    that wait on a core another process holds slow PyTorch down by 10-100x, so a busy core is
+    not used."""
+    cores = _cores()
+    if requested:
+        return int(requested), "requested"
+    env = os.environ.get("UNETQ_BENCH_THREADS")
+    if env:
+        return int(env), "UNETQ_BENCH_THREADS"
+    if busy is None or busy < 0.5:
+        return cores, "all cores"
+    free = max(1, min(cores, int(round(cores - busy))))
+    return free, f"{free} of {cores} cores: other processes used {busy:.1f} cores when the benchmark started"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def busy_warning(threads: int, busy: float | None = None) -> str:
+    """A warning when other processes compete for the cores being measured, else ``""``."""
+    cores = _cores()
+    load = load_average()
+    if busy is not None and busy >= 0.5:
+        what = f"other processes used {busy:.1f} of {cores} cores"
+    elif busy is None and load == load and load > cores * 0.75:
+        what = f"load average {load:.1f} on {cores} cores"
+    else:
+        return ""
+    return (f"WARNING: this machine is busy ({what}; {threads} thread(s) measured): absolute timings are "
+            "unreliable, ratios measured side by side less so. Re-run on a quiet machine for final numbers.")
+
+
+def _device_slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def add_ratios(df, baseline: tuple[str, str] = BASELINE):
+    """Add seed 003's ratios to the FP32 PyTorch baseline of the same arch, batch and image size
+    (rows measured in the same interleaved group): ``speedup`` (latency), ``throughput_if``
+    (throughput improvement factor), ``memory_reduction`` and ``size_reduction``."""
+    import pandas as pd
+
+    df = df.copy()
+    for c in ("speedup", "throughput_if", "memory_reduction", "size_reduction"):
+        df[c] = float("nan")
+    if df.empty:
+        return df
+    grp = ["preset", "arch", "width", "batch_size", "image_size"]
+    ok = df["status"] == "measured"
+    base = df[ok & (df["backend"] == baseline[0]) & (df["precision"] == baseline[1])]
+    base = base.set_index(grp)[["latency_ms", "throughput_ips", "peak_mem_mb", "model_size_mb"]]
+    for i, row in df[ok].iterrows():
+        k = tuple(row[g] for g in grp)
+        if k not in base.index:
+            continue
+        b = base.loc[k]
+        if isinstance(b, pd.DataFrame):
+            b = b.iloc[0]
+        df.at[i, "speedup"] = b["latency_ms"] / row["latency_ms"]
+        df.at[i, "throughput_if"] = row["throughput_ips"] / b["throughput_ips"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df.at[i, "memory_reduction"] = (b["peak_mem_mb"] / row["peak_mem_mb"]
+                                            if row["peak_mem_mb"] > 0 else float("nan"))
+            df.at[i, "size_reduction"] = (b["model_size_mb"] / row["model_size_mb"]
+                                          if row["model_size_mb"] > 0 else float("nan"))
+    return df
+
+
+def _status_row(base: dict, status: str, reason: str) -> dict:
+    return dict(base, status=status, reason=reason)
+
+
+def _fresh_dataset(ds):
+    """The same samples as a dataset that decodes every JPEG on access (no cache), so that the
+    timing includes reading and preprocessing as in seed 000."""
+    try:
+        return type(ds)(ds.samples, size=ds.size, threshold=ds.threshold, cache=False, progress=False)
+    except Exception:
+        return ds
+
+
+class _Suite:
+    """State of one :func:`run_benchmark` call (kept small: models, runners, rows)."""
+
+    def __init__(self, cfg, settings, avail, threads, progress, calib=None):
+        self.cfg, self.s, self.avail, self.threads, self.progress = cfg, settings, avail, threads, progress
+        self.calib = calib
+        self.arch = ""
+        self._onnx: dict = {}
+        self._calib: dict = {}
+        self.bar = None
+        self.rows: list[dict] = []
+        self.dataset_rows: list[dict] = []
+        self.machine = dict(_machine_columns(threads), **_run_columns(settings))
+
+    def base(self, arch, width, backend, precision, batch, size):
+        kw = self.s.get("model_kw", {}).get(arch) or {}
+        return dict(preset=self.cfg["preset"], bench_preset=self.s["bench_preset"], arch=arch, width=width,
+                    model_kw=json.dumps(kw, sort_keys=True) if kw else "", backend=backend, precision=precision,
+                    batch_size=batch, image_size=size)
+
+    def _trt_kw(self, backend: str, batches) -> dict:
+        """TensorRT engines: one per format and size, built for the largest batch measured and
+        optimised for the median one (TensorRT would otherwise split bigger batches)."""
+        if backend != "tensorrt":
+            return {}
+        b = sorted(batches)
+        return dict(max_batch=b[-1], opt_batch=b[len(b) // 2])
+
+    def make_runner(self, model, backend, precision, size, batches=(1,)):
+        from .. import deploy
+        from ..paths import models_dir
+
+        workdir = models_dir() / "bench" / f"{self.arch}_{self.cfg['preset']}_{size}px"
+        onnx_path = None
+        if backend not in ("torch", "torch_compile", "bitpack") and hasattr(deploy, "export_onnx"):
+            onnx_path = self._onnx.get((self.arch, size))
+            if onnx_path is None:  # export once per architecture and size, shared by the ONNX formats
+                onnx_path = deploy.export_onnx(model, workdir / "model_fp32.onnx", size)
+                self._onnx[(self.arch, size)] = onnx_path
+        return _call_supported(
+            deploy.make_runner, backend, precision, model=None if onnx_path else model, onnx_path=onnx_path,
+            image_size=size, calib_data=self.calib_at(size), calib_images=self.cfg.get("calib_images"),
+            threads=self.threads, workdir=workdir, **self._trt_kw(backend, batches),
+        )
+
+    def calib_at(self, size: int):
+        """Calibration images at ``size`` px: the training split itself at the study's size, else
+        ``calib_images`` of its images resized (bilinear), for the image-size sweep."""
+        if self.calib is None or size == self.s["image_size"]:
+            return self.calib
+        if size not in self._calib:
+            import torch
+            import torch.nn.functional as F
+
+            n = min(len(self.calib), int(self.cfg.get("calib_images") or 32))
+            idx = np.random.default_rng(0).choice(len(self.calib), size=n, replace=False)
+            x = torch.stack([torch.as_tensor(np.asarray(self.calib[int(i)][0], np.float32)) for i in idx])
+            self._calib[size] = F.interpolate(x, size=(size, size), mode="bilinear",
+                                              align_corners=False).clamp(0, 1).numpy()
+        return self._calib[size]
+
+    def factory(self, runner, model, backend, precision, size, batches):
+        """A function that loads the same representation afresh from what the first build left
+        (its ONNX file, or the weights), for :func:`measure_footprint`; ``None`` for TensorRT
+        (the engine reports its device memory itself)."""
+        from .. import deploy
+
+        if backend == "tensorrt":
+            return None
+        path = getattr(runner, "onnx_path", None)
+        if path is not None:
+            return lambda: _call_supported(deploy.make_runner, backend, precision, onnx_path=path,
+                                           threads=self.threads)
+        return lambda: _call_supported(deploy.make_runner, backend, precision, model=model, image_size=size,
+                                       threads=self.threads)
+
+
+def run_benchmark(cfg: dict, settings: dict | None = None, *, progress: bool = True,
+                  write: bool = True) -> "tuple[Any, Any]":
+    """Benchmark every architecture x backend x precision that ``available_runners()`` allows.
+
+    Models come from :func:`unetq.train.load_or_train` (trained if their checkpoint is missing).
+    For each architecture and image size, the formats are measured interleaved at every batch size
+    of the settings; unavailable formats get rows with status ``"not measured on this machine"`` and
+    the reason; formats that fail get ``"error"``. Also times the whole test split (seed 000).
+
+    Returns ``(benchmark, dataset_timing)`` DataFrames; with ``write``, upserts them into
+    ``results_dir()/benchmark.csv`` and ``benchmark_dataset.csv`` (plus
+    ``benchmark_<gpu-name>.csv`` when measured on a GPU). Torch's thread count is restored."""
+    import torch
+
+    s = settings or bench_settings(cfg)
+    threads_before = torch.get_num_threads()
+    try:
+        busy = busy_cores() if not (s.get("threads") or os.environ.get("UNETQ_BENCH_THREADS")) else None
+        n, why = choose_threads(s.get("threads"), busy)
+        threads = pin_threads(n)
+        s = dict(s, threads_reason=why, busy_cores=busy)
+        return _run_benchmark(cfg, s, threads, progress, write)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_benchmark(cfg, s, threads, progress, write):
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .. import deploy
+    from ..data import splits_from_preset
+    from ..models import create_model  # noqa: F401  (registers the architectures)
+    from ..models.registry import list_models
+    from ..train import load_or_train
+
+    avail = deploy.available_runners()
+    splits = splits_from_preset(cfg)
+    suite = _Suite(cfg, s, avail, threads, progress, calib=splits.get("train"))
+    archs = [a for a in s["archs"] if a in list_models()]
+    missing = [a for a in s["archs"] if a not in archs]
+    test_ds = splits["test"] if s.get("dataset_batch") else None
+
+    warn = busy_warning(threads, s.get("busy_cores"))
+    if warn:
+        print(warn)
+    steps = len(archs) * sum(len(s["batch_sizes"]) if z == s["image_size"] else 1 for z in s["image_sizes"])
+    suite.bar = tqdm(total=steps, desc="benchmark", unit="group", disable=not progress)
+    for arch in archs:
+        suite.bar.set_postfix_str(f"{arch}: loading")
+        model, _ = _call_supported(load_or_train, arch, cfg, splits=splits, **s.get("model_kw", MODEL_KW).get(arch, {}))
+        model = model.eval().cpu()
+        suite.arch = arch
+        _benchmark_arch(suite, arch, model, test_ds)
+    suite.bar.close()
+    for arch in missing:
+        for _, f in avail.iterrows():
+            if format_applies(arch, f["backend"], f["precision"]):
+                suite.rows.append(_status_row(
+                    suite.base(arch, cfg.get("width"), f["backend"], f["precision"], s["batch_sizes"][0],
+                               s["image_size"]), "error", f"architecture {arch!r} is not registered"))
+
+    bench = add_ratios(pd.DataFrame(suite.rows))
+    data = pd.DataFrame(suite.dataset_rows)
+    if write:
+        write_benchmark(bench, data)
+    return bench, data
+
+
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:500]
+
+
+def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
+    """All formats of one architecture: per image size, build the runners, then per batch size a
+    smoke call (the first warm-up call; formats that fail or are too slow drop out here) and the
+    interleaved measurement of the rest; finally the whole-test-split timing."""
+    s, cfg = suite.s, suite.cfg
+    width = getattr(model, "config", {}).get("width", cfg.get("width"))
+    formats = [(f["backend"], f["precision"], bool(f["available"]), str(f.get("reason", "")))
+               for _, f in suite.avail.iterrows() if format_applies(arch, f["backend"], f["precision"])]
+    main = s["image_size"]
+    sweep = set(s.get("sweep_formats") or [])
+    max_call = s.get("max_call_s")
+
+    def row(fmt, b, size, status, reason):
+        return _status_row(suite.base(arch, width, *fmt.split("/"), b, size), status, reason)
+
+    for size in s["image_sizes"]:
+        batches = s["batch_sizes"] if size == main else [s["sweep_batch"]]
+        runners: dict[str, Any] = {}
+        factories: dict[str, Any] = {}
+        for backend, precision, ok, reason in formats:
+            fmt = _fmt(backend, precision)
+            if size != main and fmt != _fmt(*BASELINE) and fmt not in sweep:
+                continue
+            if not ok:
+                suite.rows += [row(fmt, b, size, NOT_MEASURED, reason or "backend not available") for b in batches]
+            elif _skipped(fmt, s.get("skip")):
+                suite.rows += [row(fmt, b, size, "skipped", s.get("skip_reason") or "skipped by preset")
+                               for b in batches]
+            else:
+                try:
+                    runners[fmt] = suite.make_runner(model, backend, precision, size, batches)
+                    factories[fmt] = suite.factory(runners[fmt], model, backend, precision, size, batches)
+                except Exception as e:  # a broken format must not stop the others
+                    suite.rows += [row(fmt, b, size, "error", _err(e)) for b in batches]
+        broken: dict[str, str] = {}
+        per_image_s: dict[str, float] = {}  # seconds per image of the last call, to predict slow calls
+        for b in batches:
+            if suite.bar is not None:
+                suite.bar.set_postfix_str(f"{arch} {size}px batch {b}")
+            group, slow = {}, {}
+            for fmt, r in runners.items():
+                if fmt in broken:
+                    suite.rows.append(row(fmt, b, size, broken[fmt].split(":")[0], broken[fmt]))
+                    continue
+                if max_call and fmt in per_image_s and per_image_s[fmt] * b > max_call:
+                    suite.rows.append(row(fmt, b, size, "skipped", _too_slow(per_image_s[fmt], b, max_call)))
+                    continue
+                try:  # smoke call (the first warm-up call): a failing format fails here, not mid-group
+                    x = random_batch(b, size)
+                    dt = _timed(r, x)
+                    if max_call and dt > max_call:  # maybe only the first call was slow (JIT, caches)
+                        dt = _timed(r, x)
+                except Exception as e:
+                    broken[fmt] = f"error: {_err(e)}"
+                    suite.rows.append(row(fmt, b, size, "error", _err(e)))
+                    continue
+                per_image_s[fmt] = dt / b
+                (slow if max_call and dt > max_call else group)[fmt] = (r, dt)
+            measured = {}
+            if group:
+                measured.update(benchmark_runners(
+                    {f: r for f, (r, _) in group.items()}, b, size, warmup=max(0, s["warmup"] - 1),
+                    repeats=s["repeats"], rel_ci=s["rel_ci"], time_cap_s=s["time_cap_s"],
+                    energy_min_s=s["energy_min_s"], factories=factories,
+                ))
+            for fmt, (r, dt) in slow.items():  # the warm smoke call is the only sample: no more calls
+                st = summarize([dt])
+                st.update(converged=False, stop_reason="slow format: one warm call (over max_call_s)")
+                res = timing_row(r, fmt, st, b, size, warmup=1)
+                res.update(peak_mem_mb=float("nan"), mem_method=f"not measured: calls take over {max_call} s here",
+                           energy_j_per_image=NOT_AVAILABLE,
+                           energy_method=f"not measured: calls take over {max_call} s here")
+                measured[fmt] = res
+            for fmt, res in measured.items():  # predict the next (bigger) batch from warm timings
+                per_image_s[fmt] = res["latency_ms_per_image"] / 1e3
+            for fmt, res in measured.items():
+                out = suite.base(arch, width, *fmt.split("/"), b, size)
+                out.update({k: v for k, v in res.items() if k not in out})
+                out.update(warmup=s["warmup"], status="measured", reason="", load_avg_1min=load_average(),
+                           **suite.machine)
+                suite.rows.append(out)
+            if suite.bar is not None:
+                suite.bar.update(1)
+        if size == main and test_ds is not None:
+            _time_split(suite, arch, width, size, runners, broken, per_image_s, test_ds)
+
+
+def _timed(fn, x) -> float:
+    t0 = time.perf_counter()
+    fn(x)
+    return time.perf_counter() - t0
+
+
+def _too_slow(per_image: float, batch: int, cap: float) -> str:
+    return (f"too slow on this machine: ~{per_image * batch:.1f} s per call of {batch} images "
+            f"(> max_call_s {cap} s of this preset)")
+
+
+def _time_split(suite: _Suite, arch, width, size, runners, broken, per_image_s, test_ds) -> None:
+    s = suite.s
+    b = s["dataset_batch"]
+    max_call = s.get("max_call_s")
+    for fmt, r in runners.items():
+        base = suite.base(arch, width, *fmt.split("/"), b, size)
+        if fmt in broken:
+            t = dict(status="error", reason=broken[fmt])
+        elif max_call and per_image_s.get(fmt, 0) * b > max_call:
+            t = dict(status="skipped", reason=_too_slow(per_image_s[fmt], b, max_call))
+        else:
+            try:
+                t = time_dataset(r, _fresh_dataset(test_ds), b)
+                t.update(status="measured", reason="")
+            except Exception as e:
+                t = dict(status="error", reason=_err(e))
+        base.update(t)
+        base.update(device=str(getattr(r, "device", "cpu")), load_avg_1min=load_average(), **suite.machine)
+        suite.dataset_rows.append(base)
+
+
+def write_benchmark(bench, dataset=None) -> list[Path]:
+    """Upsert the benchmark tables into ``results_dir()`` (atomic; rows with the same key are
+    replaced). Tables measured on a GPU are also written as ``benchmark_<device-name>.csv``."""
+    from ..io import upsert_csv
+    from ..paths import results_dir
+
+    out = []
+    if bench is not None and len(bench):
+        p = results_dir() / "benchmark.csv"
+        upsert_csv(bench, p, KEY)
+        out.append(p)
+        gpu = bench.get("gpu")
+        cuda = bench["device"].astype(str).str.contains("cuda") if "device" in bench else None
+        if gpu is not None and cuda is not None and cuda.any():
+            name = str(bench.loc[cuda, "gpu"].iloc[0])
+            p2 = results_dir() / f"benchmark_{_device_slug(name)}.csv"
+            upsert_csv(bench, p2, KEY)
+            out.append(p2)
+    if dataset is not None and len(dataset):
+        p = results_dir() / "benchmark_dataset.csv"
+        upsert_csv(dataset, p, DATASET_KEY)
+        out.append(p)
+    return out

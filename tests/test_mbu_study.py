@@ -1,0 +1,47 @@
+"""Helpers of notebook 05 (configurations, exactness report, tables)."""
+import pandas as pd
+import pytest
+import torch
+
+from unetq.bitpack import study
+from unetq.bitpack.kernels import popcount_instruction
+from unetq.models import create_model
+
+
+def test_resolve_masked_and_configurations():
+    assert study.resolve_masked("cost-aware-top-k", 4) == 4
+    assert study.resolve_masked(["up_ct4"], 9) == ["up_ct4"]
+    with pytest.raises(ValueError):
+        study.resolve_masked("all", 4)
+    v = study.configurations(4, pareto_k=(0, 4, 8, 12))
+    assert set(v) == {"mbu", "binary", "int8", "int4", "k8", "k12"}
+    assert v["binary"] == dict(masked=0) and v["k12"] == dict(masked=12)
+    for kw in v.values():  # every variant can be built (and shares the parameter layout)
+        m = create_model("mbu_unet", width=2, **kw)
+        assert set(m.state_dict()) == set(create_model("mbu_unet", width=2).state_dict())
+
+
+def test_exactness_report_on_a_random_model():
+    torch.manual_seed(0)
+    model = create_model("mbu_unet", width=4, masked=4)
+    model.train()
+    with torch.no_grad():  # a few training-mode passes give non-trivial BatchNorm statistics
+        for _ in range(3):
+            model(torch.rand(4, 3, 32, 32))
+    data = [(torch.rand(3, 32, 32), torch.zeros(1, 32, 32)) for _ in range(3)]
+    r = study.exactness_report(model.eval(), data, n=3)
+    assert r["maps"] == 22 and r["identical"] and r["logits_close"], r
+
+
+def test_pareto_table_joins_accuracy_and_speed():
+    acc = pd.DataFrame(dict(preset="ci", config=["mbu", "binary"], masked_layers=[4, 0], masked=["a", ""],
+                            test_dice=[0.5, 0.4], test_iou=[0.3, 0.2], packed_dice=[0.5, 0.4]))
+    speed = study.measure_speed({"p4": lambda x: x.sum(), "p0": lambda x: x.mean()}, image_size=16, repeats=3,
+                                warmup=1, threads=1)
+    assert {"median_ms", "q1_ms", "q3_ms", "fps", "cpu", "torch"} <= set(speed.columns)
+    p = study.pareto_table(acc, speed, {"mbu": "p4", "binary": "p0"})
+    assert list(p["config"]) == ["binary", "mbu"] and (p["fps"] > 0).all()
+
+
+def test_popcount_instruction_is_reported():
+    assert "popc" in popcount_instruction()
