@@ -12,7 +12,9 @@ Sub-modules (imported on demand, so `import unetq` stays cheap):
 - ``unetq.deploy``   ONNX export, runners for every backend/precision, INT8 quantization
 - ``unetq.bitpack``  bit-packed binary/ternary inference engine (numba)
 - ``unetq.bench``    latency/throughput/memory benchmark harness
-- ``unetq.report``   the HTML report, papermill pipeline and sweeps
+- ``unetq.pipeline`` the main job: notebooks 01-08 with papermill, then the HTML report
+- ``unetq.sweep``    papermill sweeps of a notebook over a parameter grid
+- ``unetq.report``   report sections and the deployment recommendation, read from the result tables
 - ``unetq.explorer`` ipywidgets explorer
 """
 

@@ -73,6 +73,21 @@ def format_label(backend: str, precision: str) -> str:
     return f"{backend} {precision}"
 
 
+_BACKEND_ORDER = ("torch", "torch_compile", "onnxruntime", "onnxruntime_cuda", "tensorrt", "bitpack")
+_PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8", "binary")
+
+
+def format_order(df: pd.DataFrame) -> list[str]:
+    """The formats of ``df`` in a fixed reading order: backend, then precision (FP32 first)."""
+    def rank(f: str):
+        parts = f.split(" ")
+        b = _BACKEND_ORDER.index(parts[0]) if parts[0] in _BACKEND_ORDER else len(_BACKEND_ORDER)
+        p = _PRECISION_ORDER.index(parts[1]) if len(parts) > 1 and parts[1] in _PRECISION_ORDER else 99
+        return (b, p, f)
+
+    return sorted(df["format"].dropna().unique(), key=rank)
+
+
 def _with_format(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df["format"] = [format_label(b, p) for b, p in zip(df["backend"], df["precision"])]
@@ -228,7 +243,7 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
         dset = _with_format(_measured(_num(data.df, "seconds_total")))
         dset = dset[dset["image_size"] == size] if not dset.empty else dset
     fig, axes = _fig(2 if dset is not None and len(dset) else 1, 6.5, 3.8)
-    sns.barplot(sub, x="format", y="latency_ms_per_image", hue="arch", ax=axes[0])
+    sns.barplot(sub, x="format", y="latency_ms_per_image", hue="arch", ax=axes[0], order=format_order(sub))
     axes[0].set(xlabel="representation (backend, precision)", ylabel="latency per image (ms), median",
                 title=f"batch {batch_size}, {size}x{size} px")
     axes[0].tick_params(axis="x", rotation=45)
@@ -236,7 +251,7 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
     table = sub.pivot_table(index="format", columns="arch", values="latency_ms_per_image").round(3)
     notes = []
     if len(axes) > 1:
-        sns.barplot(dset, x="format", y="seconds_total", hue="arch", ax=axes[1])
+        sns.barplot(dset, x="format", y="seconds_total", hue="arch", ax=axes[1], order=format_order(dset))
         n = int(dset["n_images"].iloc[0])
         axes[1].set(xlabel="representation (backend, precision)", ylabel="whole test split (s)",
                     title=f"{n} test images, JPEG reading included")
@@ -273,10 +288,10 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
     import seaborn as sns
 
     fig, axes = _fig(2, 6.5, 3.8)
-    sns.barplot(sub, x="format", y="peak_mem_mb", hue="arch", ax=axes[0])
+    sns.barplot(sub, x="format", y="peak_mem_mb", hue="arch", ax=axes[0], order=format_order(sub))
     axes[0].set(xlabel="representation (backend, precision)", ylabel="peak inference memory (MiB)",
                 title=f"batch {b}, {size}x{size} px")
-    sns.barplot(sub, x="format", y="model_size_mb", hue="arch", ax=axes[1])
+    sns.barplot(sub, x="format", y="model_size_mb", hue="arch", ax=axes[1], order=format_order(sub))
     axes[1].set(xlabel="representation (backend, precision)", ylabel="model size on disk (MiB)")
     for ax, col in zip(axes, ("peak_mem_mb", "model_size_mb")):
         ax.tick_params(axis="x", rotation=45)
@@ -343,7 +358,8 @@ def accuracy_by_format(preset: str | None = None) -> Section:
     fig, axes = _fig(len(archs), 5.0, 3.6)
     long = df.melt(id_vars=["arch", "format"], value_vars=metrics, var_name="metric", value_name="value")
     for ax, a in zip(axes, archs):
-        sns.barplot(long[long["arch"] == a], x="metric", y="value", hue="format", ax=ax)
+        sns.barplot(long[long["arch"] == a], x="metric", y="value", hue="format", ax=ax,
+                    hue_order=format_order(long[long["arch"] == a]))
         ax.set(title=a, xlabel="metric (test split)", ylabel="value (loss: BCE+Dice; IoU, Dice: 0-1)")
         ax.legend(fontsize=7)
     table = df.pivot_table(index=["arch", "format"], values=metrics).round(4)
@@ -412,8 +428,11 @@ def image_size_sweep(preset: str | None = None) -> Section:
 
     fig, axes = _fig(1, 6.5, 3.8)
     sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="arch", style="format", marker="o", ax=axes[0])
-    axes[0].set(xlabel="image size (px per side)", ylabel="latency per image (ms)", xscale="log", yscale="log",
-                title=f"batch {b}")
+    axes[0].set(xlabel="image size (px per side)", ylabel="latency per image (ms)", yscale="log", title=f"batch {b}")
+    axes[0].set_xscale("log", base=2)
+    sizes = sorted(sub["image_size"].unique())
+    axes[0].set_xticks(sizes, [str(int(v)) for v in sizes])
+    axes[0].minorticks_off()
     table = sub.pivot_table(index=["arch", "format"], columns="image_size", values="latency_ms_per_image").round(3)
     return Section(title, "How latency grows with the image side (seed 003 compares 48 px and 128 px inputs).",
                    table, fig)

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from ..io import atomic_path
+from .calibration import calibrate
 from .data_utils import dataset_len, get_item, pick_indices
 from .rewrite import rewrite_conv_transpose
 
@@ -235,7 +236,7 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         cache = _cache_path(prepped, images, cfg, cache_dir) or str(Path(tmpdir) / "calib.json")
         reader = ArrayCalibrationReader(images, input_name, cfg.calib_batch)
         if not Path(cache).exists():
-            _calibrate(prepped, reader, method, extra, cache, Path(tmpdir))
+            calibrate(prepped, reader, method, extra, cache, Path(tmpdir))
             reader.rewind()
         if cfg.shared_concat_scale:
             overrides = dict(extra.get("TensorQuantOverrides", {}))
@@ -266,24 +267,6 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
         with atomic_path(out_path) as tmp:
             onnx.save(q, str(tmp))
     return Path(out_path)
-
-
-def _calibrate(model_path, reader, method, extra: dict, cache: str, tmpdir: Path) -> None:
-    """Activation ranges of ``model_path`` on the reader's images, saved as an ONNX Runtime
-    calibration cache (the same calibrator and tensors ``quantize_static`` would use)."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    keys = [("CalibTensorRangeSymmetric", "symmetric"), ("CalibPercentile", "percentile"),
-            ("CalibNumBins", "num_bins"), ("CalibNumQuantizedBins", "num_quantized_bins")]
-    calib_extra = {k: extra[name] for name, k in keys if name in extra}
-    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
-    with contextlib.redirect_stdout(io.StringIO()):
-        calibrator = create_calibrator(Path(model_path), ops, augmented_model_path=str(tmpdir / "augmented.onnx"),
-                                       calibrate_method=method, extra_options=calib_extra)
-        calibrator.collect_data(reader)
-        ranges = calibrator.compute_data()
-    save_tensors_data(ranges, cache)
 
 
 def shared_concat_overrides(proto: onnx.ModelProto, cache: str) -> dict:

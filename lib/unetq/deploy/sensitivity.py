@@ -211,7 +211,8 @@ def activation_ranges(fp32_onnx, calib_data, methods=("minmax", "entropy"), conf
     range the method keeps (entropy/percentile clip outliers; what is clipped saturates)."""
     from onnxruntime.quantization import CalibrationMethod
 
-    from .quantize import _cache_path, _calibrate
+    from .calibration import calibrate
+    from .quantize import _cache_path
 
     config = config or QuantConfig()
     images = calibration_images(calib_data, calib_images, calib_seed)
@@ -233,7 +234,7 @@ def activation_ranges(fp32_onnx, calib_data, methods=("minmax", "entropy"), conf
                 extra.update(CalibNumBins=cfg.entropy_bins, CalibNumQuantizedBins=cfg.entropy_quantized_bins)
             cache = Path(_cache_path(prepared, images, cfg, cache_dir) if cache_dir else d / f"{m}.json")
             if not cache.exists():
-                _calibrate(prepared, ArrayCalibrationReader(images, proto.graph.input[0].name, cfg.calib_batch),
+                calibrate(prepared, ArrayCalibrationReader(images, proto.graph.input[0].name, cfg.calib_batch),
                            enum[m], extra, str(cache), d)
             from onnxruntime.quantization.calibrate import load_tensors_data
 

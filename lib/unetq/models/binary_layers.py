@@ -59,7 +59,9 @@ class _SignSTE(torch.autograd.Function):
     def forward(ctx, x, clip):
         ctx.save_for_backward(x)
         ctx.clip = clip
-        return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+        # copysign(1, x + 0.0): +1 for x >= 0 (also -0.0, which x + 0.0 turns into +0.0), -1
+        # otherwise; one pass, several times faster than torch.where on the CPU
+        return torch.copysign(torch.ones((), dtype=x.dtype, device=x.device), x + 0.0)
 
     @staticmethod
     def backward(ctx, g):
