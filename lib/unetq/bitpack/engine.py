@@ -7,9 +7,14 @@ layer whose output bits equal the PyTorch model's eval-mode binary activations e
   popcount kernels with BatchNorm + sign folded into per-channel integer thresholds;
 - max-pooling: OR of the bits; concatenation: the skip and upsampled paths are two segments
   of one buffer (written in place by their producers, no copy);
-- the first conv runs in PyTorch (the model's own module, so its float output is the same
-  tensor) and is binarised with the float64 BatchNorm threshold; the last 1x1 conv runs in
-  float on the unpacked +-1 activations (logits equal up to float rounding).
+- the first conv (with ``stem="float"`` both input convs) runs in PyTorch -- the model's own
+  modules, so its float output is the same tensor -- and is binarised with the float64
+  BatchNorm threshold; the last 1x1 conv runs in float on the +-1 activations (logits equal up
+  to float rounding).
+
+Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``,
+which run on the calling thread; the float first conv runs on one torch thread (see
+``_first_conv``). Not thread-safe: a ``PackedMBU`` reuses its activation buffers.
 
 Masked layers use the single-popcount form ``a.b = popc(m) - 2 popc((a' ^ s') & m)`` by default
 (``masked_form="xor_and"``) or the paper's subtractive encoding with two popcounts

@@ -1,6 +1,7 @@
 """Dot products of +-1 activations with binary / ternary weights as bit operations (seed 001).
 
-Vectors are integer numpy arrays; bits are 0/1 arrays of the same length (``a' = (a+1)/2``).
+Vectors are integer numpy arrays (the last axis is the vector; leading axes broadcast, so one
+call can check many pairs); bits are 0/1 arrays of the same shape (``a' = (a+1)/2``).
 
 - ``dot_xnor``       Equation 1:  a.b = 2 popc(a' XNOR b') - n
 - ``dot_xor``        the same with XOR:  a.b = n - 2 popc(a' XOR b')
@@ -32,33 +33,34 @@ def ternary_planes(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (b > 0).astype(np.uint8), (b < 0).astype(np.uint8)
 
 
-def popc(bits: np.ndarray) -> int:
-    return int(np.count_nonzero(bits))
+def popc(bits: np.ndarray):
+    """Number of ones along the last axis."""
+    return np.count_nonzero(bits, axis=-1)
 
 
-def dot_xnor(a, b) -> int:
+def dot_xnor(a, b):
     ab, bb = to_bits(a), to_bits(b)
-    return 2 * popc(1 - (ab ^ bb)) - len(ab)
+    return 2 * popc(1 - (ab ^ bb)) - ab.shape[-1]
 
 
-def dot_xor(a, b) -> int:
+def dot_xor(a, b):
     ab, bb = to_bits(a), to_bits(b)
-    return len(ab) - 2 * popc(ab ^ bb)
+    return ab.shape[-1] - 2 * popc(ab ^ bb)
 
 
-def dot_eq3_paper(a, b) -> int:
+def dot_eq3_paper(a, b):
     ab = to_bits(a)
     pos, neg = ternary_planes(b)
-    return len(ab) + popc(ab ^ neg) - popc(ab ^ pos)
+    return ab.shape[-1] + popc(ab ^ neg) - popc(ab ^ pos)
 
 
-def dot_alg1(a, b) -> int:
+def dot_alg1(a, b):
     ab = to_bits(a)
     pos, neg = ternary_planes(b)
     return popc(ab ^ neg) - popc(ab ^ pos)
 
 
-def dot_masked_one_popcount(a, b) -> int:
+def dot_masked_one_popcount(a, b):
     ab = to_bits(a)
     pos, neg = ternary_planes(b)
     m = pos | neg

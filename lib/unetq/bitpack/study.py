@@ -54,16 +54,52 @@ def configurations(main_masked, pareto_k=(0, 4, 8, 12), stem: str = "binary") ->
     return out
 
 
+def _epochs(n: int) -> str:
+    return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")
+
+
 def _normalise(obj):
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def train_main(cfg: dict, model_kw: dict, splits=None):
-    """The main MBU-Net (``create_model`` keywords ``model_kw``), trained from scratch with the
-    preset (cached checkpoint)."""
+def schedule(cfg: dict, decay_epochs: int = 3, decay_factor: float = 0.1) -> tuple[dict, dict]:
+    """The two phases of the main MBU-Net's training within the preset's epoch budget:
+    ``(cfg1, cfg2)`` = ``epochs - d`` epochs at the preset's learning rate, then ``d`` epochs at
+    ``lr * decay_factor`` (``d = min(decay_epochs, epochs - 1)``). Binary networks trained with
+    Adam at a constant learning rate keep flipping weight signs and their validation scores
+    jump from epoch to epoch; the low-rate phase lets them settle (the trainer has no
+    learning-rate schedule of its own)."""
+    from ..presets import get_preset
+
+    epochs = int(cfg["epochs"])
+    d = max(0, min(int(decay_epochs), epochs - 1))
+    base = {k: v for k, v in cfg.items() if k != "preset"}
+    cfg1 = get_preset(cfg["preset"], **{**base, "epochs": epochs - d})
+    cfg2 = get_preset(cfg["preset"], **{**base, "epochs": d, "lr": cfg["lr"] * decay_factor})
+    return cfg1, cfg2
+
+
+def train_main(cfg: dict, model_kw: dict, splits=None, decay_epochs: int = 3, decay_factor: float = 0.1):
+    """The main MBU-Net (``create_model`` keywords ``model_kw``) trained from scratch within the
+    preset's epochs (:func:`schedule`: constant learning rate, then ``decay_epochs`` at
+    ``lr * decay_factor``); both phases cached. Returns ``(model, ckpt)`` whose ``history``
+    covers all epochs and whose ``training`` says how it was trained."""
     from ..train import load_or_train
 
-    return load_or_train("mbu_unet", cfg, splits=splits, **model_kw)
+    cfg1, cfg2 = schedule(cfg, decay_epochs, decay_factor)
+    model, ck1 = load_or_train("mbu_unet", cfg1, splits=splits, **model_kw)
+    how = f"from scratch: {_epochs(cfg1['epochs'])} lr {cfg1['lr']:g}"
+    if cfg2["epochs"] == 0:
+        return model, dict(ck1, training=how)
+    if splits is None:
+        from ..data import splits_from_preset
+
+        splits = splits_from_preset(cfg)
+    model, ck2 = finetune(model, ck1, cfg2, "decay", cfg2["epochs"], splits, **model_kw)
+    n1 = len(ck1["history"])
+    history = list(ck1["history"]) + [dict(h, epoch=h["epoch"] + n1) for h in ck2["history"]]
+    return model, dict(ck2, history=history, best_epoch=n1 + int(ck2["best_epoch"]),
+                       training=f"{how} + {_epochs(cfg2['epochs'])} lr {cfg2['lr']:g}")
 
 
 def fp_reference(cfg: dict, splits=None):
@@ -131,16 +167,22 @@ def accuracy_row(label: str, model, ckpt: dict, cfg: dict, training: str, packed
     return row
 
 
-def train_variants(cfg: dict, main_model, main_ckpt: dict, variants: dict, finetune_epochs: int, splits) -> dict:
+def train_variants(cfg: dict, main_model, main_ckpt: dict, variants: dict, finetune_epochs: int, splits,
+                   lr_factor: float = 0.1) -> dict:
     """Fine-tune every ``label -> create_model keywords`` variant from the trained main MBU-Net
-    (cached); returns ``label -> (model, ckpt)``."""
+    for ``finetune_epochs`` at ``lr * lr_factor`` (the end of the main run's schedule; cached);
+    returns ``label -> (model, ckpt)``."""
     from tqdm.auto import tqdm
 
+    from ..presets import get_preset
+
+    ft_cfg = get_preset(cfg["preset"], **{**{k: v for k, v in cfg.items() if k != "preset"},
+                                          "lr": cfg["lr"] * lr_factor})
     out = {}
     for label, kw in tqdm(list(variants.items()), desc="MBU-Net variants", unit="config"):
         if label == "mbu":
             continue
-        out[label] = finetune(main_model, main_ckpt, cfg, label, finetune_epochs, splits, **kw)
+        out[label] = finetune(main_model, main_ckpt, ft_cfg, label, finetune_epochs, splits, **kw)
     return out
 
 
@@ -150,9 +192,10 @@ def accuracy_table(cfg: dict, fp, main, variants: dict, finetune_epochs: int, sp
     from tqdm.auto import tqdm
 
     bs = cfg["batch_size"]
-    rows = [accuracy_row("fp", fp[0], fp[1], cfg, "from scratch (preset)")]
-    items = [("mbu", main, "from scratch (preset)")] + [
-        (k, v, f"fine-tuned {finetune_epochs} epoch(s) from the MBU-Net") for k, v in variants.items()]
+    rows = [accuracy_row("fp", fp[0], fp[1], cfg, f"from scratch: {_epochs(cfg['epochs'])} lr {cfg['lr']:g}")]
+    items = [("mbu", main, main[1].get("training", "from scratch (preset)"))] + [
+        (k, v, f"fine-tuned {_epochs(finetune_epochs)} from the MBU-Net, lr {v[1]['train_config']['lr']:g}")
+        for k, v in variants.items()]
     for label, (model, ck), how in tqdm(items, desc="accuracy", unit="config"):
         rows.append(accuracy_row(label, model, ck, cfg, how, packed_metrics(model, splits["test"], bs)))
     return pd.DataFrame(rows)

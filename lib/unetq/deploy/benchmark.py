@@ -7,9 +7,11 @@ and min per variant, the speed-up over FP32 and the size on disk. Timings taken 
 machine are only good as ratios measured side by side.
 
 Variants: ``fp32`` (exported graph), ``fp32-rewrite`` (ConvTranspose rewritten: exact, same
-maths), ``int8`` (default INT8: u8 activations / s8 per-channel weights, QDQ, rewrite),
-``int8-norewrite`` (ConvTranspose left float), plus ``--extra`` ones: ``int8-qoperator``,
-``int8-s8s8`` (int8 activations), ``int8-pertensor``, ``int8-reducerange``.
+maths), ``int8`` (default INT8: u8 activations / s8 per-channel weights, QDQ, ConvTranspose
+rewritten in the NHWC-friendly "transpose" form), ``int8-norewrite`` (ConvTranspose left float),
+``int8-dcr`` (rewritten with a DepthToSpace node), and ``int8-qoperator``, ``int8-s8s8`` (int8
+activations), ``int8-pertensor``, ``int8-reducerange``, ``int8-sharedconcat`` (one scale per
+Concat).
 """
 from __future__ import annotations
 
@@ -32,12 +34,14 @@ VARIANTS: dict[str, dict | None] = {
     "fp32-rewrite": None,
     "int8": {},
     "int8-norewrite": dict(rewrite_convtranspose=False),
+    "int8-dcr": dict(rewrite_mode="DCR"),
+    "int8-sharedconcat": dict(shared_concat_scale=True),
     "int8-qoperator": dict(quant_format="qoperator"),
     "int8-s8s8": dict(activation_type="int8"),
     "int8-pertensor": dict(per_channel=False),
     "int8-reducerange": dict(reduce_range=True),
 }
-DEFAULT_VARIANTS = ("fp32", "fp32-rewrite", "int8", "int8-norewrite")
+DEFAULT_VARIANTS = ("fp32", "int8", "int8-dcr", "int8-norewrite")
 
 
 def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
@@ -97,9 +101,11 @@ def build_variants(model, image_size: int, calib: np.ndarray, workdir: Path, var
 
 
 def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int = 1, repeats: int = 10,
-        warmup: int = 2, calib_images: int = 16, threads: int | None = None, spinning: str = "default",
+        warmup: int = 2, calib_images: int = 16, threads=None, spinning="default",
         variants=DEFAULT_VARIANTS, seed: int = 0, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Build, time and summarize; returns ``(summary, raw timings)``."""
+    """Build, time and summarize; returns ``(summary, raw timings)``. ``threads`` and ``spinning``
+    may be lists: every variant then runs once per (threads, spinning) session setting, all
+    interleaved in the same rounds (names ``variant@<threads>t`` / ``@spin-off``)."""
     import torch
 
     from ..models import create_model
@@ -109,17 +115,31 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
     model = create_model(arch, width=width).eval()
     calib = crack_calibration_images(calib_images, image_size, seed)
     x = calib[:1].repeat(batch, axis=0) if batch > 1 else calib[:1]
-    spin = {"default": None, "on": True, "off": False}[spinning]
+    thread_list = list(threads) if isinstance(threads, (list, tuple)) else [threads]
+    spin_list = list(spinning) if isinstance(spinning, (list, tuple)) else [spinning]
+    settings = [(t, sp) for t in thread_list for sp in spin_list]
     with tempfile.TemporaryDirectory(prefix="unetq-bench-") as d:
         paths = build_variants(model, image_size, calib, Path(d), variants)
-        runners = {k: OrtRunner(p, "int8" if k.startswith("int8") else "fp32", threads=threads, spinning=spin)
-                   for k, p in paths.items()}
+        runners, files, nthreads, spins = {}, {}, {}, {}
+        for t, sp in settings:
+            suffix = ("" if len(thread_list) == 1 else f"@{t or os.cpu_count()}t") + \
+                     ("" if len(spin_list) == 1 else f"@spin-{sp}")
+            for k, p in paths.items():
+                r = OrtRunner(p, "int8" if k.startswith("int8") else "fp32", threads=t,
+                              spinning={"default": None, "on": True, "off": False}[sp])
+                runners[k + suffix], files[k + suffix] = r, p
+                nthreads[k + suffix], spins[k + suffix] = r.details["threads"], sp
         times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress)
         summary = summarize(times)
-        summary["size_bytes"] = [onnx_file_bytes(paths[k]) for k in summary.index]
-        summary["size_vs_fp32"] = summary["size_bytes"] / summary.loc["fp32", "size_bytes"] \
-            if "fp32" in summary.index else np.nan
-        summary["threads"] = runners[next(iter(runners))].details["threads"]
+        summary["size_bytes"] = [onnx_file_bytes(files[k]) for k in summary.index]
+        summary["size_vs_fp32"] = np.nan
+        for k in summary.index:  # ratios against the FP32 run with the same session settings
+            base = "fp32" + k[len(k.split("@")[0]):]
+            if base in summary.index:
+                summary.loc[k, "speedup_vs_fp32"] = summary.loc[base, "median_s"] / summary.loc[k, "median_s"]
+                summary.loc[k, "size_vs_fp32"] = summary.loc[k, "size_bytes"] / summary.loc[base, "size_bytes"]
+        summary["threads"] = [nthreads[k] for k in summary.index]
+        summary["spinning"] = [spins[k] for k in summary.index]
     return summary, times
 
 
@@ -132,24 +152,39 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--calib-images", type=int, default=16)
-    p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads (default: all cores)")
-    p.add_argument("--spinning", choices=["default", "on", "off"], default="default")
+    p.add_argument("--threads", default=None,
+                   help="ORT intra-op threads (default: all cores); a comma list compares settings, e.g. 1,2")
+    p.add_argument("--spinning", default="default",
+                   help="session.intra_op.allow_spinning: default, on or off; a comma list compares them")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated, from {','.join(VARIANTS)}")
     p.add_argument("--csv", default=None, help="also write the summary (with machine columns) here")
     a = p.parse_args(argv)
-    summary, _ = run(a.arch, a.width, a.image_size, a.batch, a.repeats, a.warmup, a.calib_images, a.threads,
-                     a.spinning, tuple(v.strip() for v in a.variants.split(",") if v.strip()))
-    pd.set_option("display.width", 160)
+    threads = [int(t) if t.strip() not in ("", "all") else None for t in a.threads.split(",")] \
+        if a.threads else None
+    if isinstance(threads, list) and len(threads) == 1:
+        threads = threads[0]
+    spinning = [v.strip() for v in a.spinning.split(",")]
+    for v in spinning:
+        if v not in ("default", "on", "off"):
+            p.error(f"--spinning: {v!r} is not one of default, on, off")
+    summary, _ = run(a.arch, a.width, a.image_size, a.batch, a.repeats, a.warmup, a.calib_images, threads,
+                     spinning if len(spinning) > 1 else spinning[0],
+                     tuple(v.strip() for v in a.variants.split(",") if v.strip()))
+    pd.set_option("display.width", 200)
     print(f"{a.arch} width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, "
-          f"{a.repeats} interleaved rounds, ONNX Runtime CPU, {summary['threads'].iloc[0]} threads")
-    print(summary.drop(columns=["threads"]).to_string(float_format=lambda v: f"{v:.4g}"))
-    if "fp32" in summary.index and "int8" in summary.index:
-        s = summary
-        print(f"\nINT8 vs FP32: {s.loc['fp32', 'median_s'] / s.loc['int8', 'median_s']:.2f}x faster (medians), "
-              f"{s.loc['fp32', 'min_s'] / s.loc['int8', 'min_s']:.2f}x (minima); size "
-              f"{s.loc['int8', 'size_bytes'] / s.loc['fp32', 'size_bytes']:.3f} of FP32 "
-              f"(1/{s.loc['fp32', 'size_bytes'] / s.loc['int8', 'size_bytes']:.2f})")
+          f"{a.repeats} interleaved rounds, ONNX Runtime {__import__('onnxruntime').__version__} CPU, "
+          f"{os.cpu_count()} cores")
+    print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+    s = summary
+    for k in s.index:
+        if k.split("@")[0] == "int8":
+            base = "fp32" + k[len("int8"):]
+            if base in s.index:
+                print(f"\n{k} vs {base}: {s.loc[base, 'median_s'] / s.loc[k, 'median_s']:.2f}x faster (medians), "
+                      f"{s.loc[base, 'min_s'] / s.loc[k, 'min_s']:.2f}x (minima); size "
+                      f"{s.loc[k, 'size_bytes'] / s.loc[base, 'size_bytes']:.3f} of FP32 "
+                      f"(1/{s.loc[base, 'size_bytes'] / s.loc[k, 'size_bytes']:.2f})")
     if a.csv:
         from ..io import machine_info, write_csv
 

@@ -59,7 +59,7 @@ def plot_int8_configs(df: pd.DataFrame, metric: str = "dice"):
     ax.tick_params(axis="x", rotation=30)
     for lbl in ax.get_xticklabels():
         lbl.set_horizontalalignment("right")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 

@@ -85,7 +85,9 @@ class QuantConfig:
             # ranges hard and costs Ghost U-Net most of its Dice (see the 06 notebook).
             base = dict(activation_type="int8", weight_type="int8", symmetric_activations=True,
                         quant_format="qdq", per_channel=True, method="percentile",
-                        extra_options={"QDQKeepRemovableActivations": True})
+                        # TensorRT's Q/DQ are int8: an int32 DequantizeLinear for the bias does not
+                        # parse, so biases stay float (TensorRT folds them into the int8 kernel).
+                        extra_options={"QDQKeepRemovableActivations": True, "QuantizeBias": False})
         else:
             raise ValueError(f"unknown quantization target {target!r}: 'onnxruntime' or 'tensorrt'")
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -228,6 +230,9 @@ def quantize_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLike, cal
     with tempfile.TemporaryDirectory(prefix="unetq-quant-") as tmpdir:
         if is_prepared(onnx_path):  # already through prepare_model (e.g. the sensitivity loop)
             prepped, report = onnx_path, json.loads(_get_meta(_load(onnx_path), PREP_KEY) or "{}")
+            if bool(report.get("rewrite")) != cfg.rewrite_convtranspose:
+                raise ValueError(f"{onnx_path} was prepared with rewrite={report.get('rewrite')}, but the config "
+                                 f"asks for rewrite_convtranspose={cfg.rewrite_convtranspose}")
         else:
             prepped = Path(tmpdir) / "prepared.onnx"
             report = prepare_model(onnx_path, prepped, rewrite=cfg.rewrite_convtranspose, mode=cfg.rewrite_mode)
@@ -321,8 +326,11 @@ def _cache_path(prepped: Path, images: np.ndarray, cfg: QuantConfig, cache_dir) 
     h = hashlib.sha1()
     h.update(prepped.read_bytes())
     h.update(np.ascontiguousarray(images).tobytes())
-    h.update(f"{cfg.method}|{cfg.percentile}|{cfg.symmetric_activations}|{cfg.entropy_bins}|"
-             f"{cfg.entropy_quantized_bins}".encode())
+    if cfg.method == "minmax":  # MinMax ranges do not depend on the scheme: one cache for all
+        h.update(b"minmax")
+    else:
+        h.update(f"{cfg.method}|{cfg.percentile}|{cfg.symmetric_activations}|{cfg.entropy_bins}|"
+                 f"{cfg.entropy_quantized_bins}".encode())
     d = Path(cache_dir)
     d.mkdir(parents=True, exist_ok=True)
     return str(d / f"calib-{cfg.method}-{h.hexdigest()[:16]}.json")

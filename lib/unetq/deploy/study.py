@@ -98,11 +98,24 @@ def _base_row(arch: str, cfg: dict) -> dict:
     return dict(arch=arch, preset=cfg.get("preset", "custom"), width=cfg.get("width"), image_size=cfg.get("image_size"))
 
 
+def slow_representations() -> dict:
+    """Representations that run here but far too slowly for the notebook's budget, with the
+    reason: PyTorch float16 on a CPU (no native float16 convolution; a reference fallback tens of
+    times slower than float32). FP16 accuracy is then measured through ONNX Runtime."""
+    from .availability import cuda_available
+
+    if cuda_available():
+        return {}
+    return {("torch", "fp16"): "PyTorch float16 convolution on this CPU is a slow reference fallback "
+                               "(tens of times slower than float32); FP16 is measured with onnxruntime/fp16"}
+
+
 def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: dict, representations=REPRESENTATIONS,
                        int8_name: str = "default", split: str = "test", batch_size: int = 8,
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, skip: dict | None = None) -> pd.DataFrame:
     """Loss / IoU / Dice of every (backend, precision) on ``dataset`` (the ``split``), one row
-    each, with the representation's size on disk; unavailable ones say why."""
+    each, with the representation's size on disk; unavailable ones (and those in ``skip``,
+    ``{(backend, precision): reason}``) get a "not measured on this machine" row with the reason."""
     rows, fp32_dice = [], None
     machine = machine_info()
     for backend, precision in tqdm(list(representations), desc=f"{arch}: representations", disable=not progress,
@@ -113,7 +126,7 @@ def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: dict, 
                       else QuantConfig.for_target("tensorrt").label())
         row = dict(_base_row(arch, cfg), split=split, backend=backend, precision=precision, config=config,
                    int8_name=int8_name if precision == "int8" else "")
-        why = runner_unavailable_reason(backend, precision)
+        why = runner_unavailable_reason(backend, precision) or (skip or {}).get((backend, precision))
         if why is not None:
             rows.append(dict(row, status=f"{NOT_MEASURED}: {why}", device="", **machine))
             continue
@@ -172,10 +185,15 @@ def model_sizes(arch: str, model, files: ModelFiles, cfg: dict) -> pd.DataFrame:
                          size_bytes=onnx_file_bytes(path), config=qcfg.label()))
     plans = sorted(files.folder.glob("*.plan"))
     if plans:
+        import json
+
         for plan in plans:
             prec = plan.name.split(".")[-3] if plan.name.count(".") >= 3 else "?"
+            meta = plan.with_suffix(".json")
+            info = json.loads(meta.read_text()) if meta.exists() else {}
             rows.append(dict(representation=f"tensorrt/{prec}", format="tensorrt plan", precision=prec,
-                             size_bytes=plan.stat().st_size))
+                             size_bytes=plan.stat().st_size,
+                             engine_device_memory_bytes=info.get("device_memory_bytes")))
     else:
         why = runner_unavailable_reason("tensorrt", "fp32")
         rows.append(dict(representation="tensorrt/*", format="tensorrt plan", precision="",
@@ -203,7 +221,6 @@ def config_grid() -> dict[str, QuantConfig]:
         "per-tensor/minmax": QuantConfig(per_channel=False, method="minmax"),
         "per-channel/minmax": QuantConfig(per_channel=True, method="minmax"),
         "per-channel/percentile": QuantConfig(per_channel=True, method="percentile"),
-        "per-channel/entropy": QuantConfig(per_channel=True, method="entropy"),
         "tensorrt-like/entropy": T("tensorrt", method="entropy"),
         "tensorrt-like/per-tensor/entropy": T("tensorrt", method="entropy", per_channel=False),
         "tensorrt-like/minmax": T("tensorrt", method="minmax"),
@@ -238,6 +255,25 @@ def choose_int8_config(fp32_onnx, calib, val_data, tolerance: float = 0.01, cand
     steps = steps.assign(config=[f"{best}+{k}float" for k in steps["n_float"]])
     tried = pd.concat([tried, steps], ignore_index=True)
     return name, cfg, tried.assign(chosen=tried.config == name)
+
+
+def summarize_int8(grid: pd.DataFrame, chosen: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per architecture: validation Dice of FP32, the worst and the best INT8
+    configuration of the grid with their Dice change, and the chosen configuration's Dice change
+    on the test split (``chosen``: rows with ``int8_name == "chosen"``)."""
+    rows = []
+    for arch, g in grid.groupby("arch", sort=False):
+        q = g[g.config != "fp32"].sort_values("delta_dice")
+        c = chosen[(chosen.arch == arch) & (chosen.int8_name == "chosen")]
+        rows.append(dict(arch=arch, val_dice_fp32=float(g.loc[g.config == "fp32", "dice"].iloc[0]),
+                         worst_config=q.iloc[0]["config"], worst_delta_dice=float(q.iloc[0]["delta_dice"]),
+                         best_config=q.iloc[-1]["config"], best_delta_dice=float(q.iloc[-1]["delta_dice"]),
+                         chosen=c["chosen_as"].iloc[0] if len(c) else "",
+                         chosen_float_layers=int(c["n_float_layers"].iloc[0]) if len(c) else 0,
+                         chosen_test_delta_dice=float(c["delta_dice_vs_fp32"].iloc[0]) if len(c) else float("nan")))
+    out = pd.DataFrame(rows)
+    out["within_tolerance"] = out["chosen_test_delta_dice"].abs() <= tolerance
+    return out
 
 
 # ------------------------------------------------------------------------------------ speed
