@@ -88,6 +88,18 @@ def test_measure_interleaved_round_robin_and_sync():
         bench.measure_interleaved(cases, repeats=0)
 
 
+def test_measure_interleaved_blocks_prime_each_block():
+    order = []
+    cases = {"a": (lambda x: order.append("a"), lambda: 1), "b": (lambda x: order.append("b"), lambda: 2)}
+    res = bench.measure_interleaved(cases, warmup=0, repeats=4, min_repeats=4, max_repeats=4, rel_ci=0.0,
+                                    block=2, settle_s=0.001)
+    # per round and case: one untimed priming call, then a block of 2 timed calls; order rotates
+    assert order == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+    assert res["a"]["n"] == 4 and len(res["b"]["times_s"]) == 4
+    with pytest.raises(ValueError, match="block"):
+        bench.measure_interleaved(cases, block=0)
+
+
 # --------------------------------------------------------------------------- memory and energy
 def test_peak_sampler_with_fake_reader():
     vals = iter([100] + [150, 400, 120] + [110] * 10000)

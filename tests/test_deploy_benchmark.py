@@ -6,7 +6,7 @@ from unetq.deploy import benchmark
 
 def test_benchmark_cli_tiny(capsys):
     summary = benchmark.main(["--width", "4", "--image-size", "32", "--repeats", "2", "--warmup", "1",
-                              "--calib-images", "4", "--threads", "1", "--spinning", "on,off",
+                              "--calib-images", "4", "--threads", "1", "--spinning", "on,off", "--block", "2",
                               "--variants", "fp32,int8,int8-norewrite"])
     out = capsys.readouterr().out
     assert "int8@spin-on vs fp32@spin-on" in out and "faster (medians)" in out

@@ -68,6 +68,11 @@ def test_ort_session_settings(ghost, tmp_path):
     assert so.intra_op_num_threads == os.cpu_count()
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert r.details["threads"] == os.cpu_count()
+    # CPU sessions do not spin idle threads unless asked to (see runners.CPU_SPINNING)
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert r.details["spinning"] == "off"
+    r2 = make_runner("onnxruntime", "fp32", onnx_path=r.onnx_path, spinning=True, workdir=tmp_path)
+    assert r2.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def test_make_runner_errors(ghost, tmp_path):

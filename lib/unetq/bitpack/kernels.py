@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import os
 
-import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-# numba's OpenMP threading layer keeps idle workers spinning; next to the other thread pools of
-# a benchmark (ONNX Runtime, PyTorch) on the same cores this oversubscribes them, and on a busy
-# 2-core machine the whole network took 430 ms instead of 27 ms. The work-queue layer sleeps
-# instead. Only the default is changed (NUMBA_THREADING_LAYER wins), and only if numba has not
-# started a threading layer yet.
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+# numba's OpenMP threading layer (its default here) is 2x faster than its work-queue layer for
+# this engine's ~25 short parallel kernels per image, but by default libgomp keeps idle workers
+# spinning for ~300,000 iterations after each kernel; on a machine shared with other thread
+# pools (ONNX Runtime, PyTorch, other processes) that oversubscribes the cores (a 4 ms network
+# took 400 ms on a loaded 2-core machine). A short spin still bridges the gap between two
+# kernels, then the workers sleep. numba's libgomp is loaded at its first parallel kernel, after
+# this line, so only its threads see the setting (PyTorch's own libgomp is already initialised);
+# an explicit GOMP_SPINCOUNT / OMP_WAIT_POLICY in the environment wins.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "20000"
 
 from . import microkernels as mk
 

@@ -2,9 +2,12 @@
 
 Default: full-width U-Net (width 64, random weights: speed does not depend on them), 256x256,
 batch 1, calibrated on synthetic crack images (``unetq.data``). Variants are timed
-**interleaved** call by call (background load hits all alike); the table gives median, p25-p75
-and min per variant, the speed-up over FP32 and the size on disk. Timings taken on a busy
-machine are only good as ratios measured side by side.
+**interleaved** in blocks (each round: per variant a short pause, one untimed call, then
+``--block`` timed calls; the order rotates), so background load hits all alike while each
+session runs in its steady state; the table gives median, p25-p75 and min per variant, the
+speed-up over FP32 and the size on disk. Sessions use the CPU runners' default of no spinning
+(``--spinning on,off`` compares). Timings taken on a busy machine are only good as ratios
+measured side by side.
 
 Variants: ``fp32`` (exported graph), ``fp32-rewrite`` (ConvTranspose rewritten: exact, same
 maths), ``int8`` (default INT8: u8 activations / s8 per-channel weights, QDQ, ConvTranspose
@@ -45,20 +48,28 @@ DEFAULT_VARIANTS = ("fp32", "int8", "int8-dcr", "int8-norewrite")
 
 
 def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
-                        progress: bool = True) -> pd.DataFrame:
-    """Call every function ``warmup`` times, then ``repeats`` rounds of one call each, in a
-    rotating order; returns the long table ``[variant, round, seconds]``."""
+                        progress: bool = True, block: int = 1, settle_s: float = 0.0) -> pd.DataFrame:
+    """Call every function ``warmup`` times, then rounds of ``block`` timed calls each, in a
+    rotating order, until ``repeats`` samples per function (``unetq.bench.measure_interleaved``;
+    ``block > 1`` with ``settle_s`` times each runtime in its steady state, see there); returns the
+    long table ``[variant, round, seconds]``."""
+    from ..bench import measure_interleaved
+
+    n = -(-int(repeats) // int(block)) * int(block)
     names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    rows = []
-    for r in tqdm(range(repeats), desc="timing rounds", disable=not progress, leave=False):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            rows.append(dict(variant=name, round=r, seconds=time.perf_counter() - t0))
+    bar = tqdm(total=(warmup + n + (n // block if settle_s > 0 else 0)) * len(names), desc="benchmark calls", disable=not progress, leave=False)
+
+    def ticking(f):
+        def call(_):
+            f()
+            bar.update(1)
+        return call
+
+    stats = measure_interleaved({k: (ticking(f), lambda: None) for k, f in fns.items()}, warmup=warmup, repeats=n,
+                                min_repeats=n, max_repeats=n, rel_ci=0.0, time_cap_s=None, block=block,
+                                settle_s=settle_s)
+    bar.close()
+    rows = [dict(variant=k, round=i // block, seconds=t) for k in names for i, t in enumerate(stats[k]["times_s"])]
     return pd.DataFrame(rows)
 
 
@@ -101,11 +112,14 @@ def build_variants(model, image_size: int, calib: np.ndarray, workdir: Path, var
 
 
 def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int = 1, repeats: int = 10,
-        warmup: int = 2, calib_images: int = 16, threads=None, spinning="default",
-        variants=DEFAULT_VARIANTS, seed: int = 0, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+        warmup: int = 2, calib_images: int = 16, threads=None, spinning="off",
+        variants=DEFAULT_VARIANTS, seed: int = 0, progress: bool = True, block: int = 5,
+        settle_s: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build, time and summarize; returns ``(summary, raw timings)``. ``threads`` and ``spinning``
-    may be lists: every variant then runs once per (threads, spinning) session setting, all
-    interleaved in the same rounds (names ``variant@<threads>t`` / ``@spin-off``)."""
+    (``"off"``: the runners' CPU default; ``"on"``: ONNX Runtime's own default) may be lists:
+    every variant then runs once per (threads, spinning) session setting, all interleaved in the
+    same rounds (names ``variant@<threads>t`` / ``@spin-off``). Timing: :func:`interleaved_timings`
+    with ``block`` calls per variant and round."""
     import torch
 
     from ..models import create_model
@@ -126,10 +140,11 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
                      ("" if len(spin_list) == 1 else f"@spin-{sp}")
             for k, p in paths.items():
                 r = OrtRunner(p, "int8" if k.startswith("int8") else "fp32", threads=t,
-                              spinning={"default": None, "on": True, "off": False}[sp])
+                              spinning={"on": True, "off": False}[sp])
                 runners[k + suffix], files[k + suffix] = r, p
                 nthreads[k + suffix], spins[k + suffix] = r.details["threads"], sp
-        times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress)
+        times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress,
+                                    block=block, settle_s=settle_s)
         summary = summarize(times)
         summary["size_bytes"] = [onnx_file_bytes(files[k]) for k in summary.index]
         summary["size_vs_fp32"] = np.nan
@@ -154,8 +169,13 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--calib-images", type=int, default=16)
     p.add_argument("--threads", default=None,
                    help="ORT intra-op threads (default: all cores); a comma list compares settings, e.g. 1,2")
-    p.add_argument("--spinning", default="default",
-                   help="session.intra_op.allow_spinning: default, on or off; a comma list compares them")
+    p.add_argument("--spinning", default="off",
+                   help="session.intra_op.allow_spinning: off (the CPU runners' default) or on (ONNX Runtime's "
+                        "own default); a comma list compares them")
+    p.add_argument("--block", type=int, default=5,
+                   help="timed calls per variant in a row in each interleaved round (1: call by call)")
+    p.add_argument("--settle", type=float, default=0.05,
+                   help="seconds of pause (then one untimed call) before each block")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated, from {','.join(VARIANTS)}")
     p.add_argument("--csv", default=None, help="also write the summary (with machine columns) here")
@@ -166,14 +186,14 @@ def main(argv=None) -> pd.DataFrame:
         threads = threads[0]
     spinning = [v.strip() for v in a.spinning.split(",")]
     for v in spinning:
-        if v not in ("default", "on", "off"):
-            p.error(f"--spinning: {v!r} is not one of default, on, off")
+        if v not in ("on", "off"):
+            p.error(f"--spinning: {v!r} is not one of on, off")
     summary, _ = run(a.arch, a.width, a.image_size, a.batch, a.repeats, a.warmup, a.calib_images, threads,
                      spinning if len(spinning) > 1 else spinning[0],
-                     tuple(v.strip() for v in a.variants.split(",") if v.strip()))
+                     tuple(v.strip() for v in a.variants.split(",") if v.strip()), block=a.block, settle_s=a.settle)
     pd.set_option("display.width", 200)
     print(f"{a.arch} width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, "
-          f"{a.repeats} interleaved rounds, ONNX Runtime {__import__('onnxruntime').__version__} CPU, "
+          f"{a.repeats} timed calls per variant in interleaved blocks of {a.block}, ONNX Runtime {__import__('onnxruntime').__version__} CPU, "
           f"{os.cpu_count()} cores")
     print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
     s = summary

@@ -280,7 +280,7 @@ def summarize_int8(grid: pd.DataFrame, chosen: pd.DataFrame, tolerance: float) -
 def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_norewrite: bool = True,
                repeats: int | None = None, warmup: int | None = None, progress: bool = True) -> pd.DataFrame:
     """ONNX Runtime CPU latency at batch 1 of FP32 and the INT8 models ``names`` (interleaved
-    rounds; median, p25, p75, speed-up over FP32), plus (``include_norewrite``) the first of them
+    blocks of ``cfg["bench_block"]`` calls, default 5; median, p25, p75, speed-up over FP32), plus (``include_norewrite``) the first of them
     quantized without the ConvTranspose rewrite, registered as ``files.int8["no-rewrite"]``. A
     development measurement: the machine's load is not controlled here."""
     from .benchmark import interleaved_timings, summarize
@@ -297,7 +297,8 @@ def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_nore
     for name in names:
         paths_[f"int8/{name}"] = files.int8[name][1]
     runners = {k: OrtRunner(p, "fp32" if k == "fp32" else "int8") for k, p in paths_.items()}
-    times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress)
+    times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress,
+                                block=int(cfg.get("bench_block", 5)), settle_s=0.05)
     s = summarize(times).reset_index()
     s["size_bytes"] = [onnx_file_bytes(paths_[v]) for v in s["variant"]]
     s["batch"] = 1
