@@ -276,6 +276,9 @@ def test_format_applies():
     assert bench.format_applies("mbu_unet", "bitpack", "binary")
     assert not bench.format_applies("unet", "bitpack", "binary")
     assert bench.format_applies("unet", "onnxruntime", "int8")
+    assert bench.format_applies("mbu_unet", "torch", "fp32")
+    assert not bench.format_applies("mbu_unet", "onnxruntime", "fp32")
+    assert not bench.format_applies("mbu_unet", "tensorrt", "int8")
 
 
 # --------------------------------------------------------------------------- the suite, on fakes

@@ -142,7 +142,9 @@ def test_fold_threshold_matches_definition_exhaustively():
 
 
 @pytest.mark.parametrize("width,masked,size,stem", [(4, 6, (32, 48), "binary"), (5, 12, (16, 32), "binary"),
-                                                    (3, 0, (48, 16), "binary"), (4, 4, (32, 32), "float")])
+                                                    (3, 0, (48, 16), "binary"), (4, 4, (32, 32), "float"),
+                                                    (6, 4, (32, 16), "int8"), (5, 12, (16, 48), "int8"),
+                                                    (16, 4, (32, 32), "thermo"), (5, 0, (16, 48), "thermo")])
 def test_whole_network_exact_layer_by_layer(width, masked, size, stem, threading):
     torch.manual_seed(width)
     model = randomize_model_bn(create_model("mbu_unet", width=width, masked=masked, stem=stem), seed=width)
@@ -182,3 +184,54 @@ def test_pack_errors_name_the_problem():
     packed = pack_mbu(create_model("mbu_unet", width=4).eval())
     with pytest.raises(ValueError, match="divisible by 16"):
         packed(np.zeros((1, 3, 20, 32), np.float32))
+
+
+def test_int8_stem_integer_conv_is_exact_with_clipping():
+    """The int8 stem's ONNX Runtime ConvInteger reproduces the model's eval output bit for bit,
+    also where the 7-bit activation clips (small alpha) and with more than 64 channels."""
+    from unetq.bitpack.engine import IntegerConv3x3
+    from unetq.models.binary_layers import IntConv2d
+
+    torch.manual_seed(0)
+    for cin, alpha in ((70, 0.5), (3, 4.0)):
+        conv = IntConv2d(cin, 9).eval()
+        conv.act_quantizer.alpha.data.fill_(alpha)
+        x = torch.relu(torch.randn(2, cin, 11, 7) * 2)
+        with torch.no_grad():
+            ref = conv(x).numpy()
+            fake = torch.nn.functional.conv2d(torch.nn.functional.pad(conv.act_quantizer(x), (1,) * 4),
+                                              conv.quantized_weight()).numpy()
+        got = IntegerConv3x3(conv)(x.numpy())
+        assert got.dtype == np.float32 and np.array_equal(got, ref)
+        np.testing.assert_allclose(ref, fake, rtol=1e-4, atol=1e-4)  # eval path = the trained fake quant
+        if alpha < 1:
+            assert (conv.act_quantizer.integer(x) == conv.act_quantizer.qmax).float().mean() > 0.2
+
+
+def test_threshold_pack_float_is_exact_at_ties():
+    """float32 thresholds rounded outward decide exactly as float64(y) >= theta (and <=),
+    also for values one float32 step around theta; thermometer channel maps work."""
+    from unetq.bitpack import kernels
+    from unetq.bitpack.packing import Segments, float32_thresholds, new_buffer, unpack_activations
+
+    rng = np.random.default_rng(0)
+    c, levels = 5, 3
+    theta = rng.normal(size=c * levels)
+    theta[0] = float(np.float32(0.1))  # exactly representable
+    direction = rng.choice([-1, 1], size=c * levels)
+    direction[1], theta[1] = 0, -np.inf   # always 1
+    direction[2], theta[2] = 0, np.inf    # always 0
+    src = np.arange(c * levels) // levels
+    y = rng.normal(size=(2, c, 4, 9)).astype(np.float32)
+    for k in range(c * levels):  # plant values at and next to the thresholds
+        if np.isfinite(theta[k]):
+            t = np.float32(theta[k])
+            y[0, src[k], 0, :3] = [np.nextafter(t, np.float32(-1e9)), t, np.nextafter(t, np.float32(1e9))]
+    t32, mode = float32_thresholds(theta, direction)
+    out = new_buffer(2, 4, 9, Segments([c * levels]))
+    kernels.threshold_pack_float(y, src, t32, mode, out, 0)
+    got = unpack_activations(out, Segments([c * levels])) > 0
+    yd = y.astype(np.float64)[:, src]
+    th, d = theta.reshape(1, -1, 1, 1), direction.reshape(1, -1, 1, 1)
+    want = np.where(d > 0, yd >= th, np.where(d < 0, yd <= th, th < 0))
+    assert np.array_equal(got, want)

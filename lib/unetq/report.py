@@ -265,11 +265,13 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
         if len(single):
             notes.append("Timed with a single warm call (slower than the preset's max_call_s): "
                          + ", ".join(sorted(f"{a} {f}" for a, f in zip(single["arch"], single["format"]))) + ".")
-    if "load_avg_1min" in sub.columns and "cores" in sub.columns:
-        busy = pd.to_numeric(sub["load_avg_1min"], errors="coerce") > 0.75 * pd.to_numeric(sub["cores"], errors="coerce")
+    if "busy_cores_at_start" in sub.columns:
+        # CPU used by *other* processes, sampled before the suite started; the load average
+        # also counts the benchmark's own threads, so on a small machine it is no sign of load.
+        busy = pd.to_numeric(sub["busy_cores_at_start"], errors="coerce") >= 0.5
         if busy.any():
-            notes.append(f"The machine was busy during {int(busy.sum())} of these measurements (load average above "
-                         "the core count): absolute timings are unreliable.")
+            notes.append(f"Other processes kept at least half a core busy when {int(busy.sum())} of these "
+                         "measurements started: absolute timings are unreliable.")
     return Section(title, f"Median latency per image, batch {batch_size}; lower is better.", table, fig,
                    notes=[n for n in notes if n])
 

@@ -38,7 +38,7 @@ BENCH_PRESETS: dict[str, dict] = {
     "ci": dict(batch_sizes=[1, 2], image_sizes=[], sweep_formats=[], sweep_batch=1, rel_ci=0.25,
                time_cap_s=1.0, max_call_s=2.0, dataset_batch=4, energy_min_s=0.05, threads=1,
                skip=["torch_compile/*"], skip_reason="skipped under the ci preset (compile time)"),
-    "quick": dict(batch_sizes=[1, 8], image_sizes=[64, 256], sweep_formats=["onnxruntime/int8"],
+    "quick": dict(batch_sizes=[1, 8], image_sizes=[64, 256], sweep_formats=["onnxruntime/int8", "bitpack/binary"],
                   sweep_batch=1, rel_ci=0.05, time_cap_s=4.0, max_call_s=1.0, dataset_batch=8,
                   energy_min_s=0.5, skip=["torch_compile/*"],
                   skip_reason="skipped under the quick preset: inductor compiles each model and batch shape "
@@ -86,9 +86,15 @@ def bench_settings(cfg: dict, bench_preset: str | None = None, **overrides) -> d
 
 def format_applies(arch: str, backend: str, precision: str) -> bool:
     """Whether a backend/precision is meaningful for an architecture: the bit-packed engine runs
-    only the MBU-Net (its own binary/ternary mix), and ``binary`` exists only there."""
+    only the MBU-Net (its own binary/ternary mix), and ``binary`` exists only there. The MBU-Net
+    is deployed by the packed engine; PyTorch runs it as the float model it was trained as (fake
+    quantization), and the ONNX-based backends are left out: its straight-through sign is not an
+    ONNX operator, and a float or INT8 graph of a binary network measures nothing the study
+    asks."""
     packed = backend == "bitpack" or precision == "binary"
-    return (arch == "mbu_unet") if packed else True
+    if arch == "mbu_unet":
+        return packed or backend in ("torch", "torch_compile")
+    return not packed
 
 
 def _fmt(backend: str, precision: str) -> str:
@@ -362,7 +368,13 @@ def _run_benchmark(cfg, s, threads, progress, write):
     suite.bar = tqdm(total=steps, desc="benchmark", unit="group", disable=not progress)
     for arch in archs:
         suite.bar.set_postfix_str(f"{arch}: loading")
-        model, _ = _call_supported(load_or_train, arch, cfg, splits=splits, **s.get("model_kw", MODEL_KW).get(arch, {}))
+        kw = s.get("model_kw", MODEL_KW).get(arch, {})
+        if arch == "mbu_unet":  # notebook 05's main MBU-Net, trained with its schedule (cached there)
+            from ..bitpack.study import train_main
+
+            model, _ = train_main(cfg, kw, splits)
+        else:
+            model, _ = _call_supported(load_or_train, arch, cfg, splits=splits, **kw)
         model = model.eval().cpu()
         suite.arch = arch
         _benchmark_arch(suite, arch, model, test_ds)

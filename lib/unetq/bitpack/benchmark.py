@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .. import paths
 from .engine import PackedConv3x3, pack_mbu
 from .packing import Segments, new_buffer, pack_activations
-from .study import measure_speed, set_threads, speed_cases, torch_callable
+from .study import DEFAULT_STEM, measure_speed, set_threads, speed_cases, torch_callable
 
 
 def _fmt(df: pd.DataFrame, ref: str | None = None, ref2: str | None = None) -> str:
@@ -69,12 +69,12 @@ def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warm
 
 def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 1, masked: int = 4,
                       repeats: int = 20, warmup: int = 3, threads: int | None = None,
-                      with_ort: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+                      with_ort: bool = True, stem: str = DEFAULT_STEM) -> tuple[pd.DataFrame, dict, dict]:
     """End-to-end: packed MBU-Net vs the U-Net of the same width (PyTorch FP32, ORT FP32/INT8)."""
     from ..models import create_model
 
     torch.manual_seed(0)
-    mbu = create_model("mbu_unet", width=width, masked=masked).eval()
+    mbu = create_model("mbu_unet", width=width, masked=masked, stem=stem).eval()
     unet = create_model("unet", width=width).eval()
     packed = {f"MBU-Net bitpack (k={masked})": pack_mbu(mbu),
               f"MBU-Net bitpack (k={masked}, 2-popcount masked)": pack_mbu(mbu, masked_form="subtractive")}
@@ -88,7 +88,8 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
     return df, sizes, notes
 
 
-def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, repeats: int, warmup: int):
+def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, repeats: int, warmup: int,
+                   stem: str = DEFAULT_STEM):
     """Triton engine vs PyTorch FP16 / FP32 on the GPU (None when unavailable, with the reason)."""
     from ..bench import measure_interleaved
     from ..models import create_model
@@ -97,7 +98,7 @@ def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, re
     ok, why = tk.cuda_available()
     if not ok or not torch.cuda.is_available():
         return None, why or "no CUDA device"
-    mbu = create_model("mbu_unet", width=width, masked=masked).eval()
+    mbu = create_model("mbu_unet", width=width, masked=masked, stem=stem).eval()
     unet = create_model("unet", width=width).eval().cuda()
     unet16 = create_model("unet", width=width).eval().cuda().half()
     gpu = tk.PackedMBUCuda(pack_mbu(mbu))
@@ -143,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--masked", type=int, default=4, help="cost-aware masked layers k (default 4)")
+    ap.add_argument("--stem", default=DEFAULT_STEM, choices=["binary", "float", "int8"],
+                    help=f"MBU-Net input block (default {DEFAULT_STEM!r}, notebook 05's)")
     ap.add_argument("--layer-channels", type=int, default=256)
     ap.add_argument("--layer-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="threads for torch, ORT and numba (default: all cores)")
@@ -167,9 +170,10 @@ def main(argv=None) -> int:
           f"{t['conv3x3 packed masked (2 popcounts, paper)'] / t['conv3x3 packed masked (1 popcount)']:.2f}x\n")
 
     net, sizes, notes = network_benchmark(a.width, a.image_size, a.batch, a.masked, a.repeats, a.warmup, threads,
-                                          with_ort=not a.no_ort)
+                                          with_ort=not a.no_ort, stem=a.stem)
     main_case = f"MBU-Net bitpack (k={a.masked})"
-    print(f"== end to end, width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch} (ms) ==")
+    print(f"== end to end, width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, MBU-Net stem "
+          f"{a.stem!r} (ms) ==")
     ref = "U-Net ONNX Runtime INT8" if "U-Net ONNX Runtime INT8" in set(net["case"]) else "U-Net torch FP32"
     print(_fmt(net, ref, "U-Net torch FP32"))
     for k, v in notes.items():
@@ -186,7 +190,7 @@ def main(argv=None) -> int:
     print(f"packed MBU-Net vs its FP32 weights: {fp32_mbu / sizes[main_case]:.1f}x smaller (target >= 12x); "
           f"vs the FP32 U-Net: {sizes['U-Net torch FP32'] / sizes[main_case]:.1f}x\n")
 
-    cuda, why = cuda_benchmark(a.width, a.image_size, a.batch, a.masked, a.repeats, a.warmup)
+    cuda, why = cuda_benchmark(a.width, a.image_size, a.batch, a.masked, a.repeats, a.warmup, a.stem)
     print("== CUDA (Triton) ==")
     print(_fmt(cuda, "U-Net torch FP16 (CUDA)") if cuda is not None else f"not measured on this machine: {why}")
     print()

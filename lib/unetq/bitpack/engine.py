@@ -9,7 +9,10 @@ layer whose output bits equal the PyTorch model's eval-mode binary activations e
   of one buffer (written in place by their producers, no copy);
 - the first conv (with ``stem="float"`` both input convs) runs in PyTorch -- the model's own
   modules, so its float output is the same tensor -- and is binarised with the float64
-  BatchNorm threshold; the last 1x1 conv runs in float on the +-1 activations (logits equal up
+  BatchNorm threshold; with ``stem="int8"`` the second input conv is an exact integer
+  convolution (``IntegerConv3x3``: 7-bit activations x int8 weights, ONNX Runtime
+  ``ConvInteger``) scaled as the model scales it; with ``stem="thermo"`` the first conv's
+  output is binarised at several thresholds per channel (one kernel pass); the last 1x1 conv runs in float on the +-1 activations (logits equal up
   to float rounding).
 
 Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``,
@@ -32,8 +35,8 @@ import torch
 import torch.nn as nn
 
 from . import kernels
-from .packing import (MASKED_FORMS, Segments, fold_threshold, lane_block, new_buffer, pack_weight_planes,
-                      unpack_activations)
+from .packing import (MASKED_FORMS, Segments, float32_thresholds, fold_threshold, lane_block, new_buffer,
+                      pack_weight_planes, unpack_activations)
 
 PACKABLE_KINDS = ("binary", "masked")
 #: Layers with less work than this (vector XOR-popcount steps) run on the calling thread: for
@@ -196,7 +199,7 @@ class PackedMBU:
             raise ValueError("pack_mbu needs binary activations (activation='binary'), "
                              f"this model uses {model.activation!r}")
         bad = {n: k for n, k in model.kinds.items() if k not in PACKABLE_KINDS
-               and not (n == "input_c2" and getattr(model, "stem", "binary") == "float")}
+               and not (n == "input_c2" and getattr(model, "stem", "binary") in ("float", "int8"))}
         if bad:
             raise ValueError(f"pack_mbu: layers {bad} are not binary/masked; the packed engine supports "
                              f"only {PACKABLE_KINDS}")
@@ -210,7 +213,24 @@ class PackedMBU:
         P3, PT = PackedConv3x3.from_torch, PackedConvT2x2.from_torch
         f = masked_form
         self.stem = getattr(model, "stem", "binary")
-        if self.stem == "float":
+        self.stem_int = None
+        if self.stem == "int8":
+            # float conv 1 (+BN+ReLU) in PyTorch, then the 7-bit x int8 conv 2 as an exact
+            # integer convolution (ONNX Runtime ConvInteger), scaled as the model does
+            self.first_conv = copy.deepcopy(model.input[0]).eval()
+            self.stem_int = IntegerConv3x3(model.input[1][0])
+            self.stem_conv2 = copy.deepcopy(model.input[1][0]).eval()  # for engines that run it in torch
+            self.first_theta, self.first_dir = _check_bnsign(model.input[1][1], "input conv 2")
+            self.input_c2 = None
+        elif self.stem == "thermo":
+            # float conv 1 in PyTorch, binarised at several thresholds per channel (the model's
+            # BNSign over the repeated channels), then the packed input_c2 on all of them
+            self.first_conv = copy.deepcopy(model.input[0][0]).eval()
+            levels = model.input[0][1].k
+            self.first_theta, self.first_dir = _check_bnsign(model.input[0][2], "input conv 1 (thermometer)")
+            self.first_src = np.arange(levels * c[0], dtype=np.int64) // levels
+            self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
+        elif self.stem == "float":
             # both input convs in float (the model's modules), binarised after the second one
             self.first_conv = nn.Sequential(copy.deepcopy(model.input[0]), copy.deepcopy(model.input[1][0])).eval()
             self.first_theta, self.first_dir = _check_bnsign(model.input[1][1], "input conv 2")
@@ -219,6 +239,10 @@ class PackedMBU:
             self.first_conv = copy.deepcopy(model.input[0][0]).eval()
             self.first_theta, self.first_dir = _check_bnsign(model.input[0][1], "input conv 1")
             self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
+        if not hasattr(self, "first_src"):
+            self.first_src = np.arange(len(self.first_theta), dtype=np.int64)
+        self.a1_channels = len(self.first_theta)  # binary channels entering input_c2
+        self.first_t32, self.first_mode = float32_thresholds(self.first_theta, self.first_dir)
         self.down = []
         for i, name in enumerate(LAYER_NAMES[:4]):
             dc = getattr(model, name)[1]
@@ -253,6 +277,8 @@ class PackedMBU:
         """Bytes of the packed model: bit planes + thresholds + float first/last layers."""
         first = sum(t.numel() * t.element_size() for t in self.first_conv.state_dict().values()
                     if t.is_floating_point())
+        if self.stem_int is not None:
+            first += self.stem_int.nbytes
         first += self.first_theta.size * 4 + self.first_dir.size  # float32 threshold + int8 direction
         last = (self.out_weight.size + self.out_bias.size) * 4  # float32
         return int(sum(l.nbytes for l in self.packed_layers()) + first + last)
@@ -263,7 +289,7 @@ class PackedMBU:
         if key not in self._buffers:
             c = self.channels
             b = {}
-            b["a1"] = new_buffer(n, h, w, Segments([c[0]]))
+            b["a1"] = new_buffer(n, h, w, Segments([self.a1_channels]))
             for lvl in range(4):  # concat buffers [skip, up] at levels 1..4, pooled + mid buffers
                 s = 1 << lvl
                 b[f"cat{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl], c[lvl]]))
@@ -302,10 +328,12 @@ class PackedMBU:
         c = self.channels
         b = self._plan(n, h, w)
         y = self._first_conv(x)
+        if self.stem_int is not None:  # int8 stem: exact integer conv 2, binarised into the skip
+            y = self.stem_int(y)
         if self.input_c2 is None:  # float stem: its second conv is binarised straight into the skip
-            kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["cat0"], 0)
+            kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, b["cat0"], 0)
         else:
-            kernels.threshold_pack_float(y, self.first_theta, self.first_dir, b["a1"], 0)
+            kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, b["a1"], 0)
             self.input_c2(b["a1"], b["cat0"], 0)
         for lvl, (c1, c2) in enumerate(self.down):
             cat = b[f"cat{lvl}"]
@@ -341,7 +369,7 @@ class PackedMBU:
 
         out = {"input.1.1": seg("cat0", [c[0], c[0]], 0)}
         if self.input_c2 is not None:
-            out["input.0.1"] = seg("a1", [c[0]])
+            out["input.0.2" if self.stem == "thermo" else "input.0.1"] = seg("a1", [self.a1_channels])
         for i in range(4):
             out[f"down_c{i + 1}.1.0.1"] = seg(f"mid_d{i}", [c[i + 1]])
             out[f"down_c{i + 1}.1.1.1"] = (seg(f"cat{i + 1}", [c[i + 1], c[i + 1]], 0) if i < 3
@@ -352,6 +380,47 @@ class PackedMBU:
             out[f"up_c{i}.0.1"] = seg(f"mid_u{lvl}", [c[lvl]])
             out[f"up_c{i}.1.1"] = seg(f"out_u{lvl}", [c[lvl]])
         return out
+
+
+class IntegerConv3x3:
+    """The ``IntConv2d`` of an int8 stem as an exact integer convolution: the model's own
+    activation quantizer (PyTorch) gives the 7-bit integers, ONNX Runtime's ``ConvInteger``
+    (uint8 x uint8 with weight zero point 128, int32 accumulator; VNNI where the CPU has it)
+    computes ``acc = conv(q_a, q_w)`` exactly, and ``float32(acc * (s_a * s_w))`` (float64
+    product) is the model's eval output bit for bit."""
+
+    def __init__(self, conv):
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        from unetq.deploy.runners import ort_session_options
+
+        qw, scale = conv.integer_parts()
+        qw = qw.detach().numpy().astype(np.int16)
+        if qw.min() < -128 or qw.max() > 127:
+            raise ValueError("IntegerConv3x3 needs int8 weights")
+        self.act = copy.deepcopy(conv.act_quantizer).eval()
+        self.scale = scale.numpy().astype(np.float64).reshape(1, -1, 1, 1)
+        self.pad, self.cout, self.cin = conv.pad, qw.shape[0], qw.shape[1]
+        self.nbytes = int(qw.size + 8 * self.cout + 4)  # int8 weights + float64 scales + clip
+        p = self.pad
+        graph = helper.make_graph(
+            [helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["acc"], pads=[p, p, p, p])], "int8_stem",
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, [None, self.cin, None, None])],
+            [helper.make_tensor_value_info("acc", TensorProto.INT32, None)],
+            [numpy_helper.from_array((qw + 128).astype(np.uint8), "w"),
+             numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+             numpy_helper.from_array(np.array(128, np.uint8), "wz")])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        self.session = ort.InferenceSession(proto.SerializeToString(), ort_session_options(spinning=False),
+                                            providers=["CPUExecutionProvider"])
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """Float activations (NCHW, the model's conv-1 output after ReLU) -> float32 conv output."""
+        with torch.no_grad():
+            q = self.act.integer(torch.from_numpy(y)).numpy().astype(np.uint8)
+        acc = self.session.run(None, {"x": q})[0]
+        return (acc.astype(np.float64) * self.scale).astype(np.float32)
 
 
 def pack_mbu(model: nn.Module, masked_form: str = "xor_and") -> PackedMBU:

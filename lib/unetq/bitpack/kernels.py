@@ -66,12 +66,21 @@ def popcount(x):
 # --------------------------------------------------------------------------------------------
 # threshold + pack
 # --------------------------------------------------------------------------------------------
+#: ``mode`` codes of :func:`threshold_pack_float` (from ``packing.float32_thresholds``).
+TH_GE, TH_LE, TH_ONE, TH_ZERO = 1, -1, 2, 0
+
+
 @njit(**_OPTS)
-def threshold_pack_float(y, theta, direction, out, out_off):
-    """Binarise a float NCHW tensor ``y`` with BatchNorm thresholds (float64 ``theta``,
-    ``direction`` +1: y >= theta, -1: y <= theta, 0: theta == -inf) into the interior of the
-    padded bit buffer ``out`` at word offset ``out_off`` (vectorised over pixels)."""
-    N, C, H, W = y.shape
+def threshold_pack_float(y, src, t32, mode, out, out_off):
+    """Binarise a float32 NCHW tensor ``y`` into the interior of the padded bit buffer ``out``
+    at word offset ``out_off``. Output channel ``c`` (``len(t32)`` of them) reads input channel
+    ``src[c]`` (``arange(C)``: one threshold per channel; ``arange(C * k) // k``: a k-level
+    thermometer code) and is 1 where ``y >= t32[c]`` (``mode`` ``TH_GE``), ``y <= t32[c]``
+    (``TH_LE``), always (``TH_ONE``) or never (``TH_ZERO``). The float32 thresholds are the
+    BatchNorm float64 thresholds rounded outward (``packing.float32_thresholds``), so the
+    comparisons are exact and vectorise over a row of pixels."""
+    N, _, H, W = y.shape
+    C = t32.shape[0]
     nw = (C + 63) // 64
     for r in prange(N * H):
         n = r // H
@@ -81,20 +90,19 @@ def threshold_pack_float(y, theta, direction, out, out_off):
             row[:] = 0
             for k in range(min(64, C - 64 * b)):
                 c = 64 * b + k
-                th = theta[c]
-                d = direction[c]
-                bit = np.uint64(1) << np.uint64(k)
-                if d > 0:
+                yr = y[n, src[c], i]
+                t = t32[c]
+                m = mode[c]
+                sh = np.uint64(k)
+                if m == 1:
                     for j in range(W):
-                        if np.float64(y[n, c, i, j]) >= th:
-                            row[j] |= bit
-                elif d < 0:
+                        row[j] |= np.uint64(yr[j] >= t) << sh
+                elif m == -1:
                     for j in range(W):
-                        if np.float64(y[n, c, i, j]) <= th:
-                            row[j] |= bit
-                elif th < 0:
+                        row[j] |= np.uint64(yr[j] <= t) << sh
+                elif m == 2:
                     for j in range(W):
-                        row[j] |= bit
+                        row[j] |= np.uint64(1) << sh
             for j in range(W):
                 out[n, i + 1, j + 1, out_off + b] = row[j]
 

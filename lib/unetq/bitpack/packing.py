@@ -127,6 +127,25 @@ def pack_weight_planes(wq: np.ndarray, in_segments: Segments, planes: dict) -> d
     return out
 
 
+def float32_thresholds(theta: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(t32, mode)`` for ``kernels.threshold_pack_float`` from BatchNorm + sign thresholds
+    (``BNSign.thresholds``: float64 ``theta``, ``direction``): for every float32 ``y``,
+    ``float64(y) >= theta`` iff ``y >= t32`` where ``t32`` is the smallest float32 >= theta
+    (direction +1), and ``float64(y) <= theta`` iff ``y <= t32`` with the largest float32 <=
+    theta (direction -1); direction 0 gives a constant bit (1 iff theta < 0, i.e. -inf)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    direction = np.asarray(direction)
+    with np.errstate(over="ignore"):
+        t32 = theta.astype(np.float32)
+    up = (direction > 0) & (t32.astype(np.float64) < theta)
+    down = (direction < 0) & (t32.astype(np.float64) > theta)
+    t32[up] = np.nextafter(t32[up], np.float32(np.inf))
+    t32[down] = np.nextafter(t32[down], np.float32(-np.inf))
+    mode = np.where(direction > 0, kernels.TH_GE, np.where(direction < 0, kernels.TH_LE,
+                    np.where(theta < 0, kernels.TH_ONE, kernels.TH_ZERO))).astype(np.int64)
+    return np.ascontiguousarray(t32, dtype=np.float32), mode
+
+
 def fold_threshold(theta: np.ndarray, direction: np.ndarray, n_terms: np.ndarray, form: str,
                    cpad: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer thresholds ``(t, flip)`` (length ``cpad``) such that the kernels' bit

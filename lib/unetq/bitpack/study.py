@@ -29,6 +29,10 @@ PAPER_LABELS = {"fp": "Full precision", "int8": "INT8", "int4": "INT4", "mbu": "
 # --------------------------------------------------------------------------------------------
 # configurations
 # --------------------------------------------------------------------------------------------
+#: The MBU-Net input block of the study (notebook 05's ``stem`` parameter, the benchmarks).
+DEFAULT_STEM = "binary"
+
+
 def resolve_masked(masked="cost-aware-top-k", k: int = 4):
     """The ``masked=`` keyword of ``create_model("mbu_unet")`` for a notebook parameter:
     ``"cost-aware-top-k"`` -> ``k``; a list of layer names is passed through."""

@@ -13,6 +13,8 @@ CUDA device (``cuda_available()`` says whether both are present, and why not).
 """
 from __future__ import annotations
 
+import copy
+
 import os
 
 import numpy as np
@@ -226,10 +228,16 @@ class PackedMBUCuda:
         if not ok:
             raise RuntimeError(f"PackedMBUCuda cannot run here: {why}")
         self.packed, self.device = packed, torch.device(device)
-        self.first_conv = packed.first_conv.to(self.device)
+        # the stem in PyTorch on the device: the first conv (binary stem), both float convs
+        # (float stem), or conv 1 + the exact IntConv2d eval path (int8 stem, float64 on the GPU)
+        first = packed.first_conv
+        if getattr(packed, "stem_int", None) is not None:
+            first = torch.nn.Sequential(packed.first_conv, packed.stem_conv2)
+        self.first_conv = copy.deepcopy(first).to(self.device).eval()
         self.theta = torch.from_numpy(packed.first_theta).to(self.device)
         self.direction = torch.from_numpy(packed.first_dir).to(self.device)
-        self.input_c2 = CudaPackedLayer(packed.input_c2, device)
+        self.src = torch.from_numpy(packed.first_src).to(self.device)  # thermometer: repeated channels
+        self.input_c2 = CudaPackedLayer(packed.input_c2, device) if packed.input_c2 is not None else None
         self.down = [(CudaPackedLayer(a, device), CudaPackedLayer(b, device)) for a, b in packed.down]
         self.up_ct = [CudaPackedLayer(ct, device) for ct in packed.up_ct]
         self.up_c = [(CudaPackedLayer(a, device), CudaPackedLayer(b, device)) for a, b in packed.up_c]
@@ -242,7 +250,7 @@ class PackedMBUCuda:
         key = (n, h, w)
         if key not in self._plans:
             c, d = self.packed.channels, self.device
-            b = {"a1": new_buffer_cuda(n, h, w, Segments([c[0]]), d)}
+            b = {"a1": new_buffer_cuda(n, h, w, Segments([self.packed.a1_channels]), d)}
             for lvl in range(4):
                 s = 1 << lvl
                 b[f"cat{lvl}"] = new_buffer_cuda(n, h // s, w // s, Segments([c[lvl], c[lvl]]), d)
@@ -270,11 +278,14 @@ class PackedMBUCuda:
             raise ValueError(f"PackedMBUCuda needs H and W divisible by 16, got {h}x{w}")
         c = self.packed.channels
         b = self._plan(n, h, w)
-        y = self.first_conv(x).double()
+        y = self.first_conv(x).double()[:, self.src]
         th, d = self.theta.view(1, -1, 1, 1), self.direction.view(1, -1, 1, 1)
         bits = torch.where(d > 0, y >= th, torch.where(d < 0, y <= th, torch.isinf(th) & (th < 0)))
-        _pack_bits_cuda(bits, b["a1"], 0)
-        self.input_c2(b["a1"], b["cat0"], 0)
+        if self.input_c2 is None:  # float / int8 stem: binarised straight into the skip
+            _pack_bits_cuda(bits, b["cat0"], 0)
+        else:
+            _pack_bits_cuda(bits, b["a1"], 0)
+            self.input_c2(b["a1"], b["cat0"], 0)
         for lvl, (c1, c2) in enumerate(self.down):
             self._maxpool(b[f"cat{lvl}"], -(-c[lvl] // 64), b[f"pool{lvl}"])
             c1(b[f"pool{lvl}"], b[f"mid_d{lvl}"])
@@ -300,7 +311,10 @@ class PackedMBUCuda:
         c = self.packed.channels
         u = lambda name, off, ch: unpack_cuda(b[name], off, ch).cpu().numpy()  # noqa: E731
         w = lambda ch: -(-ch // 64)  # noqa: E731
-        out = {"input.0.1": u("a1", 0, c[0]), "input.1.1": u("cat0", 0, c[0])}
+        out = {"input.1.1": u("cat0", 0, c[0])}
+        if self.input_c2 is not None:
+            key = "input.0.2" if self.packed.stem == "thermo" else "input.0.1"
+            out[key] = u("a1", 0, self.packed.a1_channels)
         for i in range(4):
             out[f"down_c{i + 1}.1.0.1"] = u(f"mid_d{i}", 0, c[i + 1])
             out[f"down_c{i + 1}.1.1.1"] = u(f"cat{i + 1}", 0, c[i + 1]) if i < 3 else u("bottom", 0, c[4])

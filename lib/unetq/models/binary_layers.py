@@ -167,6 +167,13 @@ class IntWeight(WeightQuantizer):
         dims = [d for d in range(w.dim()) if d != self.channel_dim]
         return (w.detach().abs().amax(dim=dims, keepdim=True) / qmax).clamp_min(1e-12)
 
+    def integer(self, w) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q, s)``: the integer weights (integer-valued, same dtype as ``w``) and the
+        per-channel scale (shape broadcastable to ``w``); the fake-quantized weight is ``q * s``."""
+        qmax = 2 ** (self.bits - 1) - 1
+        s = self.scale(w)
+        return torch.clamp(torch.round(w.detach() / s), -qmax, qmax), s
+
     def forward(self, w):
         qmax = 2 ** (self.bits - 1) - 1
         s = self.scale(w)
@@ -174,6 +181,41 @@ class IntWeight(WeightQuantizer):
 
     def extra_repr(self):
         return f"bits={self.bits}, channel_dim={self.channel_dim}"
+
+
+class UIntActivation(nn.Module):
+    """Unsigned fake quantization of an activation to the integers ``0..qmax``
+    (``qmax = 2**bits - 1``) with a learnable clip ``alpha`` (PACT): ``y = clamp(x, 0, alpha)``,
+    ``q = round(y / s)``, ``s = alpha / qmax``; forward ``q * s`` with a straight-through round
+    (the gradient reaches ``alpha`` where ``x > alpha``). The default 7 bits keep every product
+    of an activation with an int8 weight pair-summable in int16 (127 * 127 * 2 < 2**15), so
+    integer kernels without 32-bit products (AVX2 ``vpmaddubsw``) cannot saturate."""
+
+    def __init__(self, bits: int = 7, alpha: float = 4.0):
+        super().__init__()
+        if not 2 <= bits <= 8:
+            raise ValueError(f"UIntActivation needs 2 <= bits <= 8, got {bits}")
+        self.bits, self.qmax = bits, 2 ** bits - 1
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def scale(self) -> torch.Tensor:
+        """The step ``s = |alpha| / qmax`` (float32, detached)."""
+        return self.alpha.detach().abs().clamp_min(1e-6) / self.qmax
+
+    def integer(self, x) -> torch.Tensor:
+        """Eval quantization: the integers ``q`` (integer-valued tensor of ``x``'s dtype)."""
+        return torch.clamp(torch.round(x.detach() / self.scale()), 0, self.qmax)
+
+    def forward(self, x):
+        if not self.training:
+            return self.integer(x) * self.scale()
+        a = self.alpha.abs().clamp_min(1e-6)
+        y = torch.minimum(torch.relu(x), a)
+        s = a / self.qmax
+        return ste(y, torch.round(y / s) * s)
+
+    def extra_repr(self):
+        return f"bits={self.bits}"
 
 
 def make_weight_quantizer(kind: str, channel_dim: int = 0, ternary_k: float = 0.7) -> WeightQuantizer:
@@ -231,6 +273,36 @@ class QuantConv2d(nn.Conv2d):
 
     def extra_repr(self):
         return super().extra_repr() + f", pad={self.pad}, pad_value={self.pad_value}"
+
+
+class IntConv2d(QuantConv2d):
+    """A conv on unsigned-integer activations (``UIntActivation``) with int8 weights
+    (``IntWeight(8)``), zero padding. Training: fake quantization of both (float). Eval: the
+    integer accumulator ``acc = conv(q_a, q_w)``, computed exactly (float64), times the
+    per-channel scale ``s_a * s_w`` (float64), rounded once to float32 -- a function that an
+    integer kernel (ONNX Runtime ``ConvInteger``, :mod:`unetq.bitpack`) reproduces bit for bit."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, padding=1, act_bits: int = 7,
+                 weight_bits: int = 8):
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding, bias=False,
+                         weight_quantizer=IntWeight(weight_bits), act_quantizer=UIntActivation(act_bits),
+                         pad_value=0.0)
+
+    def integer_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(q_w, scale)``: integer weights ``[Cout, Cin, k, k]`` and the float64 per-channel
+        output scale ``s_a * s_w`` ``[Cout]``."""
+        qw, sw = self.weight_quantizer.integer(self.weight)
+        return qw, self.act_quantizer.scale().double() * sw.detach().double().flatten()
+
+    def forward(self, x):
+        if self.training:
+            return super().forward(x)
+        qa = self.act_quantizer.integer(x).double()
+        if self.pad:
+            qa = F.pad(qa, (self.pad,) * 4, value=0.0)
+        qw, scale = self.integer_parts()
+        acc = F.conv2d(qa, qw.double(), None, self.stride)
+        return (acc * scale.view(1, -1, 1, 1)).to(x.dtype)
 
 
 class QuantConvTranspose2d(nn.ConvTranspose2d):

@@ -28,9 +28,12 @@ Keywords of ``create_model("mbu_unet", width=..., ...)``:
   binary activations, as in the paper's main text, ``"fp"`` with ReLU);
 - ``activation="binary"`` or ``"relu"``; ``ternary_k=0.7``: masked threshold
   ``delta = k * mean|w|`` per output channel;
-- ``stem="binary"`` (the paper's main text: binary activations from the first conv on) or
+- ``stem="binary"`` (the paper's main text: binary activations from the first conv on),
   ``"float"`` (both input convs full precision with a ReLU between them, Appendix A.2; the
-  packed engine then runs both in float).
+  packed engine then runs both in float) or ``"int8"`` (as ``"float"`` with the second input
+  conv on 7-bit activations and int8 weights: an exact integer conv in the packed engine) or
+  ``"thermo"`` (the first conv's output binarised at 4 learned thresholds per channel, a
+  thermometer code, before the binary/masked ``input_c2``).
 
 Inputs must have H and W divisible by 16. Single layers (and the packed engine's single
 layers) accept any size: 3x3 convs keep the size, 2x2 max-pool floors odd sizes (drops the
@@ -48,6 +51,7 @@ import torch.nn as nn
 from .binary_layers import (
     WEIGHT_KINDS,
     BNSign,
+    IntConv2d,
     QuantConv2d,
     QuantConvTranspose2d,
     TernaryWeight,
@@ -69,7 +73,9 @@ LAYER_LABELS = {n: n.replace("down_c", "Down-C").replace("up_ct", "Up-CT").repla
                 for n in LAYER_NAMES}
 LAYER_LABELS[STEM_LAYER] = "Input-C2"
 ACTIVATIONS = ("binary", "relu")
-STEMS = ("binary", "float")
+STEMS = ("binary", "float", "int8", "thermo")
+#: Thresholds per channel of the first conv's output under ``stem="thermo"``.
+THERMO_LEVELS = 4
 #: Paper channel counts at width 64.
 MBU_CHANNELS = (64, 128, 256, 512, 1024)
 
@@ -124,17 +130,53 @@ class UpCT(nn.Sequential):
         self.kind = kind
 
 
+class RepeatChannels(nn.Module):
+    """``[N, C, H, W] -> [N, C * k, H, W]``, each channel repeated ``k`` times in a row
+    (``repeat_interleave``): the copies get their own BatchNorm + sign thresholds."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = int(k)
+
+    def forward(self, x):
+        return torch.repeat_interleave(x, self.k, dim=1)
+
+    def extra_repr(self):
+        return f"k={self.k}"
+
+
 class InputBlock(nn.Sequential):
     """The input block. ``stem="binary"``: first conv (full precision, float image, zero padding)
     + BN + sign, then the second conv (``input_c2``, +1 padding) + BN + sign. ``stem="float"``:
     both input convs in full precision with float activations between them (conv + BN + ReLU,
-    conv + BN + sign; the A.2 setting of seed 001)."""
+    conv + BN + sign; the A.2 setting of seed 001). ``stem="int8"``: as ``"float"``, but the
+    second conv sees 7-bit unsigned activations (learnable clip) and int8 weights (``IntConv2d``),
+    so the packed engine runs it as an exact integer convolution. ``stem="thermo"``: the first
+    conv's output is binarised at ``THERMO_LEVELS`` learned thresholds per channel (a thermometer
+    code: BatchNorm + sign on ``THERMO_LEVELS`` copies of each channel), so ``input_c2`` sees
+    ``THERMO_LEVELS * cout`` binary channels -- with width 16, 64 channels: the one 64-bit word
+    per pixel that 16 channels already occupy in the packed engine."""
 
     def __init__(self, cin: int, cout: int, kind2: str, activation: str, ternary_k: float = 0.7,
                  stem: str = "binary"):
         if stem == "float" and activation == "binary":
             super().__init__(ConvBNAct(cin, cout, "fp", "relu", float_input=True),
                              ConvBNAct(cout, cout, "fp", activation, float_input=True))
+        elif stem == "thermo" and activation == "binary":
+            levels = THERMO_LEVELS
+            bn = BNSign(levels * cout)
+            with torch.no_grad():  # distinct initial thresholds for the copies of each channel
+                bn.bias.copy_(torch.linspace(1.0, -1.0, levels).repeat(cout))
+            first = nn.Sequential(
+                QuantConv2d(cin, cout, 3, padding=1, bias=False, weight_quantizer=make_weight_quantizer("fp"),
+                            pad_value=0.0),
+                RepeatChannels(levels), bn)
+            first.kind = "fp"
+            super().__init__(first, ConvBNAct(levels * cout, cout, kind2, activation, ternary_k=ternary_k))
+        elif stem == "int8" and activation == "binary":
+            second = nn.Sequential(IntConv2d(cout, cout, 3, padding=1), BNSign(cout))
+            second.kind = "int8"
+            super().__init__(ConvBNAct(cin, cout, "fp", "relu", float_input=True), second)
         else:
             super().__init__(ConvBNAct(cin, cout, "fp", activation, float_input=True),
                              ConvBNAct(cout, cout, kind2, activation, ternary_k=ternary_k))
@@ -171,10 +213,11 @@ def resolve_layer_kinds(base: str = "binary", masked=None, layers: dict | None =
         if k not in WEIGHT_KINDS:
             raise ValueError(f"layer {n!r}: kind must be one of {WEIGHT_KINDS}, got {k!r}")
         kinds[n] = k
-    if stem == "float" and kinds[STEM_LAYER] != "fp":
+    fixed = {"float": "fp", "int8": "int8"}.get(stem) if activation == "binary" or stem == "float" else None
+    if fixed is not None and kinds[STEM_LAYER] != fixed:
         if layers and STEM_LAYER in layers:
-            raise ValueError(f"stem='float' keeps {STEM_LAYER!r} in full precision, got {kinds[STEM_LAYER]!r}")
-        kinds[STEM_LAYER] = "fp"
+            raise ValueError(f"stem={stem!r} fixes {STEM_LAYER!r} to {fixed!r}, got {kinds[STEM_LAYER]!r}")
+        kinds[STEM_LAYER] = fixed
     return kinds
 
 
