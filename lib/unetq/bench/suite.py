@@ -23,8 +23,15 @@ KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", "image_s
 DATASET_KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", "image_size"]
 
 #: ``create_model`` keywords of the benchmarked models: the MBU-Net is notebook 05's main one
-#: (cost-aware masking of the k = 4 cheapest layers), so its checkpoint is shared, not retrained.
-MODEL_KW: dict[str, dict] = {"mbu_unet": {"masked": 4}}
+#: (cost-aware masking of the k = 4 cheapest layers, the study's stem), so its checkpoint is
+#: shared, not retrained.
+def _mbu_kw() -> dict:
+    from ..bitpack.study import DEFAULT_STEM
+
+    return {"masked": 4} if DEFAULT_STEM == "binary" else {"masked": 4, "stem": DEFAULT_STEM}
+
+
+MODEL_KW: dict[str, dict] = {"mbu_unet": _mbu_kw()}
 
 #: Benchmark settings per preset. ``image_sizes``: extra sizes of the image-size sweep (the
 #: preset's own ``image_size`` is always measured); ``sweep_formats``: the formats swept over
