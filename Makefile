@@ -11,7 +11,7 @@ EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu),test
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: all test env report refresh-notebooks bench
+.PHONY: all test env refresh-notebooks
 
 all: env
 	$(PY) -m unetq.pipeline --preset $(PRESET)

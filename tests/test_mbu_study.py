@@ -13,12 +13,15 @@ def test_resolve_masked_and_configurations():
     assert study.resolve_masked(["up_ct4"], 9) == ["up_ct4"]
     with pytest.raises(ValueError):
         study.resolve_masked("all", 4)
-    v = study.configurations(4, pareto_k=(0, 4, 8, 12))
-    assert set(v) == {"mbu", "binary", "int8", "int4", "k8", "k12"}
-    assert v["binary"] == dict(masked=0) and v["k12"] == dict(masked=12)
-    for kw in v.values():  # every variant can be built (and shares the parameter layout)
-        m = create_model("mbu_unet", width=2, **kw)
-        assert set(m.state_dict()) == set(create_model("mbu_unet", width=2).state_dict())
+    for stem in ("binary", "thermo", "float", "int8"):
+        v = study.configurations(4, pareto_k=(0, 4, 8, 12), stem=stem)
+        assert set(v) == {"mbu", "binary", "int8", "int4", "k8", "k12"}
+        extra = {} if stem == "binary" else dict(stem=stem)
+        assert v["binary"] == dict(masked=0, **extra) and v["k12"] == dict(masked=12, **extra)
+        layout = set(create_model("mbu_unet", width=2, **extra).state_dict())
+        for kw in v.values():  # every variant can be built (and shares the parameter layout)
+            assert set(create_model("mbu_unet", width=2, **kw).state_dict()) == layout
+    assert study.configurations(4)["mbu"] == dict(masked=4, stem=study.DEFAULT_STEM)
 
 
 def test_exactness_report_on_a_random_model():

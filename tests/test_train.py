@@ -326,3 +326,22 @@ def test_params_and_profile_tables_upsert(dirs):
     out = record_profile("tiny_test", get_preset("ci"), prof.assign(time_ms=2.0), device="cpu")
     assert len(out) == 1 and out["time_ms"].iloc[0] == 2.0
     assert {"arch", "preset", "width", "image_size", "device", "cpu", "torch"} <= set(out.columns)
+
+
+def test_recalibrate_batchnorm_sets_stats_of_current_weights_and_keeps_rng():
+    import torch.nn as nn
+
+    from unetq.train import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    data = [(torch.randn(3, 5, 5) * 2 + 1, torch.zeros(1, 5, 5)) for _ in range(6)]
+    state = torch.get_rng_state()
+    assert recalibrate_batchnorm(model, data, batch_size=3) == 1
+    assert torch.equal(torch.get_rng_state(), state) and not model.training
+    bn = model[1]
+    with torch.no_grad():
+        feats = [model[0](torch.stack([x for x, _ in data[i:i + 3]])) for i in (0, 3)]
+    want = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)  # cumulative average of batch means
+    torch.testing.assert_close(bn.running_mean, want)
+    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 2

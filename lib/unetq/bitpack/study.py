@@ -85,6 +85,7 @@ def schedule(cfg: dict, decay_epochs: int = 3, decay_factor: float = 0.1) -> tup
     epochs = int(cfg["epochs"])
     d = max(0, min(int(decay_epochs), epochs - 1))
     base = {k: v for k, v in cfg.items() if k != "preset"}
+    base["bn_recalibration"] = True  # see unetq.train.recalibrate_batchnorm
     cfg1 = get_preset(cfg["preset"], **{**base, "epochs": epochs - d})
     cfg2 = get_preset(cfg["preset"], **{**base, "epochs": d, "lr": cfg["lr"] * decay_factor})
     return cfg1, cfg2
@@ -129,7 +130,7 @@ def finetune(start_model, start_ckpt: dict, cfg: dict, label: str, epochs: int, 
     from ..models import create_model
     from ..train import TrainConfig, checkpoint_path, evaluate, fit, load_checkpoint, read_checkpoint
 
-    tcfg = TrainConfig.from_preset(cfg, epochs=int(epochs))
+    tcfg = TrainConfig.from_preset(cfg, epochs=int(epochs), bn_recalibration=True)
     identity = _normalise(dict(start=start_ckpt.get("identity"), start_best=start_ckpt.get("best_val_loss"),
                                model=model_kw, train=tcfg.identity(), label=label))
     path = checkpoint_path("mbu_unet", cfg, tag=f"ft{int(epochs)}_{label}", **model_kw)

@@ -13,12 +13,13 @@ from .amp import amp_comparison, amp_modes
 from .checkpoint import (CheckpointError, checkpoint_path, load_checkpoint, load_or_train,
                          read_checkpoint, run_identity)
 from .config import AMP_MODES, OPTIMIZERS, TrainConfig, resolve_device
-from .loop import (HISTORY_COLUMNS, TrainResult, autocast_context, epoch_order, evaluate, fit,
+from .loop import (HISTORY_COLUMNS, TrainResult, autocast_context, epoch_order, evaluate, fit, recalibrate_batchnorm,
                    predict, resume_state_path, sample_predictions)
 from .memory import PeakMemory
 from .results import record_amp, record_params, record_profile, record_training, training_row
 
 __all__ = [
+    "recalibrate_batchnorm",
     "AMP_MODES", "OPTIMIZERS", "HISTORY_COLUMNS", "TrainConfig", "TrainResult", "CheckpointError",
     "PeakMemory", "fit", "evaluate", "predict", "sample_predictions", "load_or_train",
     "load_checkpoint", "read_checkpoint", "checkpoint_path", "run_identity", "resume_state_path",

@@ -34,6 +34,7 @@ class TrainConfig:
     grad_clip: float | None = None
     eval_batch_size: int | None = None
     progress: bool = True
+    bn_recalibration: bool = False
 
     # The fields that change the trained weights (device, workers and progress bars do not).
     IDENTITY_FIELDS = ("lr", "epochs", "batch_size", "optimizer", "weight_decay", "amp", "seed",
@@ -73,7 +74,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        return {k: getattr(self, k) for k in self.IDENTITY_FIELDS}
+        out = {k: getattr(self, k) for k in self.IDENTITY_FIELDS}
+        if self.bn_recalibration:  # only when on, so earlier checkpoints keep their identity
+            out["bn_recalibration"] = True
+        return out
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

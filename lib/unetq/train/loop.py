@@ -230,6 +230,38 @@ def _sort_key(loss: float) -> float:
     return math.inf if not math.isfinite(loss) else loss
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, dataset, batch_size: int = 8, device="cpu",
+                          amp: str = "off") -> int:
+    """Re-estimate every BatchNorm's running statistics for the current weights: reset them,
+    then one pass over ``dataset`` (in order, no gradients, no parameter change) in train mode
+    with a cumulative average (``momentum=None``). Returns the number of BatchNorm layers.
+
+    Binary networks need it: a sign after BatchNorm flips wherever the running mean lags the
+    weights by a little, and with Adam the running averages of the last batches (momentum 0.1)
+    describe weights several steps old. Global RNG state is left untouched (resumable runs)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or dataset is None or len(dataset) == 0:
+        return 0
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+                with autocast_context(device, amp):
+                    model(x.to(device))
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return len(bns)
+
+
 def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str | Path, *,
         resume: bool = True, keep_state: bool = False, meta: dict | None = None,
         on_batch: Callable[[int, int], None] | None = None) -> TrainResult:
@@ -293,6 +325,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
             tr = train_epoch(model, loader, optimizer, scaler, device, cfg.amp, cfg.grad_clip,
                              cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}", on_batch, epoch)
         t0 = time.perf_counter()
+        if cfg.bn_recalibration:
+            recalibrate_batchnorm(model, splits["train"], eval_bs, device, cfg.amp)
         val = evaluate(model, splits["val"], batch_size=eval_bs, device=device, amp=cfg.amp)
         val_time = time.perf_counter() - t0
         elapsed += tr["time_s"] + val_time
