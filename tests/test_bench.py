@@ -346,8 +346,11 @@ def fake_stack(monkeypatch, tmp_path):
     data = types.SimpleNamespace(splits_from_preset=lambda cfg: {"train": ds, "test": ds})
     models = types.SimpleNamespace(create_model=None)
     registry = types.SimpleNamespace(list_models=lambda: ["unet", "mbu_unet"])
+    # the suite takes notebook 05's MBU-Net from bitpack.study.train_main (its training schedule)
+    mbu_study = types.SimpleNamespace(
+        train_main=lambda cfg, kw, splits=None: load_or_train("mbu_unet", cfg, splits=splits, **kw))
     for name, mod in [("deploy", deploy), ("train", train), ("data", data), ("models", models),
-                      ("models.registry", registry)]:
+                      ("models.registry", registry), ("bitpack.study", mbu_study)]:
         monkeypatch.setitem(sys.modules, f"unetq.{name}", mod)
         if "." not in name:
             monkeypatch.setattr(unetq, name, mod, raising=False)
@@ -394,7 +397,7 @@ def test_run_benchmark_table(fake_stack, tmp_path):
         ["arch", "backend", "precision", "image_size"]))  # runners rebuilt for the memory footprint
     # calibration images follow the image size of the sweep (resized), the split itself otherwise
     assert {m[3] for m in made if m[0] != "model" and m[2] == 16 and m[3] is not None} == {(3, 3, 16, 16)}
-    assert ("model", "mbu_unet", {"masked": 4}) in made  # notebook 05's main MBU-Net, not a new one
+    assert ("model", "mbu_unet", bench.suite.MODEL_KW["mbu_unet"]) in made  # notebook 05's main MBU-Net
     assert ("model", "unet", {}) in made
     assert measured["load_avg_1min"].notna().all() and (measured["threads_reason"] == "requested").all()
     d = data.set_index(["arch", "backend", "precision"])
