@@ -158,3 +158,13 @@ def test_refresh_notebooks_in_place(nbdir):
     _nb(nbdir / "02_f.ipynb", "1 / 0")
     with pytest.raises(pipeline.PipelineError, match="02_f.ipynb.*ZeroDivisionError"):
         pipeline.refresh_notebooks(nbdir, only="02", progress=False)
+
+
+def test_pipeline_cell_timeout_fails_the_notebook(nbdir, tmp_path):
+    _nb(nbdir / "01_slow.ipynb", "import time\ntime.sleep(30)")
+    with pytest.raises(pipeline.PipelineError) as ei:
+        pipeline.run_pipeline("quick", notebooks_dir=nbdir, root=tmp_path / "reports", progress=False,
+                              cell_timeout_s=2)
+    r = ei.value.result
+    assert r.status == "failed" and r.seconds < 25 and "01_slow.ipynb" in str(ei.value)
+    assert pipeline.CELL_TIMEOUT_S["quick"] >= 600  # far above the longest quick cell

@@ -171,12 +171,20 @@ def _record(nb: Path, res: RunResult | None, root: Path) -> dict:
                 parameters=res.parameters)
 
 
+#: Per-cell time limit of the main job by preset (seconds; None: no limit). The longest ``quick``
+#: cell (MBU-Net training) takes about 5 minutes on a 2-core CPU; a stalled kernel then fails
+#: the notebook with its name and cell instead of hanging the job.
+CELL_TIMEOUT_S: dict[str, float | None] = {"ci": 900, "quick": 1800, "paper": None}
+
+
 def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None, start: str | None = None,
                  parameters: Mapping[str, Any] | None = None,
                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, root: str | os.PathLike | None = None,
-                 kernel_name: str = "python3", progress: bool = True) -> list[dict]:
+                 kernel_name: str = "python3", progress: bool = True,
+                 cell_timeout_s: float | None = -1) -> list[dict]:
     """Execute the selected notebooks in order (see the module docstring); returns one record per
-    notebook. Raises :class:`PipelineError` (after writing the index) when one fails."""
+    notebook. Raises :class:`PipelineError` (after writing the index) when one fails.
+    ``cell_timeout_s``: per-cell limit (default :data:`CELL_TIMEOUT_S` of the preset; None: none)."""
     from tqdm.auto import tqdm
 
     root = Path(root) if root else reports_dir()
@@ -192,7 +200,8 @@ def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None,
     bar = tqdm(chosen, desc="pipeline", disable=not progress)
     for nb in bar:
         bar.set_postfix_str(nb.stem)
-        res = execute(nb, out_dir / nb.name, params, kernel_name=kernel_name, cwd=nb.parent)
+        res = execute(nb, out_dir / nb.name, params, kernel_name=kernel_name, cwd=nb.parent,
+                      cell_timeout_s=CELL_TIMEOUT_S.get(preset) if cell_timeout_s == -1 else cell_timeout_s)
         done[nb.name] = res
         if Path(res.output).exists():
             _readable(Path(res.output))

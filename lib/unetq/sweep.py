@@ -149,10 +149,11 @@ class RunResult:
 
 def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, parameters: Mapping | None = None,
             kernel_name: str = "python3", cwd: str | os.PathLike | None = None,
-            log_output: bool = False) -> RunResult:
+            log_output: bool = False, cell_timeout_s: float | None = None) -> RunResult:
     """Run one notebook with papermill into ``output_path`` (written under a temporary name and
     renamed at the end, whether it failed or not). Never raises for errors inside the notebook:
-    the returned :class:`RunResult` says which cell failed and why."""
+    the returned :class:`RunResult` says which cell failed and why. ``cell_timeout_s`` fails a
+    cell that runs (or waits on its kernel) longer than that."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -165,6 +166,7 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
         pm.execute_notebook(
             str(input_path), str(tmp), parameters=dict(parameters or {}), kernel_name=kernel_name,
             cwd=str(cwd or input_path.parent), progress_bar=False, log_output=log_output,
+            execution_timeout=int(cell_timeout_s) if cell_timeout_s else None,
         )
         res.status = "ok"
     except PapermillExecutionError as e:
