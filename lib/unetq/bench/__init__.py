@@ -26,7 +26,7 @@ The suite (:func:`run_benchmark`) measures every architecture x backend x precis
 ``unetq.deploy.available_runners()`` allows, with ratios to the FP32 PyTorch baseline.
 """
 from .measure import (NOT_AVAILABLE, NOT_MEASURED, EnergyCounter, PeakSampler, benchmark_runner, benchmark_runners,
-                      cuda_sync, measure, measure_energy, measure_footprint, measure_interleaved,
+                      cuda_sync, measure, measure_blocks, measure_energy, measure_footprint, measure_interleaved,
                       measure_peak_memory, median_ci, pin_threads, random_batch, reported_device_memory, rss_bytes,
                       summarize, time_dataset, timing_row)
 from .suite import (ARCHS, BASELINE, BENCH_PRESETS, DATASET_KEY, KEY, add_ratios, bench_settings, busy_cores,
@@ -34,7 +34,7 @@ from .suite import (ARCHS, BASELINE, BENCH_PRESETS, DATASET_KEY, KEY, add_ratios
 
 __all__ = [
     "NOT_AVAILABLE", "NOT_MEASURED", "EnergyCounter", "PeakSampler", "benchmark_runner", "benchmark_runners",
-    "cuda_sync", "measure", "measure_energy", "measure_footprint", "measure_interleaved", "measure_peak_memory",
+    "cuda_sync", "measure", "measure_blocks", "measure_energy", "measure_footprint", "measure_interleaved", "measure_peak_memory",
     "median_ci", "pin_threads", "random_batch", "reported_device_memory", "rss_bytes", "summarize",
     "time_dataset", "timing_row", "ARCHS", "BASELINE", "BENCH_PRESETS", "DATASET_KEY", "KEY", "add_ratios", "bench_settings",
     "busy_cores", "busy_warning", "choose_threads", "format_applies", "load_average", "run_benchmark", "write_benchmark",

@@ -170,6 +170,18 @@ def measure_interleaved(
     return out
 
 
+def measure_blocks(cases: Mapping[str, tuple[Callable[[Any], Any], Callable[[], Any]]], repeats: int = 20,
+                   warmup: int = 3, block: int = 5, settle_s: float = 0.05,
+                   time_cap_s: float | None = None) -> dict[str, dict]:
+    """:func:`measure_interleaved` with a fixed sample count: ``repeats`` timed calls per case,
+    rounded up to whole blocks of ``block`` (each after a ``settle_s`` pause and one untimed
+    call), no early stop on the confidence interval; ``time_cap_s`` may end it sooner, after at
+    least one block. Returns ``name -> stats`` as :func:`measure_interleaved` does."""
+    n = -(-int(repeats) // int(block)) * int(block)
+    return measure_interleaved(cases, warmup=warmup, repeats=n, min_repeats=int(block), max_repeats=n, rel_ci=0.0,
+                               time_cap_s=time_cap_s, block=block, settle_s=settle_s)
+
+
 def pin_threads(n: int | None = None) -> int:
     """Use ``n`` threads (default: ``$UNETQ_BENCH_THREADS`` if set, else every core in this
     process's affinity mask) in torch, and export ``OMP_NUM_THREADS`` so ONNX Runtime sessions

@@ -8,7 +8,7 @@
 3. model sizes; 4. on a CUDA machine with Triton, the Triton engine against PyTorch FP16/FP32;
 5. the accuracy gap from ``mbu_accuracy.csv`` when notebook 05 has written it.
 
-Every comparison is timed in interleaved blocks (``study.measure_blocks``: per round, a few
+Every comparison is timed in interleaved blocks (``unetq.bench.measure_blocks``: per round, a few
 consecutive calls of each case, the order rotating), so background load hits all cases alike
 while each runtime runs in its steady state; the ratios are the result, absolute times depend
 on the machine and its load.

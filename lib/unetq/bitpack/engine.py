@@ -12,8 +12,8 @@ layer whose output bits equal the PyTorch model's eval-mode binary activations e
   BatchNorm threshold; with ``stem="int8"`` the second input conv is an exact integer
   convolution (``IntegerConv3x3``: 7-bit activations x int8 weights, ONNX Runtime
   ``ConvInteger``) scaled as the model scales it; with ``stem="thermo"`` the first conv's
-  output is binarised at several thresholds per channel (one kernel pass); the last 1x1 conv runs in float on the +-1 activations (logits equal up
-  to float rounding).
+  output is binarised at several thresholds per channel (one kernel pass);
+- the last 1x1 conv runs in float on the +-1 activations (logits equal up to float rounding).
 
 Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``,
 which run on the calling thread; the float first conv runs on one torch thread (see
@@ -214,6 +214,9 @@ class PackedMBU:
         f = masked_form
         self.stem = getattr(model, "stem", "binary")
         self.stem_int = None
+        levels = 1  # thresholds per first-conv channel (a thermometer code when > 1)
+        # module path of the BNSign whose bits feed input_c2 (the "a1" buffer), as layer_outputs names it
+        self.a1_key = "input.0.1"
         if self.stem == "int8":
             # float conv 1 (+BN+ReLU) in PyTorch, then the 7-bit x int8 conv 2 as an exact
             # integer convolution (ONNX Runtime ConvInteger), scaled as the model does
@@ -228,7 +231,7 @@ class PackedMBU:
             self.first_conv = copy.deepcopy(model.input[0][0]).eval()
             levels = model.input[0][1].k
             self.first_theta, self.first_dir = _check_bnsign(model.input[0][2], "input conv 1 (thermometer)")
-            self.first_src = np.arange(levels * c[0], dtype=np.int64) // levels
+            self.a1_key = "input.0.2"
             self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
         elif self.stem == "float":
             # both input convs in float (the model's modules), binarised after the second one
@@ -239,8 +242,8 @@ class PackedMBU:
             self.first_conv = copy.deepcopy(model.input[0][0]).eval()
             self.first_theta, self.first_dir = _check_bnsign(model.input[0][1], "input conv 1")
             self.input_c2 = P3(model.input[1][0], model.input[1][1], masked_form=f, name="input_c2")
-        if not hasattr(self, "first_src"):
-            self.first_src = np.arange(len(self.first_theta), dtype=np.int64)
+        # binarised channel k reads first-conv channel k // levels
+        self.first_src = np.arange(len(self.first_theta), dtype=np.int64) // levels
         self.a1_channels = len(self.first_theta)  # binary channels entering input_c2
         self.first_t32, self.first_mode = float32_thresholds(self.first_theta, self.first_dir)
         self.down = []
@@ -369,7 +372,7 @@ class PackedMBU:
 
         out = {"input.1.1": seg("cat0", [c[0], c[0]], 0)}
         if self.input_c2 is not None:
-            out["input.0.2" if self.stem == "thermo" else "input.0.1"] = seg("a1", [self.a1_channels])
+            out[self.a1_key] = seg("a1", [self.a1_channels])
         for i in range(4):
             out[f"down_c{i + 1}.1.0.1"] = seg(f"mid_d{i}", [c[i + 1]])
             out[f"down_c{i + 1}.1.1.1"] = (seg(f"cat{i + 1}", [c[i + 1], c[i + 1]], 0) if i < 3

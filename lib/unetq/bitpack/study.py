@@ -286,29 +286,18 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
-def measure_blocks(cases: dict, x, repeats: int = 20, warmup: int = 3, block: int = 5,
-                   time_cap_s: float | None = 120.0, settle_s: float = 0.05) -> dict[str, dict]:
-    """Latency of ``name -> callable(x)`` in interleaved *blocks* (``unetq.bench.measure_interleaved``
-    with ``block`` consecutive timed calls per case and round, each block after a ``settle_s``
-    pause and one untimed call): every case in its steady state, as a stream of frames, with
-    background load spread over all. Exactly ``repeats`` samples per case (rounded up to whole
-    blocks) unless the time cap ends it first. Returns ``name -> summarize`` stats (seconds)."""
-    from ..bench import measure_interleaved
-
-    n = -(-int(repeats) // int(block)) * int(block)
-    return measure_interleaved({k: (f, lambda: x) for k, f in cases.items()}, warmup=warmup, repeats=n,
-                               min_repeats=int(block), max_repeats=n, rel_ci=0.0, time_cap_s=time_cap_s,
-                               block=block, settle_s=settle_s)
-
-
 def measure_speed(cases: dict, image_size: int, batch_size: int = 1, repeats: int = 20, warmup: int = 3,
                   time_cap_s: float = 120.0, seed: int = 0, threads: int | None = None,
                   block: int = 5) -> pd.DataFrame:
-    """Latency of ``name -> callable(x)`` on one random batch (:func:`measure_blocks`). One row
-    per case: median, spread, frames/s, plus the machine columns."""
+    """Latency of ``name -> callable(x)`` on one random batch, timed in interleaved blocks
+    (``unetq.bench.measure_blocks``: each case in its steady state, background load spread over
+    all). One row per case: median, spread, frames/s, plus the machine columns."""
+    from ..bench import measure_blocks
+
     threads = set_threads(threads)
     x = np.random.default_rng(seed).random((batch_size, 3, image_size, image_size), dtype=np.float32)
-    stats = measure_blocks(cases, x, repeats=repeats, warmup=warmup, block=block, time_cap_s=time_cap_s)
+    stats = measure_blocks({k: (f, lambda: x) for k, f in cases.items()}, repeats=repeats, warmup=warmup,
+                           block=block, time_cap_s=time_cap_s)
     rows = []
     info = machine_info()
     for name, s in stats.items():

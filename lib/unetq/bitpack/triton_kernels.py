@@ -14,7 +14,6 @@ CUDA device (``cuda_available()`` says whether both are present, and why not).
 from __future__ import annotations
 
 import copy
-
 import os
 
 import numpy as np
@@ -313,8 +312,7 @@ class PackedMBUCuda:
         w = lambda ch: -(-ch // 64)  # noqa: E731
         out = {"input.1.1": u("cat0", 0, c[0])}
         if self.input_c2 is not None:
-            key = "input.0.2" if self.packed.stem == "thermo" else "input.0.1"
-            out[key] = u("a1", 0, self.packed.a1_channels)
+            out[self.packed.a1_key] = u("a1", 0, self.packed.a1_channels)
         for i in range(4):
             out[f"down_c{i + 1}.1.0.1"] = u(f"mid_d{i}", 0, c[i + 1])
             out[f"down_c{i + 1}.1.1.1"] = u(f"cat{i + 1}", 0, c[i + 1]) if i < 3 else u("bottom", 0, c[4])

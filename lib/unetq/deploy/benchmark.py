@@ -50,14 +50,15 @@ DEFAULT_VARIANTS = ("fp32", "int8", "int8-dcr", "int8-norewrite")
 def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
                         progress: bool = True, block: int = 1, settle_s: float = 0.0) -> pd.DataFrame:
     """Call every function ``warmup`` times, then rounds of ``block`` timed calls each, in a
-    rotating order, until ``repeats`` samples per function (``unetq.bench.measure_interleaved``;
+    rotating order, until ``repeats`` samples per function (``unetq.bench.measure_blocks``;
     ``block > 1`` with ``settle_s`` times each runtime in its steady state, see there); returns the
     long table ``[variant, round, seconds]``."""
-    from ..bench import measure_interleaved
+    from ..bench import measure_blocks
 
-    n = -(-int(repeats) // int(block)) * int(block)
+    n = -(-int(repeats) // int(block)) * int(block)  # the samples measure_blocks takes
     names = list(fns)
-    bar = tqdm(total=(warmup + n + (n // block if settle_s > 0 else 0)) * len(names), desc="benchmark calls", disable=not progress, leave=False)
+    bar = tqdm(total=(warmup + n + (n // block if settle_s > 0 else 0)) * len(names), desc="benchmark calls",
+               disable=not progress, leave=False)
 
     def ticking(f):
         def call(_):
@@ -65,9 +66,8 @@ def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10,
             bar.update(1)
         return call
 
-    stats = measure_interleaved({k: (ticking(f), lambda: None) for k, f in fns.items()}, warmup=warmup, repeats=n,
-                                min_repeats=n, max_repeats=n, rel_ci=0.0, time_cap_s=None, block=block,
-                                settle_s=settle_s)
+    stats = measure_blocks({k: (ticking(f), lambda: None) for k, f in fns.items()}, repeats=repeats, warmup=warmup,
+                           block=block, settle_s=settle_s)
     bar.close()
     rows = [dict(variant=k, round=i // block, seconds=t) for k in names for i, t in enumerate(stats[k]["times_s"])]
     return pd.DataFrame(rows)
