@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 .PHONY: all test env refresh-notebooks
 
 all: env
-	$(PY) -m unetq.pipeline --preset $(PRESET)
+	$(PY) -m unetq.cli.pipeline --preset $(PRESET)
 
 test: env
 	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
@@ -36,10 +36,10 @@ $(STAMP): pyproject.toml
 # outputs that nbval compares.
 refresh-notebooks: env
 	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
-	  $(PY) -m unetq.pipeline --refresh-notebooks
+	  $(PY) -m unetq.cli.pipeline --refresh-notebooks
 
 # Performance goals of the study, each printed as ratios measured side by side in one run.
 .PHONY: bench
 bench: env
-	$(PY) -m unetq.deploy.benchmark
-	$(PY) -m unetq.bitpack.benchmark
+	$(PY) -m unetq.cli.deploy_benchmark
+	$(PY) -m unetq.cli.bitpack_benchmark

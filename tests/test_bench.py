@@ -1,6 +1,5 @@
 """Benchmark harness: statistics on fake callables with known times, memory/energy probes, the
 suite's table logic on fake runners, atomic CSV upserts."""
-import sys
 import time
 import types
 
@@ -9,7 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from unetq import bench, io
+from unetq import bench, io, machine, results
+from unetq.deploy import format_applies
+from unetq.studies import benchmark as suite
 
 
 class FakeClock:
@@ -103,7 +104,7 @@ def test_measure_interleaved_blocks_prime_each_block():
 # --------------------------------------------------------------------------- memory and energy
 def test_peak_sampler_with_fake_reader():
     vals = iter([100] + [150, 400, 120] + [110] * 10000)
-    with bench.PeakSampler(lambda: next(vals), interval_s=0.0005) as s:
+    with machine.PeakSampler(lambda: next(vals), interval_s=0.0005) as s:
         time.sleep(0.02)
     assert s.baseline == 100 and s.peak == 400 and s.increase == 300
 
@@ -224,61 +225,48 @@ def test_add_ratios_against_fp32_torch():
 
 
 def test_bench_settings():
-    from unetq.presets import get_preset
+    from unetq.config import get_preset
 
-    s = bench.bench_settings(get_preset("ci"))
+    s = suite.bench_settings(get_preset("ci"))
     assert s["bench_preset"] == "ci" and s["image_sizes"] == [32] and s["batch_sizes"] == [1, 2]
     assert s["repeats"] == 3 and s["warmup"] == 1
-    q = bench.bench_settings(get_preset("quick"), "quick", batch_sizes=[8, 1, 8], repeats=None)
+    q = suite.bench_settings(get_preset("quick"), "quick", batch_sizes=[8, 1, 8], repeats=None)
     assert q["batch_sizes"] == [1, 8] and 128 in q["image_sizes"] and q["repeats"] == 20
     with pytest.raises(ValueError, match="divisible by 16"):
-        bench.bench_settings(get_preset("ci"), image_sizes=[30])
+        suite.bench_settings(get_preset("ci"), image_sizes=[30])
     with pytest.raises(ValueError, match="unknown benchmark preset"):
-        bench.bench_settings(get_preset("ci"), "nope")
+        suite.bench_settings(get_preset("ci"), "nope")
 
 
 def test_busy_warning(monkeypatch):
     import os
 
     monkeypatch.setattr(os, "getloadavg", lambda: (100.0, 100.0, 100.0))
-    assert "busy" in bench.busy_warning(2) and bench.load_average() == 100.0
+    assert "busy" in machine.busy_warning(2) and machine.load_average() == 100.0
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert bench.busy_warning(2) == ""
-
-
-def test_call_supported_filters_or_passes_keywords():
-    from unetq.bench.suite import _call_supported
-
-    def strict(a, b=1):
-        return (a, b)
-
-    def loose(a, **kw):
-        return (a, kw)
-
-    assert _call_supported(strict, 0, b=2, c=3) == (0, 2)
-    assert _call_supported(loose, 0, b=2, c=3) == (0, {"b": 2, "c": 3})
+    assert machine.busy_warning(2) == ""
 
 
 def test_choose_threads(monkeypatch):
     monkeypatch.delenv("UNETQ_BENCH_THREADS", raising=False)
-    monkeypatch.setattr(bench.suite, "_cores", lambda: 4)
-    assert bench.choose_threads(3, 2.0) == (3, "requested")
-    assert bench.choose_threads(None, 0.1) == (4, "all cores")
-    n, why = bench.choose_threads(None, 2.6)
+    monkeypatch.setattr(machine, "available_cores", lambda: 4)
+    assert machine.choose_threads(3, 2.0) == (3, "requested")
+    assert machine.choose_threads(None, 0.1) == (4, "all cores")
+    n, why = machine.choose_threads(None, 2.6)
     assert n == 1 and "other processes used 2.6 cores" in why
-    assert bench.choose_threads(None, 9.0)[0] == 1  # never below one thread
+    assert machine.choose_threads(None, 9.0)[0] == 1  # never below one thread
     monkeypatch.setenv("UNETQ_BENCH_THREADS", "2")
-    assert bench.choose_threads(None, 3.0) == (2, "UNETQ_BENCH_THREADS")
-    assert "busy" in bench.busy_warning(1, busy=2.6) and bench.busy_warning(4, busy=0.1) == ""
+    assert machine.choose_threads(None, 3.0) == (2, "UNETQ_BENCH_THREADS")
+    assert "busy" in machine.busy_warning(1, busy=2.6) and machine.busy_warning(4, busy=0.1) == ""
 
 
 def test_format_applies():
-    assert bench.format_applies("mbu_unet", "bitpack", "binary")
-    assert not bench.format_applies("unet", "bitpack", "binary")
-    assert bench.format_applies("unet", "onnxruntime", "int8")
-    assert bench.format_applies("mbu_unet", "torch", "fp32")
-    assert not bench.format_applies("mbu_unet", "onnxruntime", "fp32")
-    assert not bench.format_applies("mbu_unet", "tensorrt", "int8")
+    assert format_applies("mbu_unet", "bitpack", "binary")
+    assert not format_applies("unet", "bitpack", "binary")
+    assert format_applies("unet", "onnxruntime", "int8")
+    assert format_applies("mbu_unet", "torch", "fp32")
+    assert not format_applies("mbu_unet", "onnxruntime", "fp32")
+    assert not format_applies("mbu_unet", "tensorrt", "int8")
 
 
 # --------------------------------------------------------------------------- the suite, on fakes
@@ -313,9 +301,8 @@ class FirstCallSlowRunner(FakeRunner):
 
 @pytest.fixture
 def fake_stack(monkeypatch, tmp_path):
-    """Fake unetq.deploy / unetq.train / unetq.data so the suite's own logic is tested alone."""
-    import unetq
-
+    """Fake engines (which runners exist, how they are made, how models load) injected into the
+    suite, so the suite's own logic is tested alone."""
     monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path / "results"))
     avail = pd.DataFrame([
         dict(backend="torch", precision="fp32", available=True, reason=""),
@@ -328,7 +315,7 @@ def fake_stack(monkeypatch, tmp_path):
     made = []
 
     def make_runner(backend, precision, model=None, onnx_path=None, image_size=None, threads=None,
-                    calib_data=None):
+                    calib_data=None, **kw):
         made.append((backend, precision, image_size, getattr(calib_data, "shape", None)))
         if precision == "fp16":
             return SlowRunner(model, backend, precision)
@@ -336,35 +323,25 @@ def fake_stack(monkeypatch, tmp_path):
             return FirstCallSlowRunner(model, backend, precision)
         return FakeRunner(model, backend, precision, fail=(precision == "int8"))
 
-    deploy = types.SimpleNamespace(available_runners=lambda: avail, make_runner=make_runner)
-    def load_or_train(arch, cfg, splits=None, **model_kw):
+    def load_model(arch, cfg, splits=None, **model_kw):
         made.append(("model", arch, model_kw))
         return tiny_model(), {}
 
-    train = types.SimpleNamespace(load_or_train=load_or_train)
     ds = [(np.zeros((3, 32, 32), np.float32), np.zeros((1, 32, 32), np.float32))] * 3
-    data = types.SimpleNamespace(splits_from_preset=lambda cfg: {"train": ds, "test": ds})
-    models = types.SimpleNamespace(create_model=None)
-    registry = types.SimpleNamespace(list_models=lambda: ["unet", "mbu_unet"])
-    # the suite takes notebook 05's MBU-Net from bitpack.study.train_main (its training schedule)
-    mbu_study = types.SimpleNamespace(
-        train_main=lambda cfg, kw, splits=None: load_or_train("mbu_unet", cfg, splits=splits, **kw))
-    for name, mod in [("deploy", deploy), ("train", train), ("data", data), ("models", models),
-                      ("models.registry", registry), ("bitpack.study", mbu_study)]:
-        monkeypatch.setitem(sys.modules, f"unetq.{name}", mod)
-        if "." not in name:
-            monkeypatch.setattr(unetq, name, mod, raising=False)
-    return made
+    deps = suite.SuiteDeps(available_runners=lambda: avail, make_runner=make_runner, load_model=load_model,
+                           splits=lambda cfg: {"train": ds, "test": ds}, list_models=lambda: ["unet", "mbu_unet"],
+                           export_onnx=None)
+    return made, deps
 
 
 def test_run_benchmark_table(fake_stack, tmp_path):
-    made = fake_stack
-    from unetq.presets import get_preset
+    made, deps = fake_stack
+    from unetq.config import get_preset
 
     cfg = get_preset("ci")
-    s = bench.bench_settings(cfg, archs=["unet", "mbu_unet", "squeeze_unet"], time_cap_s=0.2, max_call_s=0.2,
+    s = suite.bench_settings(cfg, archs=["unet", "mbu_unet", "squeeze_unet"], time_cap_s=0.2, max_call_s=0.2,
                              energy_min_s=0.0, image_sizes=[16], sweep_formats=["onnxruntime/fp32"])
-    df, data = bench.run_benchmark(cfg, s, progress=False)
+    df, data = suite.run_benchmark(cfg, s, progress=False, deps=deps)
     key = df.set_index(["arch", "backend", "precision", "batch_size", "image_size"])["status"]
     assert key[("unet", "torch", "fp32", 1, 32)] == "measured"
     assert key[("unet", "onnxruntime", "fp32", 2, 32)] == "measured"
@@ -397,7 +374,7 @@ def test_run_benchmark_table(fake_stack, tmp_path):
         ["arch", "backend", "precision", "image_size"]))  # runners rebuilt for the memory footprint
     # calibration images follow the image size of the sweep (resized), the split itself otherwise
     assert {m[3] for m in made if m[0] != "model" and m[2] == 16 and m[3] is not None} == {(3, 3, 16, 16)}
-    assert ("model", "mbu_unet", bench.suite.MODEL_KW["mbu_unet"]) in made  # notebook 05's main MBU-Net
+    assert ("model", "mbu_unet", suite.MODEL_KW["mbu_unet"]) in made  # notebook 05's main MBU-Net
     assert ("model", "unet", {}) in made
     assert measured["load_avg_1min"].notna().all() and (measured["threads_reason"] == "requested").all()
     d = data.set_index(["arch", "backend", "precision"])
@@ -408,7 +385,7 @@ def test_run_benchmark_table(fake_stack, tmp_path):
     # written, and a re-run replaces rows with the same key instead of appending
     p = tmp_path / "results" / "benchmark.csv"
     n = len(pd.read_csv(p))
-    bench.run_benchmark(cfg, s, progress=False)
+    suite.run_benchmark(cfg, s, progress=False, deps=deps)
     assert len(pd.read_csv(p)) == n
     assert (tmp_path / "results" / "benchmark_dataset.csv").exists()
 
@@ -416,8 +393,9 @@ def test_run_benchmark_table(fake_stack, tmp_path):
 # --------------------------------------------------------------------------- atomic CSV upserts
 def test_upsert_replaces_by_key(tmp_path):
     p = tmp_path / "t.csv"
-    io.upsert_csv(pd.DataFrame({"k": [1, 2], "v": [10, 20]}), p, ["k"])
-    io.upsert_csv(pd.DataFrame({"k": [2, 3], "v": [21, 30]}), p, ["k"])
+    table = results.Table("t", {"k": "int"})
+    results.write(table, pd.DataFrame({"k": [1, 2], "v": [10, 20]}), root=tmp_path)
+    results.write(table, pd.DataFrame({"k": [2, 3], "v": [21, 30]}), root=tmp_path)
     t = pd.read_csv(p).sort_values("k")
     assert t["k"].tolist() == [1, 2, 3] and t["v"].tolist() == [10, 21, 30]
 
@@ -434,9 +412,9 @@ def test_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", crashing)
     with pytest.raises(KeyboardInterrupt):
-        bench.write_benchmark(pd.DataFrame([dict(preset="ci", arch="unet", width=4, backend="torch",
+        suite.write_benchmark(pd.DataFrame([dict(preset="ci", arch="unet", width=4, backend="torch",
                                                  precision="fp32", batch_size=1, image_size=32,
-                                                 device="cpu", gpu="none")]))
+                                                 device="cpu", gpu="none", status="measured")]))
     assert p.read_text() == before
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 

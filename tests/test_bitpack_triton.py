@@ -39,7 +39,7 @@ def test_torch_bit_helpers_match_the_numpy_layout():
     assert np.array_equal(out.numpy().view(np.uint64), out_ref)
 
 
-@pytest.mark.skipif(not tk.cuda_available()[0], reason=f"Triton engine unavailable: {tk.cuda_available()[1]}")
+@pytest.mark.skipif(tk.unavailable_reason() is not None, reason=f"Triton engine unavailable: {tk.unavailable_reason()}")
 @pytest.mark.parametrize("stem", ["binary", "float", "int8", "thermo"])
 def test_cuda_engine_matches_cpu_engine(stem):
     sys.path.insert(0, str(HERE))

@@ -13,7 +13,7 @@ from unetq.data import (CrackDataset, DataError, Sample, binarize, crack_fractio
                         data_stats_table, detect_layout, ensure_synthetic, find_samples,
                         make_loader, make_synthetic_cracks, pixel_value_proportions,
                         prepare_splits, split_samples, splits_from_preset)
-from unetq.presets import get_preset
+from unetq.config import get_preset
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -408,8 +408,8 @@ def test_plots_pick_examples_and_label_axes(tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
-    from unetq.data import (pick_examples, plot_crack_fraction, plot_pixel_proportions,
-                            plot_samples, save_figure)
+    from unetq.studies.data import pick_examples, plot_crack_fraction, plot_pixel_proportions, plot_samples
+    from unetq.studies.figures import save_figure
 
     monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path / "rep"))
     root = _kaggle(tmp_path / "k", n=4)

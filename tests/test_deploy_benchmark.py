@@ -1,7 +1,8 @@
 """The benchmark CLI runs end to end on a tiny configuration (no timing is asserted)."""
 import pandas as pd
 
-from unetq.deploy import benchmark
+from unetq import bench
+from unetq.cli import deploy_benchmark as benchmark
 
 
 def test_benchmark_cli_tiny(capsys):
@@ -17,8 +18,8 @@ def test_benchmark_cli_tiny(capsys):
 
 def test_interleaved_timings_order():
     calls = []
-    t = benchmark.interleaved_timings({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+    t = bench.interleaved_timings({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                       repeats=3, warmup=1, progress=False)
     assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "b", "b", "a", "a", "b"]
-    s = benchmark.summarize(t.assign(variant=t.variant.map({"a": "fp32", "b": "int8"})))
+    s = bench.variant_summary(t.assign(variant=t.variant.map({"a": "fp32", "b": "int8"})))
     assert list(s.columns[:5]) == ["median_s", "p25_s", "p75_s", "min_s", "n"] and s.loc["fp32", "speedup_vs_fp32"] == 1

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from unetq import explorer
+from unetq.metrics import error_classes, mask_scores
+from unetq.studies import explorer
+from unetq.studies.figures import error_image
 
 
 def test_arch_of_and_list_checkpoints(tmp_path):
@@ -36,12 +38,12 @@ def test_representations_filters_unavailable_and_bitpack():
 def test_dice_iou_conventions():
     a = np.array([[1, 1], [0, 0]], bool)
     b = np.array([[1, 0], [0, 0]], bool)
-    assert explorer.dice_score(a, b) == pytest.approx(2 / 3)
-    assert explorer.iou_score(a, b) == pytest.approx(1 / 2)
+    assert mask_scores(a, b)["dice"] == pytest.approx(2 / 3)
+    assert mask_scores(a, b)["iou"] == pytest.approx(1 / 2)
     z = np.zeros((2, 2), bool)
-    assert explorer.dice_score(z, z) == 1.0 and explorer.dice_score(a, z) == 0.0
+    assert mask_scores(z, z)["dice"] == 1.0 and mask_scores(a, z)["dice"] == 0.0
     with pytest.raises(ValueError, match="shape"):
-        explorer.dice_score(a, np.zeros((3, 3)))
+        mask_scores(a, np.zeros((3, 3)))
 
 
 def test_overlay_and_error_map_colours():
@@ -52,7 +54,7 @@ def test_overlay_and_error_map_colours():
     assert ov.dtype == np.uint8 and ov.shape == (2, 2, 3)
     assert tuple(ov[0, 0]) == explorer.TP_RGB and tuple(ov[0, 1]) == explorer.FN_RGB
     assert tuple(ov[1, 0]) == explorer.FP_RGB and tuple(ov[1, 1]) == (127, 127, 127)
-    em = explorer.error_map(truth, pred)
+    em = error_image(error_classes(truth, pred))
     assert tuple(em[0, 0]) == (255, 255, 255) and tuple(em[1, 1]) == (0, 0, 0)
     with pytest.raises(ValueError, match="must match"):
         explorer.overlay(img, truth[:1], pred)
@@ -98,7 +100,7 @@ def test_prediction_cache_builds_once_and_view_arrays():
     img, mask = _dataset()[1]
     truth = mask[0] > 0.5
     pred = img[0] > 0.5
-    assert v["dice"] == pytest.approx(explorer.dice_score(pred, truth)) and 0 < v["dice"] < 1
+    assert v["dice"] == pytest.approx(mask_scores(pred, truth)["dice"]) and 0 < v["dice"] < 1
     assert v["overlay"].shape == (16, 16, 3) and v["prob"].min() >= 0 and v["prob"].max() <= 1
     with pytest.raises(IndexError, match="3 images"):
         explorer.view_arrays(cache, "unet_ci", "torch/fp32", 7)

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from unetq.bitpack import study
+from unetq.bench import speed_table
+from unetq.studies import mbu as study
 from unetq.bitpack.kernels import popcount_instruction
 from unetq.models import create_model
 
@@ -39,7 +40,7 @@ def test_exactness_report_on_a_random_model():
 def test_pareto_table_joins_accuracy_and_speed():
     acc = pd.DataFrame(dict(preset="ci", config=["mbu", "binary"], masked_layers=[4, 0], masked=["a", ""],
                             test_dice=[0.5, 0.4], test_iou=[0.3, 0.2], packed_dice=[0.5, 0.4]))
-    speed = study.measure_speed({"p4": lambda x: x.sum(), "p0": lambda x: x.mean()}, image_size=16, repeats=3,
+    speed = speed_table({"p4": lambda x: x.sum(), "p0": lambda x: x.mean()}, image_size=16, repeats=3,
                                 warmup=1, threads=1)
     assert {"median_ms", "q1_ms", "q3_ms", "fps", "cpu", "torch"} <= set(speed.columns)
     p = study.pareto_table(acc, speed, {"mbu": "p4", "binary": "p0"})

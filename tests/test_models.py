@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from unetq.models import (create_model, list_models, paper_param_table, param_table, plot_profile,
-                          profile_layers)
+from unetq.models import create_model, list_models, paper_param_table, param_table, profile_layers
 from unetq.models.layers import scale_channels
 from unetq.models.squeeze_unet import Fire, TransposedFire
+from unetq.studies.architectures import plot_profile
 
 # Expected counts at width 64, classes 1, written out here (not read from the library).
 UNET_BLOCKS = {

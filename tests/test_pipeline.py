@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from unetq import pipeline, sweep
+from unetq.cli import pipeline, sweep
 
 
 def _nb(path, *cells, params="preset = 'ci'\nlr = None\nwidth = None"):
@@ -100,8 +100,10 @@ def test_pipeline_index_embeds_report(nbdir, tmp_path):
 
 def test_sweep_names_and_skips_done(nbdir, tmp_path, monkeypatch):
     nb = _nb(nbdir / "02_train.ipynb",
-             "from unetq.io import upsert_csv\nimport pandas as pd, os\n"
-             "upsert_csv(pd.DataFrame([{'lr': lr, 'width': width}]), os.environ['SWEEP_TABLE'], ['lr', 'width'])\n"
+             "from unetq import results\nimport pandas as pd, os, pathlib\n"
+             "p = pathlib.Path(os.environ['SWEEP_TABLE'])\n"
+             "results.write(results.Table(p.stem, {'lr': 'float', 'width': 'int'}),\n"
+             "              pd.DataFrame([{'lr': lr, 'width': width}]), root=p.parent)\n"
              "assert width != 99, 'width 99 fails on purpose'")
     out = tmp_path / "sweeps"
     table = tmp_path / "results.csv"

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unetq import report
+from unetq.studies import report
 
 
 @pytest.fixture

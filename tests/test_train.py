@@ -14,10 +14,9 @@ import torch.nn as nn
 from torch.utils.data import TensorDataset
 
 from unetq.models.registry import MODELS, register_model
-from unetq.presets import get_preset
-from unetq.train import (HISTORY_COLUMNS, CheckpointError, PeakMemory, TrainConfig, amp_comparison,
-                         checkpoint_path, epoch_order, evaluate, fit, load_checkpoint, load_or_train,
-                         predict, record_amp, record_training, resume_state_path, sample_predictions)
+from unetq.config import get_preset
+from unetq.studies.architectures import record_amp, record_training
+from unetq.train import (HISTORY_COLUMNS, CheckpointError, PeakMemory, TrainConfig, amp_comparison, checkpoint_path, epoch_order, evaluate, fit, load_checkpoint, load_or_train, predict, resume_state_path, sample_predictions)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -266,7 +265,7 @@ def test_load_or_train_reuses_and_retrains(dirs, capsys):
     torch.save(stored, path)
     _, ckpt3 = load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
     assert "retraining" in capsys.readouterr().out
-    assert torch.load(path, weights_only=True)["identity"]["data"]["seed"] == cfg.get("seed", 0)
+    assert torch.load(path, weights_only=True)["identity"]["data"]["seed"] == cfg.seed
     # the training.csv row
     table = record_training("tiny_test", cfg, ckpt3)
     assert len(table) == 1 and table["test_dice"].iloc[0] == ckpt3["test_metrics"]["dice"]
@@ -313,7 +312,7 @@ def test_amp_comparison_columns(dirs):
 
 def test_params_and_profile_tables_upsert(dirs):
     from unetq import paths
-    from unetq.train import record_params, record_profile
+    from unetq.studies.architectures import record_params, record_profile
 
     t = pd.DataFrame(dict(block=["A", "Total"], output_shape=["[4, 8, 8]", "[1, 8, 8]"],
                           params=[10, 10], macs=[100, 100]))

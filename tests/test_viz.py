@@ -8,7 +8,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from unetq import viz  # noqa: E402
+from unetq.metrics import error_classes  # noqa: E402
+from unetq.studies import architectures as viz  # noqa: E402
+from unetq.studies.figures import ERROR_COLOURS  # noqa: E402
 
 
 def _history(losses=(1.2, 0.9, 0.95)):
@@ -37,7 +39,7 @@ def test_plot_history_labels_and_best_epoch():
 def test_error_map_classes():
     mask = np.array([[[1, 1, 0, 0]]], np.float32)
     prob = np.array([[[0.9, 0.1, 0.8, 0.2]]], np.float32)
-    assert viz.error_map(mask, prob).tolist() == [[1, 3, 2, 0]]  # TP, FN, FP, TN
+    assert error_classes(mask[0] >= 0.5, prob[0] > 0.5).tolist() == [[1, 3, 2, 0]]  # TP, FN, FP, TN
 
 
 def test_plot_predictions_layout():
@@ -48,7 +50,7 @@ def test_plot_predictions_layout():
     fig = viz.plot_predictions(imgs, masks, probs, n=4)  # only 3 available
     image_axes = [a for a in fig.axes if a.images and a.get_label() != "<colorbar>"]
     assert len(image_axes) == 12
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(viz.ERROR_COLOURS)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(ERROR_COLOURS)
     plt.close(fig)
     with pytest.raises(ValueError, match="differ in length"):
         viz.plot_predictions(imgs, masks[:2], probs)

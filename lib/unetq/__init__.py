@@ -1,21 +1,21 @@
 """unetq: efficient U-Nets for segmentation, trained, quantized and benchmarked.
 
-Sub-modules (imported on demand, so `import unetq` stays cheap):
+Layers, each importing only those below it (``tests/test_layers.py`` checks it):
 
-- ``unetq.paths``    where data, checkpoints and results live (env-overridable)
-- ``unetq.presets``  the ``ci`` / ``quick`` / ``paper`` parameter presets
-- ``unetq.io``       atomic writes of tables, JSON and checkpoints; machine description
-- ``unetq.data``     procedural crack generator, dataset loaders, preprocessing, splits
-- ``unetq.models``   U-Net, Ghost U-Net, Squeeze U-Net, MBU-Net; parameter tables, profiles
-- ``unetq.metrics``  loss, IoU and Dice
-- ``unetq.train``    trainer with checkpoint/resume and mixed precision
-- ``unetq.deploy``   ONNX export, runners for every backend/precision, INT8 quantization
-- ``unetq.bitpack``  bit-packed binary/ternary inference engine (numba)
-- ``unetq.bench``    latency/throughput/memory benchmark harness
-- ``unetq.pipeline`` the main job: notebooks 01-08 with papermill, then the HTML report
-- ``unetq.sweep``    papermill sweeps of a notebook over a parameter grid
-- ``unetq.report``   report sections and the deployment recommendation, read from the result tables
-- ``unetq.explorer`` ipywidgets explorer
+- ``unetq.cli``       command-line drivers: ``pipeline`` (the main job), ``sweep``,
+                      ``deploy_benchmark``, ``bitpack_benchmark``
+- ``unetq.studies``   one module per notebook (data, architectures, mbu, quantization, benchmark,
+                      report, explorer) with its result tables and figures
+- engines: ``unetq.train`` (trainer, checkpoints), ``unetq.deploy`` (ONNX, INT8, runners for
+  every backend/precision), ``unetq.bench`` (timing, memory, energy)
+- ``unetq.bitpack`` (bit-packed binary/ternary engine), ``unetq.data`` (generator, loaders,
+  splits)
+- ``unetq.models`` (U-Net, Ghost U-Net, Squeeze U-Net, MBU-Net), ``unetq.metrics`` (loss, IoU,
+  Dice), ``unetq.results`` (every result table: name, key, writer, reader)
+- ``unetq.config`` (presets and the frozen ``StudyConfig``), ``unetq.machine`` (threads, load,
+  peak memory, machine description), ``unetq.io`` (atomic writes), ``unetq.paths``
+
+Sub-modules are imported on demand, so ``import unetq`` stays cheap.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Loss and segmentation metrics of seed 000: BCE + Dice loss, IoU and Dice.
+"""Loss and segmentation metrics of seed 000: BCE + Dice loss, IoU and Dice (the one place they
+are computed: training, evaluation of every runner and the explorer all call these).
 
 Definitions (seed 000, Equations 1-4), for a binary mask and a prediction thresholded at
 ``threshold`` on the sigmoid probability (0.5 by default, i.e. logit > 0):
@@ -38,6 +39,9 @@ __all__ = [
     "iou_from_counts",
     "dice_from_counts",
     "SegmentationMeter",
+    "mask_scores",
+    "error_classes",
+    "ERROR_CLASSES",
 ]
 
 
@@ -107,6 +111,33 @@ def confusion_counts(pred, target) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fp = (p & ~t).sum(1)
     fn = (~p & t).sum(1)
     return tp.cpu().numpy(), fp.cpu().numpy(), fn.cpu().numpy()
+
+
+def mask_scores(pred, truth) -> dict:
+    """IoU and Dice of one binary prediction against one binary mask (``[H, W]``, bool or
+    {0,1}), by the definitions and the empty-mask rule above: ``{"iou", "dice"}``."""
+    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {p.shape} does not match target shape {t.shape}")
+    tp, fp, fn = confusion_counts(p[None], t[None])
+    return dict(iou=float(iou_from_counts(tp, fp, fn)[0]), dice=float(dice_from_counts(tp, fp, fn)[0]))
+
+
+#: The classes of :func:`error_classes`, in code order.
+ERROR_CLASSES = ("true negative", "true positive", "false positive", "false negative")
+
+
+def error_classes(truth, pred) -> np.ndarray:
+    """Per pixel of two binary masks (``[H, W]``): 0 true negative, 1 true positive, 2 false
+    positive, 3 false negative (:data:`ERROR_CLASSES`); ``uint8 [H, W]``."""
+    t, p = np.asarray(truth, bool), np.asarray(pred, bool)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction shape {p.shape} does not match target shape {t.shape}")
+    out = np.zeros(t.shape, np.uint8)
+    out[p & t] = 1
+    out[p & ~t] = 2
+    out[~p & t] = 3
+    return out
 
 
 def iou_from_counts(tp, fp, fn):

@@ -10,9 +10,9 @@ Measurement rules, applied by every function here:
   by ``sync`` (``torch.cuda.synchronize`` for CUDA; runners that return numpy arrays are synchronous);
 - configurations that are compared as ratios are **interleaved** call by call
   (:func:`measure_interleaved`), so background load hits all of them alike;
-- threads are **pinned** (:func:`pin_threads`: torch and ONNX Runtime use the same number): all
-  cores of the affinity mask, except cores other processes keep busy when the benchmark starts
-  (:func:`choose_threads`; intra-op threads waiting on a descheduled sibling slow PyTorch down
+- threads are **pinned** (:func:`unetq.machine.pin_threads`: torch, numba and ONNX Runtime use
+  the same number): all cores of the affinity mask, except cores other processes keep busy when
+  the benchmark starts (:func:`unetq.machine.choose_threads`; intra-op threads waiting on a descheduled sibling slow PyTorch down
   10-100x), recorded with the reason in every row (``threads_pinned``, ``threads_reason``,
   ``busy_cores_at_start``, ``load_avg_1min``);
 - **peak memory**: CUDA ``max_memory_allocated`` increase (PyTorch), NVML device-memory increase
@@ -22,20 +22,17 @@ Measurement rules, applied by every function here:
 - **energy per image** only from a counter the hardware exposes (NVML total energy on GPUs, RAPL /
   powercap on CPUs); otherwise the string ``"not available"``.
 
-The suite (:func:`run_benchmark`) measures every architecture x backend x precision that
-``unetq.deploy.available_runners()`` allows, with ratios to the FP32 PyTorch baseline.
+The package owns measuring; what a notebook measures lives in ``unetq.studies.benchmark``
+(notebook 07's suite: every architecture x backend x precision, with these rules).
 """
-from .measure import (NOT_AVAILABLE, NOT_MEASURED, EnergyCounter, PeakSampler, benchmark_runner, benchmark_runners,
-                      cuda_sync, measure, measure_blocks, measure_energy, measure_footprint, measure_interleaved,
-                      measure_peak_memory, median_ci, pin_threads, random_batch, reported_device_memory, rss_bytes,
-                      summarize, time_dataset, timing_row)
-from .suite import (ARCHS, BASELINE, BENCH_PRESETS, DATASET_KEY, KEY, add_ratios, bench_settings, busy_cores,
-                    busy_warning, choose_threads, format_applies, load_average, run_benchmark, write_benchmark)
+from .measure import (BASELINE, NOT_AVAILABLE, NOT_MEASURED, EnergyCounter, add_ratios, benchmark_runner,
+                      benchmark_runners, cuda_sync, interleaved_timings, measure, measure_blocks, measure_energy,
+                      measure_footprint, measure_interleaved, measure_peak_memory, median_ci, random_batch,
+                      reported_device_memory, speed_table, summarize, time_dataset, timing_row, variant_summary)
 
 __all__ = [
-    "NOT_AVAILABLE", "NOT_MEASURED", "EnergyCounter", "PeakSampler", "benchmark_runner", "benchmark_runners",
-    "cuda_sync", "measure", "measure_blocks", "measure_energy", "measure_footprint", "measure_interleaved", "measure_peak_memory",
-    "median_ci", "pin_threads", "random_batch", "reported_device_memory", "rss_bytes", "summarize",
-    "time_dataset", "timing_row", "ARCHS", "BASELINE", "BENCH_PRESETS", "DATASET_KEY", "KEY", "add_ratios", "bench_settings",
-    "busy_cores", "busy_warning", "choose_threads", "format_applies", "load_average", "run_benchmark", "write_benchmark",
+    "BASELINE", "NOT_AVAILABLE", "NOT_MEASURED", "EnergyCounter", "add_ratios", "benchmark_runner",
+    "benchmark_runners", "cuda_sync", "interleaved_timings", "measure", "measure_blocks", "measure_energy",
+    "measure_footprint", "measure_interleaved", "measure_peak_memory", "median_ci", "random_batch",
+    "reported_device_memory", "speed_table", "summarize", "time_dataset", "timing_row", "variant_summary",
 ]

@@ -1,18 +1,22 @@
 """Measurement primitives of :mod:`unetq.bench`: statistics, adaptive and interleaved timing,
-thread pinning, memory probes, energy counters, runner benchmarks and whole-split timing."""
+memory probes, energy counters, runner benchmarks, whole-split timing and seed 003's ratios.
+Threads, load and the RSS sampler come from :mod:`unetq.machine`."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import math
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..machine import PeakSampler, machine_info, malloc_trim, pin_threads, rss_bytes
 
 NOT_AVAILABLE = "not available"
 NOT_MEASURED = "not measured on this machine"
@@ -182,30 +186,9 @@ def measure_blocks(cases: Mapping[str, tuple[Callable[[Any], Any], Callable[[], 
                                time_cap_s=time_cap_s, block=block, settle_s=settle_s)
 
 
-def pin_threads(n: int | None = None) -> int:
-    """Use ``n`` threads (default: ``$UNETQ_BENCH_THREADS`` if set, else every core in this
-    process's affinity mask) in torch, and export ``OMP_NUM_THREADS`` so ONNX Runtime sessions
-    created afterwards use as many. Returns the number used (recorded in every results row)."""
-    import torch
-
-    if n is None and os.environ.get("UNETQ_BENCH_THREADS"):
-        n = int(os.environ["UNETQ_BENCH_THREADS"])
-    if n is None:
-        try:
-            n = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            n = os.cpu_count() or 1
-    n = max(1, int(n))
-    torch.set_num_threads(n)
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    return n
-
-
 def cuda_sync(device: str | None) -> Callable[[], None] | None:
     """``torch.cuda.synchronize`` when ``device`` is a CUDA device, else ``None``."""
     if device and "cuda" in str(device):
-        import torch
-
         if torch.cuda.is_available():
             return torch.cuda.synchronize
     return None
@@ -214,52 +197,6 @@ def cuda_sync(device: str | None) -> Callable[[], None] | None:
 # ----------------------------------------------------------------------------------------------
 # memory
 # ----------------------------------------------------------------------------------------------
-def _malloc_trim() -> None:
-    """Give freed heap pages back to the OS (glibc), so the next RSS peak is not hidden by reuse."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class PeakSampler:
-    """Context manager sampling ``read()`` (bytes) every ``interval_s`` in a thread; ``peak`` and
-    ``baseline`` (value at entry) in bytes, ``increase`` = peak - baseline."""
-
-    def __init__(self, read: Callable[[], int], interval_s: float = 0.001):
-        self.read, self.interval_s = read, interval_s
-        self.baseline = self.peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _loop(self):
-        while not self._stop.is_set():
-            v = self.read()
-            if v > self.peak:
-                self.peak = v
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self):
-        self.baseline = self.peak = self.read()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.read())
-        return False
-
-    @property
-    def increase(self) -> int:
-        return max(0, self.peak - self.baseline)
-
-
-def rss_bytes() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
 def _nvml_used_reader(index: int = 0) -> Callable[[], int] | None:
     try:
         import pynvml
@@ -287,8 +224,6 @@ def _peak_during(work: Callable[[], Any], device: str, backend: str) -> tuple[fl
     """Peak memory increase (bytes) while ``work()`` runs, and the method used."""
     dev = str(device or "cpu")
     if "cuda" in dev:
-        import torch
-
         if backend in ("torch", "torch_compile") and torch.cuda.is_available():
             torch.cuda.synchronize()
             before = torch.cuda.memory_allocated()
@@ -302,7 +237,7 @@ def _peak_during(work: Callable[[], Any], device: str, backend: str) -> tuple[fl
         with PeakSampler(read) as s:
             work()
         return float(s.increase), "NVML device memory used, peak increase (device-wide, sampled 1 ms)"
-    _malloc_trim()
+    malloc_trim()
     with PeakSampler(rss_bytes) as s:
         work()
     return float(s.increase), "CPU: peak process RSS increase (psutil, sampled 1 ms)"
@@ -503,8 +438,6 @@ def time_dataset(runner: Callable[[np.ndarray], Any], dataset, batch_size: int,
     preprocessing and batching are *included* (``data_s`` and ``infer_s`` give the split).
 
     ``dataset[i]`` must return ``(image [3,S,S], mask)`` (torch tensors or numpy arrays)."""
-    from tqdm.auto import tqdm
-
     n = len(dataset)
     if n == 0:
         raise ValueError("time_dataset: the dataset is empty")
@@ -525,3 +458,97 @@ def time_dataset(runner: Callable[[np.ndarray], Any], dataset, batch_size: int,
     total = time.perf_counter() - t_start
     return dict(n_images=n, batch_size=batch_size, seconds_total=total, data_s=data_s, infer_s=infer_s,
                 images_per_s=n / total, timing_scope="JPEG read + preprocessing + inference, one pass")
+
+
+# ----------------------------------------------------------------------------------------------
+# tables of timings
+# ----------------------------------------------------------------------------------------------
+def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
+                        progress: bool = True, block: int = 1, settle_s: float = 0.0) -> pd.DataFrame:
+    """Call every function ``warmup`` times, then rounds of ``block`` timed calls each, in a
+    rotating order, until ``repeats`` samples per function (:func:`measure_blocks`; ``block > 1``
+    with ``settle_s`` times each runtime in its steady state, see :func:`measure_interleaved`);
+    returns the long table ``[variant, round, seconds]``."""
+    n = -(-int(repeats) // int(block)) * int(block)  # the samples measure_blocks takes
+    names = list(fns)
+    bar = tqdm(total=(warmup + n + (n // block if settle_s > 0 else 0)) * len(names), desc="benchmark calls",
+               disable=not progress, leave=False)
+
+    def ticking(f):
+        def call(_):
+            f()
+            bar.update(1)
+        return call
+
+    stats = measure_blocks({k: (ticking(f), lambda: None) for k, f in fns.items()}, repeats=repeats, warmup=warmup,
+                           block=block, settle_s=settle_s)
+    bar.close()
+    rows = [dict(variant=k, round=i // block, seconds=t) for k in names for i, t in enumerate(stats[k]["times_s"])]
+    return pd.DataFrame(rows)
+
+
+def variant_summary(times: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
+    """Per variant of an :func:`interleaved_timings` table: median, p25, p75, min, n and the
+    speed-up of the median over ``baseline``'s."""
+    g = times.groupby("variant", sort=False)["seconds"]
+    out = pd.DataFrame({"median_s": g.median(), "p25_s": g.quantile(0.25), "p75_s": g.quantile(0.75),
+                        "min_s": g.min(), "n": g.size()})
+    if baseline in out.index:
+        out["speedup_vs_fp32"] = out.loc[baseline, "median_s"] / out["median_s"]
+    return out
+
+
+def speed_table(cases: dict, image_size: int, batch_size: int = 1, repeats: int = 20, warmup: int = 3,
+                time_cap_s: float = 120.0, seed: int = 0, threads: int | None = None,
+                block: int = 5) -> pd.DataFrame:
+    """Latency of ``name -> callable(x)`` on one random batch, timed in interleaved blocks
+    (:func:`measure_blocks`: each case in its steady state, background load spread over all),
+    with ``threads`` pinned (:func:`unetq.machine.pin_threads`). One row per case: median,
+    spread, frames/s, plus the machine columns."""
+    threads = pin_threads(threads)
+    x = np.random.default_rng(seed).random((batch_size, 3, image_size, image_size), dtype=np.float32)
+    stats = measure_blocks({k: (f, lambda: x) for k, f in cases.items()}, repeats=repeats, warmup=warmup,
+                           block=block, time_cap_s=time_cap_s)
+    rows = []
+    info = machine_info()
+    for name, s in stats.items():
+        rows.append(dict(case=name, batch_size=batch_size, image_size=image_size, threads=threads,
+                         median_ms=1e3 * s["median_s"], q1_ms=1e3 * s["q1_s"], q3_ms=1e3 * s["q3_s"],
+                         iqr_ms=1e3 * s["iqr_s"], p10_ms=1e3 * s["p10_s"], p90_ms=1e3 * s["p90_s"],
+                         repeats=s["n"], method=f"interleaved blocks of {block}",
+                         fps=batch_size / s["median_s"], **info))
+    return pd.DataFrame(rows)
+
+
+#: The format every ratio of the benchmark tables is taken against.
+BASELINE = ("torch", "fp32")
+
+
+def add_ratios(df: pd.DataFrame, baseline: tuple[str, str] = BASELINE) -> pd.DataFrame:
+    """Add seed 003's ratios to the FP32 PyTorch baseline of the same arch, batch and image size
+    (rows measured in the same interleaved group): ``speedup`` (latency), ``throughput_if``
+    (throughput improvement factor), ``memory_reduction`` and ``size_reduction``."""
+    df = df.copy()
+    for c in ("speedup", "throughput_if", "memory_reduction", "size_reduction"):
+        df[c] = float("nan")
+    if df.empty:
+        return df
+    grp = ["preset", "arch", "width", "batch_size", "image_size"]
+    ok = df["status"] == "measured"
+    base = df[ok & (df["backend"] == baseline[0]) & (df["precision"] == baseline[1])]
+    base = base.set_index(grp)[["latency_ms", "throughput_ips", "peak_mem_mb", "model_size_mb"]]
+    for i, row in df[ok].iterrows():
+        k = tuple(row[g] for g in grp)
+        if k not in base.index:
+            continue
+        b = base.loc[k]
+        if isinstance(b, pd.DataFrame):
+            b = b.iloc[0]
+        df.at[i, "speedup"] = b["latency_ms"] / row["latency_ms"]
+        df.at[i, "throughput_if"] = row["throughput_ips"] / b["throughput_ips"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df.at[i, "memory_reduction"] = (b["peak_mem_mb"] / row["peak_mem_mb"]
+                                            if row["peak_mem_mb"] > 0 else float("nan"))
+            df.at[i, "size_reduction"] = (b["model_size_mb"] / row["model_size_mb"]
+                                          if row["model_size_mb"] > 0 else float("nan"))
+    return df

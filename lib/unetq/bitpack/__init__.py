@@ -7,7 +7,10 @@ AVX-512 ``vpopcntq``), with a Triton path for CUDA machines.
 - ``pack_activations`` / ``unpack_activations`` / ``Segments``: the bit layout.
 - ``identities``: the dot-product identities (XNOR/XOR-popcount, the paper's Equation 3 and
   Algorithm 1, the single-popcount masked form).
-- ``python -m unetq.bitpack.benchmark``: layer and end-to-end speed.
+- ``triton_kernels``: the same engine on a CUDA device (imported only when asked for).
+
+The package owns packed inference only: it trains nothing and measures nothing
+(``python -m unetq.cli.bitpack_benchmark`` times it; ``unetq.studies.mbu`` is notebook 05).
 """
 from .engine import PackedConv3x3, PackedConvT2x2, PackedMBU, maxpool, pack_mbu
 from .packing import Segments, new_buffer, pack_activations, unpack_activations

@@ -31,9 +31,14 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import onnxruntime as ort
 import torch
 import torch.nn as nn
+from onnx import TensorProto, helper, numpy_helper
 
+from ..machine import ort_session_options
+from ..models.binary_layers import BNSign
+from ..models.mbu_unet import LAYER_NAMES, MBUNet
 from . import kernels
 from .packing import (MASKED_FORMS, Segments, float32_thresholds, fold_threshold, lane_block, new_buffer,
                       pack_weight_planes, unpack_activations)
@@ -53,8 +58,6 @@ def _integer_weight(module) -> np.ndarray:
 
 
 def _check_bnsign(bn, where: str):
-    from unetq.models.binary_layers import BNSign
-
     if not isinstance(bn, BNSign):
         raise ValueError(f"{where}: expected BatchNorm + sign (BNSign) after the conv, got {type(bn).__name__}; "
                          "the packed engine needs binary activations (activation='binary')")
@@ -115,9 +118,27 @@ class _PackedIntLayer:
             return kernels.MODE_IDS["xor_and"], p["s"], p["m"]
         return kernels.MODE_IDS["sub"], p["pos"], p["neg"]
 
+    #: ``(parallel, serial)`` numba kernels of the layer type
+    _kernels: tuple = ()
+
+    def __call__(self, inp: np.ndarray, out: np.ndarray, out_off: int = 0) -> np.ndarray:
+        """Run the layer on a padded bit buffer ``inp`` into ``out`` (at word ``out_off``)."""
+        if inp.shape[-1] != self.in_segments.total_words:
+            raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
+                             f"{self.in_segments.total_words}")
+        mode, wa, wb = self._kernel_args()
+        n, hp, wp, wd = inp.shape
+        work = n * (hp - 2) * (wp - 2) * self.nblk * self.taps * wd * (self.cb // 8) * (1 if mode == 0 else 2)
+        parallel, serial = self._kernels
+        (serial if work < SERIAL_WORK else parallel)(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out,
+                                                     out_off)
+        return out
+
 
 class PackedConv3x3(_PackedIntLayer):
     """3x3 stride-1 conv (+1 padding) + BatchNorm + sign on a padded bit buffer."""
+
+    _kernels = (kernels.conv3x3, kernels.conv3x3_serial)
 
     @classmethod
     def from_torch(cls, conv, bn, in_segments: Segments | None = None, masked_form="xor_and", name="conv"):
@@ -129,23 +150,13 @@ class PackedConv3x3(_PackedIntLayer):
         return cls(w.reshape(w.shape[0], w.shape[1], 9), conv.kind, theta, direction, in_segments,
                    masked_form, name)
 
-    def __call__(self, inp: np.ndarray, out: np.ndarray, out_off: int = 0) -> np.ndarray:
-        if inp.shape[-1] != self.in_segments.total_words:
-            raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
-                             f"{self.in_segments.total_words}")
-        mode, wa, wb = self._kernel_args()
-        n, hp, wp, wd = inp.shape
-        work = n * (hp - 2) * (wp - 2) * self.nblk * 9 * wd * (self.cb // 8) * (1 if mode == 0 else 2)
-        kern = kernels.conv3x3_serial if work < SERIAL_WORK else kernels.conv3x3
-        kern(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
-        return out
-
 
 class PackedConvT2x2(_PackedIntLayer):
     """2x2 stride-2 transposed conv + BatchNorm + sign (thresholds per tap: the number of
     nonzero masked weights differs per tap)."""
 
     taps = 4
+    _kernels = (kernels.convt2x2, kernels.convt2x2_serial)
 
     def _fold(self, theta, direction, nnz, form, cpad):
         ts, fs = zip(*(fold_threshold(theta, direction, nnz[:, k], form, cpad) for k in range(4)))
@@ -160,17 +171,6 @@ class PackedConvT2x2(_PackedIntLayer):
         wq = np.ascontiguousarray(w.transpose(1, 0, 2, 3)).reshape(w.shape[1], w.shape[0], 4)
         in_segments = in_segments or Segments([w.shape[0]])
         return cls(wq, ct.kind, theta, direction, in_segments, masked_form, name)
-
-    def __call__(self, inp: np.ndarray, out: np.ndarray, out_off: int = 0) -> np.ndarray:
-        if inp.shape[-1] != self.in_segments.total_words:
-            raise ValueError(f"{self.name}: input buffer has {inp.shape[-1]} words, expected "
-                             f"{self.in_segments.total_words}")
-        mode, wa, wb = self._kernel_args()
-        n, hp, wp, wd = inp.shape
-        work = n * (hp - 2) * (wp - 2) * self.nblk * 4 * wd * (self.cb // 8) * (1 if mode == 0 else 2)
-        kern = kernels.convt2x2_serial if work < SERIAL_WORK else kernels.convt2x2
-        kern(mode, inp, wa, wb, self.t64, self.fmask, self.vmask, out, out_off)
-        return out
 
 
 def maxpool(inp: np.ndarray, in_segments: Segments, seg: int, out: np.ndarray, out_off: int = 0) -> np.ndarray:
@@ -191,8 +191,6 @@ class PackedMBU:
     thresholds, the float first and last layers)."""
 
     def __init__(self, model: nn.Module, masked_form: str = "xor_and"):
-        from unetq.models.mbu_unet import LAYER_NAMES, MBUNet
-
         if not isinstance(model, MBUNet):
             raise TypeError(f"pack_mbu needs an MBUNet, got {type(model).__name__}")
         if model.activation != "binary":
@@ -393,11 +391,6 @@ class IntegerConv3x3:
     product) is the model's eval output bit for bit."""
 
     def __init__(self, conv):
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        from unetq.deploy.runners import ort_session_options
-
         qw, scale = conv.integer_parts()
         qw = qw.detach().numpy().astype(np.int16)
         if qw.min() < -128 or qw.max() > 127:

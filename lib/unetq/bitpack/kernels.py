@@ -141,6 +141,12 @@ def unpack_signs(buf, off, C, out):
 
 # --------------------------------------------------------------------------------------------
 # micro-kernel dispatch: mode 0 = xor (binary), 1 = xor_and (masked), 2 = sub (masked, paper)
+#
+# The branches below repeat one call shape on purpose: numba compiles each micro-kernel of
+# ``microkernels`` (one per mode x vector width x pixel count, generated LLVM IR with the register
+# blocking fixed at compile time) as its own function, and only a literal call in each branch
+# lets it inline the chosen one; a table of functions would be a runtime dispatch inside the
+# innermost loop.
 # --------------------------------------------------------------------------------------------
 MODE_IDS = {"xor": 0, "xor_and": 1, "sub": 2}
 

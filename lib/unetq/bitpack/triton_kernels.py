@@ -9,7 +9,7 @@ words. These kernels run on the CUDA cores: they do not use the binary tensor-co
 instructions of seed 001, which Hopper GPUs no longer have.
 
 Nothing here is imported by ``unetq.bitpack`` unless asked for: this module needs ``triton`` and a
-CUDA device (``cuda_available()`` says whether both are present, and why not).
+CUDA device (``unavailable_reason()`` says why not, ``None`` when both are present).
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import os
 import numpy as np
 import torch
 
+from ..machine import cuda_available
+from .engine import PackedConvT2x2
 from .packing import Segments, valid_bits
 
 try:  # pragma: no cover - needs triton
@@ -41,18 +43,23 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def cuda_available() -> tuple[bool, str]:
-    """(usable, reason): Triton importable and a CUDA device present (or Triton's CPU
-    interpreter switched on with ``TRITON_INTERPRET=1``, which runs the kernels on CPU tensors)."""
+def unavailable_reason() -> str | None:
+    """``None`` when the Triton engine can run (Triton importable and a CUDA device present, or
+    Triton's CPU interpreter switched on with ``TRITON_INTERPRET=1``, which runs the kernels on
+    CPU tensors); otherwise why not."""
     if _TRITON_ERROR is not None:
-        return False, f"triton is not installed ({_TRITON_ERROR})"
+        return f"triton is not installed ({_TRITON_ERROR})"
     if _interpreted():
-        return True, ""
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, ""
+        return None
+    if not cuda_available():
+        return "no CUDA device"
+    return None
 
 
+# The two kernels below share their XOR (+AND / -) popcount accumulation on purpose: they differ
+# in the tap loop (9 taps read around a pixel vs one input pixel written to 4 output taps), and
+# the accumulation is kept inline in each so that Triton sees the whole loop body; the kernels
+# can only be compiled and checked on a CUDA machine (tests/test_bitpack_triton.py there).
 if triton is not None:  # pragma: no cover - compiled only where triton exists
 
     @triton.jit
@@ -168,8 +175,6 @@ class CudaPackedLayer:
     """A ``PackedConv3x3`` / ``PackedConvT2x2`` with its planes and thresholds on the GPU."""
 
     def __init__(self, layer, device="cuda"):
-        from .engine import PackedConvT2x2
-
         self.layer = layer
         self.transposed = isinstance(layer, PackedConvT2x2)
         self.mode, wa, wb = layer._kernel_args()
@@ -180,8 +185,8 @@ class CudaPackedLayer:
         self.cpad = self.nblk * self.cb
 
     def __call__(self, inp: torch.Tensor, out: torch.Tensor, out_off: int = 0) -> torch.Tensor:
-        ok, why = cuda_available()
-        if not ok:
+        why = unavailable_reason()
+        if why is not None:
             raise RuntimeError(f"the Triton packed engine cannot run: {why}")
         n, hp, wp, wd = inp.shape
         h, w = hp - 2, wp - 2
@@ -223,8 +228,8 @@ class PackedMBUCuda:
     callable on float32 NCHW (numpy or tensor), returns float32 numpy logits."""
 
     def __init__(self, packed, device="cuda"):
-        ok, why = cuda_available()
-        if not ok:
+        why = unavailable_reason()
+        if why is not None:
             raise RuntimeError(f"PackedMBUCuda cannot run here: {why}")
         self.packed, self.device = packed, torch.device(device)
         # the stem in PyTorch on the device: the first conv (binary stem), both float convs

@@ -1,5 +1,7 @@
 """Data for the study: the procedural crack generator (default dataset), loaders for the real
 datasets' folder layouts, seed 000's preprocessing, reproducible splits and dataset statistics.
+It owns reading, generating and splitting images; figures of the data live in
+``unetq.studies.data``.
 
 - :mod:`.synthetic`  ``make_synthetic_cracks``, ``ensure_synthetic`` (cached, atomic)
 - :mod:`.layouts`    ``Sample``, ``find_samples`` (kaggle, deepcrack, carvana, isic2018, dsb2018)
@@ -7,14 +9,11 @@ datasets' folder layouts, seed 000's preprocessing, reproducible splits and data
 - :mod:`.dataset`    ``CrackDataset`` (cached or lazy), ``make_loader``
 - :mod:`.splits`     ``split_samples``, ``prepare_splits``, ``splits_from_preset``
 - :mod:`.stats`      ``pixel_value_proportions``, ``crack_fraction_per_split``, ``data_stats_table``
-- :mod:`.plots`      figures of the data notebook (samples, Figure-3 proportions, crack fraction)
 """
 from .dataset import CrackDataset, make_loader
 from .imageio import DataError, binarize, load_pair, read_image, read_mask
 from .layouts import LAYOUTS, Sample, detect_layout, find_samples, validate_samples
 from .splits import prepare_splits, split_samples, splits_from_preset
-from .plots import (pick_examples, plot_crack_fraction, plot_pixel_proportions, plot_samples,
-                    save_figure)
 from .stats import (crack_fraction_per_split, data_stats_table, per_image_crack_fraction,
                     pixel_value_proportions, split_sizes)
 from .synthetic import ensure_synthetic, make_synthetic_cracks, synth_crack_pair
@@ -22,8 +21,7 @@ from .synthetic import ensure_synthetic, make_synthetic_cracks, synth_crack_pair
 __all__ = [
     "CrackDataset", "DataError", "LAYOUTS", "Sample", "binarize", "crack_fraction_per_split",
     "data_stats_table", "detect_layout", "ensure_synthetic", "find_samples", "load_pair",
-    "make_loader", "make_synthetic_cracks", "per_image_crack_fraction", "pick_examples", "pixel_value_proportions",
-    "plot_crack_fraction", "plot_pixel_proportions", "plot_samples", "prepare_splits",
-    "read_image", "read_mask", "save_figure", "split_samples", "split_sizes", "splits_from_preset",
+    "make_loader", "make_synthetic_cracks", "per_image_crack_fraction", "pixel_value_proportions",
+    "prepare_splits", "read_image", "read_mask", "split_samples", "split_sizes", "splits_from_preset",
     "synth_crack_pair", "validate_samples",
 ]

@@ -1,4 +1,4 @@
-"""Reproducible train/val/test splits and the one-call entry points the notebooks use."""
+"""Reproducible train/val/test splits and the one-call entry point from a study configuration."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import StudyConfig
 from .dataset import CrackDataset
 from .layouts import Sample, find_samples
 from .synthetic import ensure_synthetic
@@ -85,12 +86,11 @@ def prepare_splits(source="synthetic", n: int | None = 320, source_size: int = 4
             for k, v in parts.items()}
 
 
-def splits_from_preset(cfg: dict, **kw) -> dict[str, CrackDataset]:
-    """:func:`prepare_splits` from a preset dict (``n_images``, ``source_size``, ``image_size``,
-    optional ``seed``, ``source``, ``augment``, ``threshold``; ``num_workers`` sets the decoding
-    threads). ``kw`` overrides the other arguments of :func:`prepare_splits`."""
-    kw.setdefault("num_workers", int(cfg.get("num_workers", 0) or 0))
+def splits_from_preset(cfg: StudyConfig, **kw) -> dict[str, CrackDataset]:
+    """:func:`prepare_splits` from a :class:`unetq.config.StudyConfig` (``source``, ``n_images``,
+    ``source_size``, ``image_size``, ``seed``, ``threshold``, ``augment``; ``num_workers`` sets
+    the decoding threads). ``kw`` overrides the other arguments of :func:`prepare_splits`."""
+    kw.setdefault("num_workers", int(cfg.num_workers or 0))
     return prepare_splits(
-        source=cfg.get("source", "synthetic") or "synthetic", n=cfg["n_images"],
-        source_size=cfg["source_size"], image_size=cfg["image_size"], seed=cfg.get("seed", 0),
-        threshold=cfg.get("threshold", 100), augment=cfg.get("augment", False), **kw)
+        source=cfg.source or "synthetic", n=cfg.n_images, source_size=cfg.source_size,
+        image_size=cfg.image_size, seed=cfg.seed, threshold=cfg.threshold, augment=cfg.augment, **kw)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .. import paths
+
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output changes, so a cached dataset of an older version is
@@ -276,8 +278,6 @@ def ensure_synthetic(n: int, size: int = 448, seed: int = 0, data_root=None) -> 
     on first use. Generation goes to a temporary folder renamed into place at the end, and a
     completion marker (with the generator version) is checked before reuse, so a killed run never
     leaves a half dataset that is later trusted."""
-    from .. import paths
-
     root = Path(data_root) if data_root is not None else paths.data_dir()
     final = root / f"synthetic_n{n}_s{size}_seed{seed}"
     if synthetic_is_complete(final, n, size, seed):

@@ -7,15 +7,18 @@ FP32 / FP16 / INT8 and the MBU-Net bit-packed engine, behind one runner interfac
 - ``fp16``             ONNX float16 conversion (float32 IO)
 - ``quantize``         ``quantize_int8`` (ONNX Runtime static PTQ, QDQ), ``QuantConfig``
 - ``quantmath``        seed 003's scale / zero-point arithmetic
-- ``availability``     ``available_runners`` (what runs here, and why not)
+- ``availability``     ``available_runners`` (what runs here, and why not), ``format_applies``
+- ``runner``           the ``Runner`` interface
 - ``runners``          ``make_runner``, the Runner classes
 - ``tensorrt_engine``  TensorRT 10/11 engine build (strongly typed, explicit quantization) + runner
 - ``evaluate``         ``evaluate_runner``
 - ``sensitivity``      per-layer INT8 sensitivity, INT8 configuration search
-- ``study``            the notebook-level helpers: accuracy per representation, model sizes
-- ``benchmark``        ``python -m unetq.deploy.benchmark``: ORT INT8 vs FP32 speed on this CPU
+
+The package owns turning a trained model into runnable representations; it trains nothing and
+writes no result table (notebook 06 is ``unetq.studies.quantization``; ``python -m
+unetq.cli.deploy_benchmark`` times ORT INT8 against FP32).
 """
-from .availability import SUPPORTED, available_runners, runner_unavailable_reason
+from .availability import SUPPORTED, available_runners, format_applies, runner_unavailable_reason
 from .evaluate import evaluate_runner
 from .fp16 import convert_float16, convert_float16_file
 from .onnx_export import check_parity, export_onnx, onnx_file_bytes, op_counts
@@ -23,12 +26,13 @@ from .quantize import (QuantConfig, calibration_images, prepare_model, quantizab
                        quantized_op_summary, read_quant_metadata)
 from .quantmath import dequantize, quantize, scale_zero_point
 from .rewrite import rewrite_conv_transpose, rewrite_conv_transpose_file
-from .runners import Runner, RunnerUnavailable, make_runner, ort_session_options
+from .runner import Runner, RunnerUnavailable
+from .runners import BitpackRunner, OrtRunner, TorchRunner, make_runner
 
 __all__ = [
-    "SUPPORTED", "available_runners", "runner_unavailable_reason", "evaluate_runner", "convert_float16",
+    "SUPPORTED", "available_runners", "format_applies", "runner_unavailable_reason", "evaluate_runner", "convert_float16",
     "convert_float16_file", "check_parity", "export_onnx", "onnx_file_bytes", "op_counts", "QuantConfig",
     "calibration_images", "prepare_model", "quantizable_nodes", "quantize_int8", "quantized_op_summary",
     "read_quant_metadata", "dequantize", "quantize", "scale_zero_point", "rewrite_conv_transpose",
-    "rewrite_conv_transpose_file", "Runner", "RunnerUnavailable", "make_runner", "ort_session_options",
+    "rewrite_conv_transpose_file", "Runner", "RunnerUnavailable", "make_runner", "TorchRunner", "OrtRunner", "BitpackRunner",
 ]

@@ -1,4 +1,5 @@
-"""Which (backend, precision) pairs can run on this machine, and why the others cannot."""
+"""Which (backend, precision) pairs exist, which apply to which architecture
+(:func:`format_applies`), which can run on this machine, and why the others cannot."""
 from __future__ import annotations
 
 import functools
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..machine import cuda_available
+
 # Every representation the study knows, in table order.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "fp16", "bf16"),
@@ -20,16 +23,6 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "tensorrt": ("fp32", "fp16", "int8"),
     "bitpack": ("binary",),
 }
-
-
-@functools.lru_cache(maxsize=None)
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:
-        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,9 +82,20 @@ def _bitpack_reason() -> str | None:
         importlib.import_module("numba")
     except Exception as e:
         return f"numba not importable ({type(e).__name__})"
-    if importlib.util.find_spec("unetq.bitpack") is None:
-        return "unetq.bitpack (engineer E's packed engine) not installed"
     return None
+
+
+def format_applies(arch: str, backend: str, precision: str) -> bool:
+    """Whether a backend/precision is meaningful for an architecture: the bit-packed engine runs
+    only the MBU-Net (its own binary/ternary mix), and ``binary`` exists only there. The MBU-Net
+    is deployed by the packed engine; PyTorch runs it as the float model it was trained as (fake
+    quantization), and the ONNX-based backends are left out: its straight-through sign is not an
+    ONNX operator, and a float or INT8 graph of a binary network measures nothing the study
+    asks."""
+    packed = backend == "bitpack" or precision == "binary"
+    if arch == "mbu_unet":
+        return packed or backend in ("torch", "torch_compile")
+    return not packed
 
 
 def runner_unavailable_reason(backend: str, precision: str) -> str | None:

@@ -6,6 +6,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..metrics import SegmentationMeter
 from .data_utils import dataset_len, iter_batches
 
 
@@ -14,8 +15,6 @@ def evaluate_runner(runner, dataset, batch_size: int = 8, progress: bool = False
     IoU / Dice, ``n`` and TP/FP/FN of ``runner`` on ``dataset`` (items ``(image, mask)``), plus
     ``seconds`` (wall time of the loop; not a benchmark) and ``nonfinite`` (count of inf/NaN
     logits, e.g. float16 overflow; NaN is scored as background)."""
-    from ..metrics import SegmentationMeter
-
     n = dataset_len(dataset)
     if n == 0:
         raise ValueError("evaluate_runner(): the dataset is empty")

@@ -9,89 +9,39 @@ array and returns float32 logits NCHW (numpy).
   an already quantized model, or quantizes the float one with ``calib_data`` (+ ``quant_config``,
   ``calib_images``); fp16 converts the float model (``fp16.py``);
 - ``tensorrt`` (fp32, fp16, int8) builds an engine (``tensorrt_engine.py``);
-- ``bitpack`` / ``binary`` wraps ``unetq.bitpack.pack_mbu(model)`` (engineer E's MBU-Net engine).
+- ``bitpack`` / ``binary`` wraps ``unetq.bitpack.pack_mbu(model)`` (the MBU-Net engine).
 
 Every runner has ``.backend``, ``.precision``, ``.device``, ``.model_size_bytes`` (bytes of the
 representation on disk: state dict, ONNX file, engine plan or packed weights; None when there is
-no such file) and ``.details`` (a dict for tables). ONNX Runtime sessions use
-``intra_op_num_threads`` = the machine's cores, graph optimisation level ALL and, on the CPU,
-no spinning of idle intra-op threads (:data:`CPU_SPINNING`).
+no such file; PyTorch: ``unetq.models.weight_bytes``) and ``.details`` (a dict for tables). ONNX
+Runtime sessions come from ``unetq.machine.ort_session_options``: intra-op threads = the
+machine's cores, graph optimisation level ALL and, on the CPU, no spinning of idle intra-op
+threads (``unetq.machine.CPU_SPINNING``).
 """
 from __future__ import annotations
 
 import copy
-import io
-import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
 
-from .availability import SUPPORTED, cuda_available, runner_unavailable_reason
-
-
-class RunnerUnavailable(RuntimeError):
-    """The requested (backend, precision) cannot run on this machine."""
-
-
-class Runner:
-    backend: str = ""
-    precision: str = ""
-    device: str = "cpu"
-    model_size_bytes: int | None = None
-
-    def __init__(self):
-        self.details: dict = {}
-        self._tmpdir: tempfile.TemporaryDirectory | None = None
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = _check_input(x)
-        return np.ascontiguousarray(self._run(x), dtype=np.float32)
-
-    def _run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @property
-    def name(self) -> str:
-        return f"{self.backend}/{self.precision}"
-
-    def describe(self) -> dict:
-        return dict(backend=self.backend, precision=self.precision, device=self.device,
-                    size_bytes=self.model_size_bytes, **{k: v for k, v in self.details.items()
-                                                          if isinstance(v, (str, int, float, bool))})
-
-    def close(self) -> None:
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
-
-    def __repr__(self) -> str:
-        return f"<Runner {self.name} on {self.device}, {self.model_size_bytes} bytes>"
-
-
-def _check_input(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"runner input must be a numpy array [N, C, H, W], got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"runner input must be [N, C, H, W], got shape {x.shape}")
-    return np.ascontiguousarray(x, dtype=np.float32)
+from ..bitpack import pack_mbu
+from ..machine import CPU_SPINNING, cuda_available, ort_session_options
+from ..models import weight_bytes
+from .availability import runner_unavailable_reason
+from .fp16 import convert_float16_file
+from .onnx_export import export_onnx, onnx_file_bytes
+from .quantize import QuantConfig, quantize_int8
+from .runner import Runner, RunnerUnavailable
+from .tensorrt_engine import TensorRTRunner
 
 
 # --------------------------------------------------------------------------------------- torch
 _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def state_dict_bytes(model, dtype=None) -> int:
-    """Bytes of ``torch.save(model.state_dict())`` with floating tensors cast to ``dtype``."""
-    import torch
-
-    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
-          for k, v in model.state_dict().items()}
-    buf = io.BytesIO()
-    torch.save(sd, buf)
-    return buf.getbuffer().nbytes
 
 
 class TorchRunner(Runner):
@@ -100,8 +50,6 @@ class TorchRunner(Runner):
     def __init__(self, model, precision: str = "fp32", device: str | None = None, compile: bool = False,
                  compile_mode: str | None = None):
         super().__init__()
-        import torch
-
         self.backend = "torch_compile" if compile else "torch"
         self.precision = precision
         self.device = device or ("cuda" if cuda_available() else "cpu")
@@ -109,15 +57,13 @@ class TorchRunner(Runner):
         m = copy.deepcopy(model).eval().to(self.device, self.dtype)
         for p in m.parameters():
             p.requires_grad_(False)
-        self.model_size_bytes = state_dict_bytes(m)
+        self.model_size_bytes = weight_bytes(m)
         self.compiled = bool(compile)
         self.compiled_batch: int | None = None  # torch.compile: the one batch size compiled for
         self.module = torch.compile(m, mode=compile_mode, dynamic=False) if compile else m
         self.details = {"compile_mode": compile_mode or "default"} if compile else {}
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         with torch.inference_mode():
             t = torch.from_numpy(x).to(self.device, self.dtype)
             return self.module(t).float().cpu().numpy()
@@ -141,45 +87,12 @@ class TorchRunner(Runner):
 
 
 # --------------------------------------------------------------------------------- onnxruntime
-#: ``session.intra_op.allow_spinning`` of CPU sessions unless a runner is given ``spinning=``.
-#: ONNX Runtime's own default (spin) keeps idle intra-op threads busy-waiting after each call; on
-#: a 2-core machine shared with PyTorch, numba or a second session that steals the cores the next
-#: kernel needs. Measured here (width-64 U-Net, 256x256, batch 1, 2 threads, two sessions
-#: alternating): INT8 3.57x faster than FP32 without spinning, 2.58x with it.
-CPU_SPINNING = False
-
-
-def ort_session_options(threads: int | None = None, spinning: bool | None = None,
-                        execution_mode: str = "sequential", optimized_model_path: str | None = None):
-    """ONNX Runtime session options used by every ORT runner: intra-op threads = the machine's
-    cores (unless given), graph optimisation level ALL, sequential execution; ``spinning``
-    sets ``session.intra_op.allow_spinning`` (None keeps ORT's default, which spins)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL if execution_mode == "sequential"
-                         else ort.ExecutionMode.ORT_PARALLEL)
-    if spinning is not None:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if optimized_model_path:
-        so.optimized_model_filepath = str(optimized_model_path)
-    so.log_severity_level = 3
-    return so
-
-
 class OrtRunner(Runner):
     """ONNX Runtime inference of an ONNX file (CPU or CUDA execution provider)."""
 
     def __init__(self, onnx_path, precision: str, cuda: bool = False, threads: int | None = None,
                  spinning: bool | None = None, execution_mode: str = "sequential"):
         super().__init__()
-        import onnxruntime as ort
-
-        from .onnx_export import onnx_file_bytes
-
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.exists():
             raise FileNotFoundError(f"{self.onnx_path}: no such ONNX file")
@@ -202,15 +115,12 @@ class OrtRunner(Runner):
 
 # ------------------------------------------------------------------------------------- bitpack
 class BitpackRunner(Runner):
-    """Engineer E's bit-packed MBU-Net engine (``unetq.bitpack.pack_mbu``)."""
+    """The bit-packed MBU-Net engine (``unetq.bitpack.pack_mbu``)."""
 
     def __init__(self, model):
         super().__init__()
-        import importlib
-
-        bitpack = importlib.import_module("unetq.bitpack")
         self.backend, self.precision, self.device = "bitpack", "binary", "cpu"
-        self.packed = bitpack.pack_mbu(model)
+        self.packed = pack_mbu(model)
         self.model_size_bytes = int(self.packed.nbytes)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -248,8 +158,6 @@ def make_runner(backend: str, precision: str, model=None, onnx_path=None, *, ima
     path = _onnx_for(precision, backend, model, onnx_path, image_size, workdir, calib_data, quant_config,
                      calib_images, calib_seed, cache_dir)
     if backend == "tensorrt":
-        from .tensorrt_engine import TensorRTRunner
-
         runner = TensorRTRunner(path, precision, engine_dir=workdir, **kw)
     else:
         runner = OrtRunner(path, precision, cuda=backend == "onnxruntime_cuda", threads=threads,
@@ -259,8 +167,6 @@ def make_runner(backend: str, precision: str, model=None, onnx_path=None, *, ima
 
 
 def _is_quantized(path: Path) -> bool:
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear")
                for n in proto.graph.node)
@@ -268,10 +174,6 @@ def _is_quantized(path: Path) -> bool:
 
 def _onnx_for(precision, backend, model, onnx_path, image_size, workdir: Path, calib_data, quant_config,
               calib_images, calib_seed, cache_dir) -> Path:
-    from .fp16 import convert_float16_file
-    from .onnx_export import export_onnx
-    from .quantize import QuantConfig, quantize_int8
-
     if onnx_path is not None:
         src = Path(onnx_path)
         if not src.exists():
@@ -303,11 +205,5 @@ def _onnx_for(precision, backend, model, onnx_path, image_size, workdir: Path, c
 
 
 def _is_float16(path: Path) -> bool:
-    import onnx
-
     proto = onnx.load(str(path), load_external_data=False)
     return any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
-
-
-def supported_pairs() -> list[tuple[str, str]]:
-    return [(b, p) for b, ps in SUPPORTED.items() for p in ps]

@@ -28,7 +28,9 @@ from onnx import helper, numpy_helper
 from tqdm.auto import tqdm
 
 from .evaluate import evaluate_runner
-from .quantize import QuantConfig, calibration_images, prepare_model, quantizable_nodes, quantize_int8
+from .calibration import calibrate
+from .quantize import (ArrayCalibrationReader, QuantConfig, _cache_path, calibration_images, prepare_model,
+                       quantizable_nodes, quantize_int8)
 from .quantmath import weight_quant_error
 from .runners import OrtRunner
 
@@ -211,9 +213,6 @@ def activation_ranges(fp32_onnx, calib_data, methods=("minmax", "entropy"), conf
     range the method keeps (entropy/percentile clip outliers; what is clipped saturates)."""
     from onnxruntime.quantization import CalibrationMethod
 
-    from .calibration import calibrate
-    from .quantize import _cache_path
-
     config = config or QuantConfig()
     images = calibration_images(calib_data, calib_images, calib_seed)
     enum = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -224,7 +223,6 @@ def activation_ranges(fp32_onnx, calib_data, methods=("minmax", "entropy"), conf
         prepare_model(fp32_onnx, prepared, rewrite=config.rewrite_convtranspose, mode=config.rewrite_mode)
         proto = onnx.load(str(prepared))
         producer = {o: n for n in proto.graph.node for o in n.output}
-        from .quantize import ArrayCalibrationReader
 
         cols: dict[str, dict] = {}
         for m in methods:

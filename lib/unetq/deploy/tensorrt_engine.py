@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..io import atomic_path
-from .runners import Runner
+from .runner import Runner
 
 
 @dataclass
@@ -144,8 +145,6 @@ def build_engine(onnx_path, precision: str, engine_path=None, min_batch: int = 1
 
 
 def _torch_dtype(trt, dt):
-    import torch
-
     table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
              trt.DataType.INT8: torch.int8, trt.DataType.INT32: torch.int32}
     if hasattr(trt.DataType, "BF16"):
@@ -161,8 +160,6 @@ class TensorRTRunner(Runner):
     def __init__(self, onnx_path, precision: str, engine_dir=None, max_batch: int = 8, opt_batch: int = 1,
                  workspace_bytes: int = 2 << 30, rebuild: bool = False, verbose: bool = False):
         super().__init__()
-        import torch
-
         trt = _trt()
         if not torch.cuda.is_available():
             raise RuntimeError("TensorRT runner needs a CUDA device (none found)")
@@ -201,8 +198,6 @@ class TensorRTRunner(Runner):
                         "tensorrt": self.info.tensorrt_version, "onnx": onnx_path.name}
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         outs = []
         stream = torch.cuda.current_stream()
         for start in range(0, x.shape[0], self.max_batch):

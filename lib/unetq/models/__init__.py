@@ -7,15 +7,16 @@ least 1; 64 = the papers). Every model takes ``[N, in_channels, H, W]`` with H, 
 returns logits ``[N, classes, H, W]``, carries ``model.config`` (``create_model(**model.config)``
 rebuilds it) and lists its paper-table rows with ``model.blocks()``.
 
-``param_table``, ``profile_layers``, ``plot_profile`` and ``paper_param_table`` live in
-``tables.py``.
+``param_table``, ``profile_layers``, ``paper_param_table`` and ``weight_bytes`` (the one
+definition of a model's size in a floating-point precision) live in ``tables.py``. The package
+owns the networks and their counts; figures of them live in ``unetq.studies``.
 """
 from __future__ import annotations
 
 import importlib
 
 from .registry import MODELS, create_model, list_models, register_model
-from .tables import paper_param_table, param_table, plot_profile, profile_layers
+from .tables import paper_param_table, param_table, profile_layers, weight_bytes
 
 # Importing a module registers its architectures.
 from . import unet, ghost_unet, squeeze_unet  # noqa: E402,F401  (registration side effect)
@@ -29,5 +30,5 @@ except ModuleNotFoundError as err:
 
 __all__ = [
     "MODELS", "create_model", "list_models", "register_model",
-    "param_table", "profile_layers", "plot_profile", "paper_param_table",
+    "param_table", "profile_layers", "paper_param_table", "weight_bytes",
 ]

@@ -234,7 +234,34 @@ def make_weight_quantizer(kind: str, channel_dim: int = 0, ternary_k: float = 0.
 # --------------------------------------------------------------------------------------------
 # layers
 # --------------------------------------------------------------------------------------------
-class QuantConv2d(nn.Conv2d):
+class _QuantizedLayer:
+    """What a quantized conv and a quantized transposed conv share (larq's pattern: the
+    quantizers are layer arguments): ``weight_quantizer`` on the weights, ``act_quantizer`` on
+    the input (``None`` = full precision), and, in eval, rounding of the accumulator to the
+    integer it represents when the inputs are +-1 and the weights integer (no bias)."""
+
+    def _set_quantizers(self, weight_quantizer, act_quantizer, integer_inputs: bool) -> None:
+        self.weight_quantizer = weight_quantizer if weight_quantizer is not None else WeightQuantizer()
+        self.act_quantizer = act_quantizer
+        self.integer_inputs = integer_inputs
+
+    @property
+    def kind(self) -> str:
+        return self.weight_quantizer.kind
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight_quantizer(self.weight)
+
+    def _quantized_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_quantizer(x) if self.act_quantizer is not None else x
+
+    def _exact(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.training and self.integer_inputs and self.weight_quantizer.integer and self.bias is None:
+            y = torch.round(y)
+        return y
+
+
+class QuantConv2d(_QuantizedLayer, nn.Conv2d):
     """``nn.Conv2d`` whose weights pass through ``weight_quantizer`` and whose input passes
     through ``act_quantizer`` (either may be ``None`` = full precision).
 
@@ -250,26 +277,13 @@ class QuantConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0, bias=bias)
         self.pad = padding
         self.pad_value = float(pad_value)
-        self.weight_quantizer = weight_quantizer if weight_quantizer is not None else WeightQuantizer()
-        self.act_quantizer = act_quantizer
-        self.integer_inputs = integer_inputs
-
-    @property
-    def kind(self) -> str:
-        return self.weight_quantizer.kind
-
-    def quantized_weight(self) -> torch.Tensor:
-        return self.weight_quantizer(self.weight)
+        self._set_quantizers(weight_quantizer, act_quantizer, integer_inputs)
 
     def forward(self, x):
-        if self.act_quantizer is not None:
-            x = self.act_quantizer(x)
+        x = self._quantized_input(x)
         if self.pad:
             x = F.pad(x, (self.pad,) * 4, value=self.pad_value)
-        y = F.conv2d(x, self.quantized_weight(), self.bias, self.stride)
-        if not self.training and self.integer_inputs and self.weight_quantizer.integer and self.bias is None:
-            y = torch.round(y)
-        return y
+        return self._exact(F.conv2d(x, self.quantized_weight(), self.bias, self.stride))
 
     def extra_repr(self):
         return super().extra_repr() + f", pad={self.pad}, pad_value={self.pad_value}"
@@ -305,7 +319,7 @@ class IntConv2d(QuantConv2d):
         return (acc * scale.view(1, -1, 1, 1)).to(x.dtype)
 
 
-class QuantConvTranspose2d(nn.ConvTranspose2d):
+class QuantConvTranspose2d(_QuantizedLayer, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` (kernel 2, stride 2 in the U-Nets) with a weight quantizer (per
     output channel = dim 1 of the weight) and an optional input quantizer."""
 
@@ -313,24 +327,11 @@ class QuantConvTranspose2d(nn.ConvTranspose2d):
                  weight_quantizer: WeightQuantizer | None = None, act_quantizer: nn.Module | None = None,
                  integer_inputs: bool = False):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
-        self.weight_quantizer = weight_quantizer if weight_quantizer is not None else WeightQuantizer()
-        self.act_quantizer = act_quantizer
-        self.integer_inputs = integer_inputs
-
-    @property
-    def kind(self) -> str:
-        return self.weight_quantizer.kind
-
-    def quantized_weight(self) -> torch.Tensor:
-        return self.weight_quantizer(self.weight)
+        self._set_quantizers(weight_quantizer, act_quantizer, integer_inputs)
 
     def forward(self, x):
-        if self.act_quantizer is not None:
-            x = self.act_quantizer(x)
-        y = F.conv_transpose2d(x, self.quantized_weight(), self.bias, self.stride)
-        if not self.training and self.integer_inputs and self.weight_quantizer.integer and self.bias is None:
-            y = torch.round(y)
-        return y
+        x = self._quantized_input(x)
+        return self._exact(F.conv_transpose2d(x, self.quantized_weight(), self.bias, self.stride))
 
 
 class BNSign(nn.BatchNorm2d):

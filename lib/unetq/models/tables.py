@@ -1,7 +1,7 @@
 """Per-block tables of a model: parameters, output shapes and MACs (``param_table``, the rows of
 the papers' architecture tables), per-block execution time (``profile_layers``, seed 002 Tables
-5-6) and its bar chart (``plot_profile``). ``paper_param_table`` gives the counts the papers
-print, for side-by-side comparison.
+5-6), the bytes of its weights (``weight_bytes``). ``paper_param_table`` gives the counts the
+papers print, for side-by-side comparison.
 
 Every model in ``unetq.models`` has ``model.blocks() -> [(name, module), ...]``; a block is a
 direct child that the model's forward calls once. Both tables hook those modules."""
@@ -58,7 +58,8 @@ def _block_hooks(blocks, pre: Callable[[str], None], post: Callable[[str, object
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
+    """Run a block with ``model`` in eval mode, restoring its training mode afterwards."""
     was_training = model.training
     model.eval()
     try:
@@ -111,7 +112,7 @@ def param_table(model: nn.Module, image_size: int = 256, in_channels: int | None
             out = call()
         return out
 
-    with _eval_mode(model):
+    with eval_mode(model):
         try:
             out = run(meta=True)
         except ValueError:  # bad input size / channels: the model's own clear message
@@ -176,7 +177,7 @@ def profile_layers(model: nn.Module, image_size: int = 256, repeats: int = 5, de
     model.to(device)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(batch_size, cin, image_size, image_size, generator=gen).to(device)
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
             model(x)
         sync()
@@ -195,25 +196,16 @@ def profile_layers(model: nn.Module, image_size: int = 256, repeats: int = 5, de
     return df
 
 
-def plot_profile(df: pd.DataFrame, ax=None, title: str | None = None):
-    """Horizontal bar chart of ``profile_layers`` output (first block on top); returns the axes."""
-    import matplotlib.pyplot as plt
-
-    missing = {"block", "time_ms"} - set(df.columns)
-    if missing:
-        raise ValueError(f"plot_profile needs columns block and time_ms (the profile_layers table); missing {sorted(missing)}")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.3 * len(df) + 1.2))
-    ax.barh(df["block"], df["time_ms"], color="tab:blue")
-    ax.invert_yaxis()
-    ax.set_xlabel("time per forward pass (ms)")
-    ax.set_ylabel("block")
-    if "share_percent" in df.columns:
-        for y, (t, s) in enumerate(zip(df["time_ms"], df["share_percent"])):
-            ax.annotate(f"{s:.0f}%", (t, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
-    if title:
-        ax.set_title(title)
-    return ax
+def weight_bytes(model: nn.Module, dtype: torch.dtype | None = None) -> int:
+    """Bytes of the model's weights: every tensor of its ``state_dict`` (parameters and buffers),
+    floating-point ones counted in ``dtype`` when given (e.g. ``torch.float16``), others as they
+    are. The one definition of a model's FP32 (or FP16/BF16) size in the study."""
+    total = 0
+    for t in model.state_dict().values():
+        size = torch.empty((), dtype=dtype).element_size() if dtype is not None and t.is_floating_point() \
+            else t.element_size()
+        total += t.numel() * size
+    return int(total)
 
 
 # The counts the papers print (seed 000 Tables 1-2, seed 002 Tables 3-4), at width 64 with one

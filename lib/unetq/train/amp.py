@@ -13,11 +13,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..io import machine_info
-from .checkpoint import _create_model
+from ..config import StudyConfig
+from ..data import splits_from_preset
+from ..machine import PeakMemory, machine_info
+from ..models import create_model
 from .config import TrainConfig, resolve_device
 from .loop import autocast_context, epoch_loader, make_optimizer, make_scaler, train_epoch
-from .memory import PeakMemory
 
 AUTOCAST_DTYPE = {"off": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -31,7 +32,7 @@ def amp_modes(device="auto") -> tuple[str, ...]:
     return ("off", "bf16")
 
 
-def amp_comparison(arch: str, cfg: dict, modes=None, epochs: int = 1, *, device=None,
+def amp_comparison(arch: str, cfg: StudyConfig, modes=None, epochs: int = 1, *, device=None,
                    splits: dict | None = None, warmup_batches: int = 1, progress: bool = True,
                    **model_kw) -> pd.DataFrame:
     """One row per precision mode: training ``epochs`` epoch(s) of a fresh ``arch`` model.
@@ -39,7 +40,7 @@ def amp_comparison(arch: str, cfg: dict, modes=None, epochs: int = 1, *, device=
     Columns: arch, preset, width, image_size, batch_size, amp, autocast_dtype, device,
     device_name, epochs, n_images (per epoch), epoch_time_s (mean), images_per_s, peak_mem_mb
     (max over epochs), peak_mem_kind, train_loss (last epoch), speedup_vs_off, mem_reduction_vs_off
-    (NaN when "off" is not among ``modes``), then the ``unetq.io.machine_info()`` columns.
+    (NaN when "off" is not among ``modes``), then the ``unetq.machine.machine_info()`` columns.
     ``warmup_batches`` untimed steps run first in every mode (one-time kernel set-up)."""
     tcfg = TrainConfig.from_preset(cfg, device=device)
     dev = resolve_device(tcfg.device)
@@ -47,14 +48,12 @@ def amp_comparison(arch: str, cfg: dict, modes=None, epochs: int = 1, *, device=
     for m in modes:
         autocast_context(dev, m)  # a clear error before any work for an impossible mode
     if splits is None:
-        from unetq.data import splits_from_preset
-
         splits = splits_from_preset(cfg)
     train = splits["train"]
     rows = []
     for mode in tqdm(modes, desc=f"AMP comparison {arch}", disable=not progress, unit="mode"):
         torch.manual_seed(tcfg.seed)
-        model = _create_model(name=arch, width=cfg.get("width", 64), **model_kw).to(dev)
+        model = create_model(name=arch, width=cfg.width, **model_kw).to(dev)
         opt = make_optimizer(model, tcfg)
         scaler = make_scaler(dev, mode)
         if warmup_batches > 0:
@@ -72,8 +71,8 @@ def amp_comparison(arch: str, cfg: dict, modes=None, epochs: int = 1, *, device=
             losses.append(r["loss"])
             kind = mem.kind
         t = float(np.mean(times))
-        rows.append(dict(arch=arch, preset=cfg.get("preset"), width=cfg.get("width"),
-                         image_size=cfg.get("image_size"), batch_size=tcfg.batch_size, amp=mode,
+        rows.append(dict(arch=arch, preset=cfg.preset, width=cfg.width,
+                         image_size=cfg.image_size, batch_size=tcfg.batch_size, amp=mode,
                          autocast_dtype=AUTOCAST_DTYPE[mode], device=dev.type,
                          device_name=(torch.cuda.get_device_name(dev) if dev.type == "cuda"
                                       else machine_info()["cpu"]),

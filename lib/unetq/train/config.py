@@ -1,10 +1,13 @@
-"""The training configuration: one dataclass, built from a preset dict."""
+"""How to train: the :class:`TrainConfig` dataclass (built from a study configuration) and the
+device choice."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
 import torch
+
+from ..config import StudyConfig
 
 AMP_MODES = ("off", "fp16", "bf16")
 OPTIMIZERS = ("adam", "rmsprop")
@@ -59,11 +62,12 @@ class TrainConfig:
         self.weight_decay = float(self.weight_decay)
 
     @classmethod
-    def from_preset(cls, cfg: dict, **overrides) -> "TrainConfig":
-        """Take the fields this class knows from a preset dict (``unetq.presets.get_preset``),
-        then ``overrides`` (``None`` values ignored, as in ``get_preset``)."""
+    def from_preset(cls, cfg: StudyConfig | dict, **overrides) -> "TrainConfig":
+        """Take the fields this class knows from a :class:`unetq.config.StudyConfig` (or a dict
+        of settings), then ``overrides`` (``None`` values ignored, as in ``get_preset``)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in cfg.items() if k in names and v is not None}
+        values = cfg.to_dict() if isinstance(cfg, StudyConfig) else dict(cfg)
+        kw = {k: v for k, v in values.items() if k in names and v is not None}
         unknown = set(overrides) - names
         if unknown:
             raise TypeError(f"unknown TrainConfig fields: {sorted(unknown)}")

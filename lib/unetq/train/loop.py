@@ -17,9 +17,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..io import save_torch
+from ..machine import PeakMemory
 from ..metrics import SegmentationMeter, bce_dice_loss
+from ..models.tables import eval_mode
+from .checkpoint import write_checkpoint
 from .config import TrainConfig, resolve_device
-from .memory import PeakMemory
 
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_iou", "val_dice", "val_iou_img", "val_dice_img", "lr",
@@ -117,16 +119,6 @@ def train_epoch(model, loader, optimizer, scaler, device, amp="off", grad_clip=N
 # --------------------------------------------------------------------------------------------
 # evaluation and prediction
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _eval_mode(model):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def evaluate(model, dataset, batch_size: int = 16, device="auto", amp: str = "off",
              progress: bool = False, threshold: float = 0.5) -> dict:
     """Loss, IoU and Dice (split level and per-image mean) of ``model`` on ``dataset``.
@@ -139,7 +131,7 @@ def evaluate(model, dataset, batch_size: int = 16, device="auto", amp: str = "of
     model.to(dev)
     meter = SegmentationMeter(threshold=threshold)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress, unit="batch"):
             x, y = x.to(dev), y.to(dev)
             with autocast_context(dev, amp):
@@ -158,7 +150,7 @@ def predict(model, images, batch_size: int = 16, device="auto", amp: str = "off"
     dev = resolve_device(device)
     model.to(dev)
     out = []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for i in range(0, images.shape[0], batch_size):
             x = images[i:i + batch_size].to(dev, torch.float32)
             with autocast_context(dev, amp):
@@ -169,7 +161,7 @@ def predict(model, images, batch_size: int = 16, device="auto", amp: str = "off"
 
 def sample_predictions(model, dataset, n: int = 4, seed: int = 0, device="auto"):
     """``(images, masks, probs)`` numpy arrays for ``n`` images of ``dataset`` picked with
-    ``seed`` (preferring images that contain a crack), for :func:`unetq.viz.plot_predictions`."""
+    ``seed`` (preferring images that contain a crack), for :func:`unetq.studies.architectures.plot_predictions`."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(dataset))
     with_crack = [int(i) for i in order if float(dataset[int(i)][1].sum()) > 0]
@@ -338,9 +330,9 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
         history.append(row)
         if best_state is None or _sort_key(val["loss"]) < _sort_key(best_loss):
             best_loss, best_epoch, best_state = val["loss"], epoch + 1, _cpu_state(model)
-            save_torch(dict(model_config=getattr(model, "config", None), state_dict=best_state,
-                            train_config=cfg.to_dict(), history=history, best_epoch=best_epoch,
-                            best_val_loss=best_loss, meta=meta or {}), ckpt_path)
+            write_checkpoint(ckpt_path, model_config=getattr(model, "config", None), state_dict=best_state,
+                             train_config=cfg.to_dict(), history=history, best_epoch=best_epoch,
+                             best_val_loss=best_loss, meta=meta or {})
         save_torch(dict(fingerprint=fingerprint, epoch=epoch + 1, model=_cpu_state(model),
                         optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                         rng=_rng_state(), history=history, best_val_loss=best_loss,

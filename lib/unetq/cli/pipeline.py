@@ -2,10 +2,10 @@
 
 Command line::
 
-    python -m unetq.pipeline --preset quick            # 01 -> 08, then reports_dir()/index.html
-    python -m unetq.pipeline --preset quick --only 02,03
-    python -m unetq.pipeline --preset quick --from 05
-    python -m unetq.pipeline --refresh-notebooks       # re-execute notebooks/*.ipynb in place
+    python -m unetq.cli.pipeline --preset quick            # 01 -> 08, then reports_dir()/index.html
+    python -m unetq.cli.pipeline --preset quick --only 02,03
+    python -m unetq.cli.pipeline --preset quick --from 05
+    python -m unetq.cli.pipeline --refresh-notebooks       # re-execute notebooks/*.ipynb in place
 
 Each notebook ``notebooks/NN_name.ipynb`` is executed with kernel ``python3`` and
 ``-p preset <preset>`` into ``reports_dir()/notebooks/NN_name.ipynb`` and rendered, code hidden, to
@@ -33,8 +33,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .io import atomic_path, write_json
-from .paths import reports_dir
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbconvert import HTMLExporter
+from tqdm.auto import tqdm
+
+from ..io import atomic_path, write_json
+from ..machine import machine_info
+from ..paths import reports_dir
 from .sweep import NOTEBOOKS_DIR, RunResult, execute, parse_value
 
 REPORT_NOTEBOOK = "08_report"
@@ -91,9 +98,6 @@ def _readable(path: Path) -> Path:
 
 def render_html(ipynb: str | os.PathLike, html_path: str | os.PathLike | None = None) -> Path:
     """Render an executed notebook to HTML with the code hidden (narrative and outputs only)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
     ipynb = Path(ipynb)
     html_path = Path(html_path) if html_path else ipynb.with_suffix(".html")
     nb = nbformat.read(ipynb, as_version=4)
@@ -131,8 +135,6 @@ def write_index(records: Sequence[Mapping[str, Any]], root: str | os.PathLike | 
                 preset: str | None = None) -> Path:
     """``root/index.html``: run summary with links, then the executed report notebook (code hidden),
     or a note saying it did not run."""
-    from .io import machine_info
-
     root = Path(root) if root else reports_dir()
     m = machine_info()
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -185,8 +187,6 @@ def run_pipeline(preset: str = "quick", only: str | Iterable[str] | None = None,
     """Execute the selected notebooks in order (see the module docstring); returns one record per
     notebook. Raises :class:`PipelineError` (after writing the index) when one fails.
     ``cell_timeout_s``: per-cell limit (default :data:`CELL_TIMEOUT_S` of the preset; None: none)."""
-    from tqdm.auto import tqdm
-
     root = Path(root) if root else reports_dir()
     out_dir = root / "notebooks"
     all_nbs = discover(notebooks_dir)
@@ -248,11 +248,6 @@ def refresh_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, only: st
     """Re-execute ``notebooks_dir/NN_*.ipynb`` in place with their stored parameters (nbclient, no
     papermill metadata). Stops at the first failure with :class:`PipelineError`; the failing
     notebook is left unchanged on disk."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, DeadKernelError
-    from tqdm.auto import tqdm
-
     results = []
     for nb_path in tqdm(select(discover(notebooks_dir), only), desc="refresh", disable=not progress):
         nb = nbformat.read(nb_path, as_version=4)
@@ -280,7 +275,7 @@ def refresh_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, only: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unetq.pipeline", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m unetq.cli.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="quick", help="study preset passed to every notebook (default quick)")
     ap.add_argument("--only", default=None, help="comma-separated notebooks to run, e.g. 02,03")

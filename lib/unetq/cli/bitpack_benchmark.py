@@ -1,14 +1,14 @@
-"""Speed of the bit-packed engine: ``python -m unetq.bitpack.benchmark``.
+"""Speed of the bit-packed engine: ``python -m unetq.cli.bitpack_benchmark``.
 
 1. one binary 3x3 conv layer (default 256 -> 256 channels at 64x64, batch 1) in the packed
    engine (binary; masked with one popcount; masked with the paper's two popcounts) against the
    same layer in PyTorch FP32, same thread count;
 2. the whole MBU-Net (cost-aware masking of ``--masked`` layers) against the U-Net of the same
-   width in PyTorch FP32, ONNX Runtime FP32 and ONNX Runtime INT8 (engineer D's runners);
+   width in PyTorch FP32, ONNX Runtime FP32 and ONNX Runtime INT8 (the deployment runners);
 3. model sizes; 4. on a CUDA machine with Triton, the Triton engine against PyTorch FP16/FP32;
 5. the accuracy gap from ``mbu_accuracy.csv`` when notebook 05 has written it.
 
-Every comparison is timed in interleaved blocks (``unetq.bench.measure_blocks``: per round, a few
+Every comparison is timed in interleaved blocks (``unetq.bench.speed_table``: per round, a few
 consecutive calls of each case, the order rotating), so background load hits all cases alike
 while each runtime runs in its steady state; the ratios are the result, absolute times depend
 on the machine and its load.
@@ -23,10 +23,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .. import paths
-from .engine import PackedConv3x3, pack_mbu
-from .packing import Segments, new_buffer, pack_activations
-from .study import DEFAULT_STEM, measure_speed, set_threads, speed_cases, torch_callable
+from .. import results
+from ..bench import measure_interleaved, speed_table
+from ..bitpack import PackedConv3x3, Segments, new_buffer, pack_activations, pack_mbu
+from ..bitpack import triton_kernels as tk
+from ..bitpack.kernels import popcount_instruction
+from ..deploy import TorchRunner
+from ..io import write_csv
+from ..machine import pin_threads
+from ..models import create_model, weight_bytes
+from ..models.binary_layers import BNSign, QuantConv2d, make_weight_quantizer
+from ..studies.mbu import DEFAULT_STEM, speed_cases
 
 
 def _fmt(df: pd.DataFrame, ref: str | None = None, ref2: str | None = None) -> str:
@@ -41,8 +48,6 @@ def _fmt(df: pd.DataFrame, ref: str | None = None, ref2: str | None = None) -> s
 def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warmup: int = 3,
                     threads: int | None = None) -> pd.DataFrame:
     """Single 3x3 conv layer: PyTorch FP32 vs packed binary / masked (both encodings)."""
-    from ..models.binary_layers import BNSign, QuantConv2d, make_weight_quantizer
-
     torch.manual_seed(0)
     x = torch.where(torch.rand(1, channels, size, size) > 0.5, 1.0, -1.0)
     cases = {}
@@ -62,7 +67,7 @@ def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warm
         layer = PackedConv3x3.from_torch(conv, BNSign(channels).eval(), masked_form=form)
         out = new_buffer(1, size, size, Segments([channels]))
         cases[name] = (lambda _, layer=layer, out=out: layer(inp, out))
-    df = measure_speed(cases, image_size=size, repeats=repeats, warmup=warmup, threads=threads)
+    df = speed_table(cases, image_size=size, repeats=repeats, warmup=warmup, threads=threads)
     df.insert(1, "what", f"layer {channels}->{channels}, {size}x{size}, batch 1")
     return df
 
@@ -71,17 +76,15 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
                       repeats: int = 20, warmup: int = 3, threads: int | None = None,
                       with_ort: bool = True, stem: str = DEFAULT_STEM) -> tuple[pd.DataFrame, dict, dict]:
     """End-to-end: packed MBU-Net vs the U-Net of the same width (PyTorch FP32, ORT FP32/INT8)."""
-    from ..models import create_model
-
     torch.manual_seed(0)
     mbu = create_model("mbu_unet", width=width, masked=masked, stem=stem).eval()
     unet = create_model("unet", width=width).eval()
     packed = {f"MBU-Net bitpack (k={masked})": pack_mbu(mbu),
               f"MBU-Net bitpack (k={masked}, 2-popcount masked)": pack_mbu(mbu, masked_form="subtractive")}
     cases, sizes, notes = speed_cases(packed, unet, image_size, with_ort=with_ort)
-    cases[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = torch_callable(mbu)
-    sizes[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = sum(p.numel() * 4 for p in mbu.parameters())
-    df = measure_speed(cases, image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,
+    cases[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = TorchRunner(mbu, "fp32", device="cpu")
+    sizes[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = weight_bytes(mbu)
+    df = speed_table(cases, image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,
                        threads=threads)
     df["model_size_bytes"] = df["case"].map(sizes)
     df.insert(1, "what", f"network width {width}, {image_size}x{image_size}, batch {batch_size}")
@@ -91,12 +94,8 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
 def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, repeats: int, warmup: int,
                    stem: str = DEFAULT_STEM):
     """Triton engine vs PyTorch FP16 / FP32 on the GPU (None when unavailable, with the reason)."""
-    from ..bench import measure_interleaved
-    from ..models import create_model
-    from . import triton_kernels as tk
-
-    ok, why = tk.cuda_available()
-    if not ok or not torch.cuda.is_available():
+    why = tk.unavailable_reason()
+    if why is not None or not torch.cuda.is_available():
         return None, why or "no CUDA device"
     mbu = create_model("mbu_unet", width=width, masked=masked, stem=stem).eval()
     unet = create_model("unet", width=width).eval().cuda()
@@ -123,10 +122,10 @@ def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, re
 
 
 def accuracy_gap() -> str:
-    path = paths.results_dir() / "mbu_accuracy.csv"
-    if not path.exists():
-        return f"{path} not found: run notebooks/05_mbu_net.ipynb for the accuracy comparison"
-    acc = pd.read_csv(path)
+    loaded = results.read(results.MBU_ACCURACY)
+    if loaded.df is None:
+        return f"{loaded.message}: run notebooks/05_mbu_net.ipynb for the accuracy comparison"
+    acc = loaded.df
     lines = []
     for preset, d in acc.groupby("preset"):
         d = d.set_index("config")
@@ -135,16 +134,16 @@ def accuracy_gap() -> str:
             lines.append(f"preset {preset}: test Dice full-precision U-Net {fp:.4f}, MBU-Net {mbu:.4f} "
                          f"({d.loc['mbu', 'masked_layers']} masked layers), gap {fp - mbu:+.4f} "
                          f"(target <= 0.03)")
-    return "\n".join(lines) or f"{path}: no preset with both 'fp' and 'mbu' rows"
+    return "\n".join(lines) or "mbu_accuracy.csv: no preset with both 'fp' and 'mbu' rows"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unetq.bitpack.benchmark", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m unetq.cli.bitpack_benchmark", description=__doc__.split("\n\n")[0])
     ap.add_argument("--width", type=int, default=16, help="MBU-Net and U-Net width (default 16, the quick preset)")
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--masked", type=int, default=4, help="cost-aware masked layers k (default 4)")
-    ap.add_argument("--stem", default=DEFAULT_STEM, choices=["binary", "float", "int8"],
+    ap.add_argument("--stem", default=DEFAULT_STEM, choices=["binary", "thermo", "float", "int8"],
                     help=f"MBU-Net input block (default {DEFAULT_STEM!r}, notebook 05's)")
     ap.add_argument("--layer-channels", type=int, default=256)
     ap.add_argument("--layer-size", type=int, default=64)
@@ -155,9 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default=None, help="also write the timing rows to this CSV")
     a = ap.parse_args(argv)
 
-    from .kernels import popcount_instruction
-
-    threads = set_threads(a.threads)
+    threads = pin_threads(a.threads)
     print(f"threads: {threads} (torch, ONNX Runtime, numba); popcount compiles to: {popcount_instruction()}\n")
     lay = layer_benchmark(a.layer_channels, a.layer_size, a.repeats, a.warmup, threads)
     print(f"== single binary 3x3 conv, {a.layer_channels}->{a.layer_channels} channels, "
@@ -197,8 +194,6 @@ def main(argv=None) -> int:
     print("== accuracy (notebook 05) ==")
     print(accuracy_gap())
     if a.csv:
-        from ..io import write_csv
-
         write_csv(pd.concat([lay, net], ignore_index=True), a.csv)
         print(f"\nwrote {a.csv}")
     return 0

@@ -1,37 +1,77 @@
-"""The benchmark suite of :mod:`unetq.bench`: every architecture x backend x precision that
-``unetq.deploy.available_runners()`` allows, measured with :mod:`unetq.bench.measure`, with ratios
-to the FP32 PyTorch baseline, written to ``results_dir()/benchmark.csv``."""
+"""The benchmark notebook (``07_benchmark``): every architecture x backend x precision that
+``unetq.deploy.available_runners()`` allows, measured with :mod:`unetq.bench`, with ratios to the
+FP32 PyTorch baseline, written to ``benchmark.csv`` (and ``benchmark_dataset.csv``,
+``benchmark_<gpu>.csv``) through :mod:`unetq.results`.
+
+The engines it uses are injected (:class:`SuiteDeps`: which runners exist, how a runner is made,
+how a model is loaded), so its own logic is tested on fakes.
+"""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from .measure import (NOT_AVAILABLE, NOT_MEASURED, benchmark_runners, pin_threads, random_batch, summarize,
-                      time_dataset, timing_row)
+from .. import deploy, paths, results
+from ..bench import (BASELINE, NOT_AVAILABLE, NOT_MEASURED, add_ratios, benchmark_runners, random_batch, summarize,
+                     time_dataset, timing_row)
+from ..config import StudyConfig
+from ..data import splits_from_preset
+from ..deploy import format_applies
+from ..machine import (busy_cores, busy_warning, choose_threads, cuda_available, load_average, machine_info,
+                       pin_threads)
+from ..models import list_models
+from ..train import load_or_train
+from .mbu import DEFAULT_STEM, train_main
 
 # ----------------------------------------------------------------------------------------------
 # the suite: every architecture x backend x precision that available_runners() allows
 # ----------------------------------------------------------------------------------------------
 ARCHS = ("unet", "ghost_unet", "squeeze_unet", "mbu_unet")
-BASELINE = ("torch", "fp32")
-KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", "image_size"]
-DATASET_KEY = ["preset", "arch", "width", "backend", "precision", "batch_size", "image_size"]
+KEY = results.BENCHMARK.key_columns
 
 #: ``create_model`` keywords of the benchmarked models: the MBU-Net is notebook 05's main one
 #: (cost-aware masking of the k = 4 cheapest layers, the study's stem), so its checkpoint is
 #: shared, not retrained.
-def _mbu_kw() -> dict:
-    from ..bitpack.study import DEFAULT_STEM
-
-    return {"masked": 4} if DEFAULT_STEM == "binary" else {"masked": 4, "stem": DEFAULT_STEM}
+MODEL_KW: dict[str, dict] = {"mbu_unet": {"masked": 4} if DEFAULT_STEM == "binary" else
+                             {"masked": 4, "stem": DEFAULT_STEM}}
 
 
-MODEL_KW: dict[str, dict] = {"mbu_unet": _mbu_kw()}
+def load_model(arch: str, cfg: StudyConfig, splits, **model_kw):
+    """``(model, ckpt)`` of an architecture as the notebooks train it: the MBU-Net with notebook
+    05's schedule (:func:`unetq.studies.mbu.train_main`, cached there), the others with
+    :func:`unetq.train.load_or_train`."""
+    if arch == "mbu_unet":
+        return train_main(cfg, model_kw, splits)
+    return load_or_train(arch, cfg, splits=splits, **model_kw)
+
+
+@dataclass(frozen=True)
+class SuiteDeps:
+    """The engines the suite uses: ``available_runners() -> DataFrame[backend, precision,
+    available, reason]``, ``make_runner(backend, precision, **kw)``, ``load_model(arch, cfg,
+    splits, **model_kw) -> (model, ckpt)``, ``splits(cfg) -> {"train", "test", ...}``,
+    ``list_models()``, and ``export_onnx(model, path, size)`` for one shared FP32 ONNX file per
+    architecture and size (``None``: each ONNX runner exports its own)."""
+
+    available_runners: Callable = deploy.available_runners
+    make_runner: Callable = deploy.make_runner
+    load_model: Callable = load_model
+    splits: Callable = splits_from_preset
+    list_models: Callable = list_models
+    export_onnx: Callable | None = deploy.export_onnx
+
 
 #: Benchmark settings per preset. ``image_sizes``: extra sizes of the image-size sweep (the
 #: preset's own ``image_size`` is always measured); ``sweep_formats``: the formats swept over
@@ -58,30 +98,28 @@ BENCH_PRESETS: dict[str, dict] = {
 }
 
 
-def bench_settings(cfg: dict, bench_preset: str | None = None, **overrides) -> dict:
+def bench_settings(cfg: StudyConfig, bench_preset: str | None = None, **overrides) -> dict:
     """Benchmark settings for the study preset ``cfg``: ``bench_preset`` (``"ci"``, ``"quick"``,
     ``"gpu"``) or, when ``None``, ``"gpu"`` if CUDA is available and the preset is not ``ci``,
     else the study preset's own name (``paper`` on a CPU falls back to ``quick``).
     ``warmup``/``repeats`` default to the preset's ``bench_warmup``/``bench_repeats``;
     ``None`` overrides are ignored."""
-    import torch
-
-    study = cfg.get("preset", "quick")
+    study = cfg.preset
     if bench_preset is None:
-        if torch.cuda.is_available() and study != "ci":
+        if cuda_available() and study != "ci":
             bench_preset = "gpu"
         else:
             bench_preset = study if study in BENCH_PRESETS else "quick"
     if bench_preset not in BENCH_PRESETS:
         raise ValueError(f"unknown benchmark preset {bench_preset!r}; choose one of {sorted(BENCH_PRESETS)}")
     s = dict(BENCH_PRESETS[bench_preset])
-    s.setdefault("warmup", cfg.get("bench_warmup", 3))
-    s.setdefault("repeats", cfg.get("bench_repeats", 20))
+    s.setdefault("warmup", cfg.bench_warmup)
+    s.setdefault("repeats", cfg.bench_repeats)
     s["bench_preset"] = bench_preset
     s["archs"] = list(ARCHS)
     s["model_kw"] = {k: dict(v) for k, v in MODEL_KW.items()}
     s.update({k: v for k, v in overrides.items() if v is not None})
-    size = int(cfg["image_size"])
+    size = int(cfg.image_size)
     s["image_size"] = size
     s["image_sizes"] = sorted({int(v) for v in s["image_sizes"]} | {size})
     bad = [v for v in s["image_sizes"] if v % 16]
@@ -91,49 +129,12 @@ def bench_settings(cfg: dict, bench_preset: str | None = None, **overrides) -> d
     return s
 
 
-def format_applies(arch: str, backend: str, precision: str) -> bool:
-    """Whether a backend/precision is meaningful for an architecture: the bit-packed engine runs
-    only the MBU-Net (its own binary/ternary mix), and ``binary`` exists only there. The MBU-Net
-    is deployed by the packed engine; PyTorch runs it as the float model it was trained as (fake
-    quantization), and the ONNX-based backends are left out: its straight-through sign is not an
-    ONNX operator, and a float or INT8 graph of a binary network measures nothing the study
-    asks."""
-    packed = backend == "bitpack" or precision == "binary"
-    if arch == "mbu_unet":
-        return packed or backend in ("torch", "torch_compile")
-    return not packed
-
-
 def _fmt(backend: str, precision: str) -> str:
     return f"{backend}/{precision}"
 
 
 def _skipped(fmt: str, patterns) -> bool:
-    import fnmatch
-
     return any(fnmatch.fnmatch(fmt, p) for p in patterns or [])
-
-
-def _call_supported(fn: Callable, *args, **kw):
-    """Call ``fn`` with the keyword arguments its signature accepts (all of them when it takes
-    ``**kwargs``), so optional extras never break a function that does not know them."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return fn(*args, **kw)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kw)
-    return fn(*args, **{k: v for k, v in kw.items() if k in params})
-
-
-def _machine_columns(threads: int) -> dict:
-    from ..io import machine_info
-
-    m = machine_info()
-    m["threads_pinned"] = threads
-    return m
 
 
 def _run_columns(s: dict) -> dict:
@@ -142,97 +143,8 @@ def _run_columns(s: dict) -> dict:
                 busy_cores_at_start=round(busy, 2) if busy is not None else float("nan"))
 
 
-def load_average() -> float:
-    """1-minute load average (NaN where the OS has none): a busy machine makes timings unreliable,
-    so every measured row records it."""
-    try:
-        return float(os.getloadavg()[0])
-    except (OSError, AttributeError):
-        return float("nan")
-
-
-def busy_cores(interval: float = 1.0) -> float:
-    """How many cores' worth of CPU the rest of the machine uses, sampled over ``interval``
-    seconds while this process waits (psutil)."""
-    import psutil
-
-    return psutil.cpu_percent(interval=interval) / 100.0 * (psutil.cpu_count() or 1)
-
-
-def choose_threads(requested: int | None, busy: float | None) -> tuple[int, str]:
-    """Threads for the measurement and why: ``requested`` (settings or ``$UNETQ_BENCH_THREADS``)
-    if given, else every core that other processes leave free (at least one). Intra-op threads
-    that wait on a core another process holds slow PyTorch down by 10-100x, so a busy core is
-    not used."""
-    cores = _cores()
-    if requested:
-        return int(requested), "requested"
-    env = os.environ.get("UNETQ_BENCH_THREADS")
-    if env:
-        return int(env), "UNETQ_BENCH_THREADS"
-    if busy is None or busy < 0.5:
-        return cores, "all cores"
-    free = max(1, min(cores, int(round(cores - busy))))
-    return free, f"{free} of {cores} cores: other processes used {busy:.1f} cores when the benchmark started"
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def busy_warning(threads: int, busy: float | None = None) -> str:
-    """A warning when other processes compete for the cores being measured, else ``""``."""
-    cores = _cores()
-    load = load_average()
-    if busy is not None and busy >= 0.5:
-        what = f"other processes used {busy:.1f} of {cores} cores"
-    elif busy is None and load == load and load > cores * 0.75:
-        what = f"load average {load:.1f} on {cores} cores"
-    else:
-        return ""
-    return (f"WARNING: this machine is busy ({what}; {threads} thread(s) measured): absolute timings are "
-            "unreliable, ratios measured side by side less so. Re-run on a quiet machine for final numbers.")
-
-
 def _device_slug(name: str) -> str:
-    import re
-
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
-
-
-def add_ratios(df, baseline: tuple[str, str] = BASELINE):
-    """Add seed 003's ratios to the FP32 PyTorch baseline of the same arch, batch and image size
-    (rows measured in the same interleaved group): ``speedup`` (latency), ``throughput_if``
-    (throughput improvement factor), ``memory_reduction`` and ``size_reduction``."""
-    import pandas as pd
-
-    df = df.copy()
-    for c in ("speedup", "throughput_if", "memory_reduction", "size_reduction"):
-        df[c] = float("nan")
-    if df.empty:
-        return df
-    grp = ["preset", "arch", "width", "batch_size", "image_size"]
-    ok = df["status"] == "measured"
-    base = df[ok & (df["backend"] == baseline[0]) & (df["precision"] == baseline[1])]
-    base = base.set_index(grp)[["latency_ms", "throughput_ips", "peak_mem_mb", "model_size_mb"]]
-    for i, row in df[ok].iterrows():
-        k = tuple(row[g] for g in grp)
-        if k not in base.index:
-            continue
-        b = base.loc[k]
-        if isinstance(b, pd.DataFrame):
-            b = b.iloc[0]
-        df.at[i, "speedup"] = b["latency_ms"] / row["latency_ms"]
-        df.at[i, "throughput_if"] = row["throughput_ips"] / b["throughput_ips"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df.at[i, "memory_reduction"] = (b["peak_mem_mb"] / row["peak_mem_mb"]
-                                            if row["peak_mem_mb"] > 0 else float("nan"))
-            df.at[i, "size_reduction"] = (b["model_size_mb"] / row["model_size_mb"]
-                                          if row["model_size_mb"] > 0 else float("nan"))
-    return df
 
 
 def _status_row(base: dict, status: str, reason: str) -> dict:
@@ -251,8 +163,9 @@ def _fresh_dataset(ds):
 class _Suite:
     """State of one :func:`run_benchmark` call (kept small: models, runners, rows)."""
 
-    def __init__(self, cfg, settings, avail, threads, progress, calib=None):
+    def __init__(self, cfg, settings, avail, threads, progress, deps: SuiteDeps, calib=None):
         self.cfg, self.s, self.avail, self.threads, self.progress = cfg, settings, avail, threads, progress
+        self.deps = deps
         self.calib = calib
         self.arch = ""
         self._onnx: dict = {}
@@ -260,11 +173,11 @@ class _Suite:
         self.bar = None
         self.rows: list[dict] = []
         self.dataset_rows: list[dict] = []
-        self.machine = dict(_machine_columns(threads), **_run_columns(settings))
+        self.machine = dict(machine_info(), threads_pinned=threads, **_run_columns(settings))
 
     def base(self, arch, width, backend, precision, batch, size):
         kw = self.s.get("model_kw", {}).get(arch) or {}
-        return dict(preset=self.cfg["preset"], bench_preset=self.s["bench_preset"], arch=arch, width=width,
+        return dict(preset=self.cfg.preset, bench_preset=self.s["bench_preset"], arch=arch, width=width,
                     model_kw=json.dumps(kw, sort_keys=True) if kw else "", backend=backend, precision=precision,
                     batch_size=batch, image_size=size)
 
@@ -277,19 +190,16 @@ class _Suite:
         return dict(max_batch=b[-1], opt_batch=b[len(b) // 2])
 
     def make_runner(self, model, backend, precision, size, batches=(1,)):
-        from .. import deploy
-        from ..paths import models_dir
-
-        workdir = models_dir() / "bench" / f"{self.arch}_{self.cfg['preset']}_{size}px"
+        workdir = paths.models_dir() / "bench" / f"{self.arch}_{self.cfg.preset}_{size}px"
         onnx_path = None
-        if backend not in ("torch", "torch_compile", "bitpack") and hasattr(deploy, "export_onnx"):
+        if backend not in ("torch", "torch_compile", "bitpack") and self.deps.export_onnx is not None:
             onnx_path = self._onnx.get((self.arch, size))
             if onnx_path is None:  # export once per architecture and size, shared by the ONNX formats
-                onnx_path = deploy.export_onnx(model, workdir / "model_fp32.onnx", size)
+                onnx_path = self.deps.export_onnx(model, workdir / "model_fp32.onnx", size)
                 self._onnx[(self.arch, size)] = onnx_path
-        return _call_supported(
-            deploy.make_runner, backend, precision, model=None if onnx_path else model, onnx_path=onnx_path,
-            image_size=size, calib_data=self.calib_at(size), calib_images=self.cfg.get("calib_images"),
+        return self.deps.make_runner(
+            backend, precision, model=None if onnx_path else model, onnx_path=onnx_path,
+            image_size=size, calib_data=self.calib_at(size), calib_images=self.cfg.calib_images,
             threads=self.threads, workdir=workdir, **self._trt_kw(backend, batches),
         )
 
@@ -299,10 +209,7 @@ class _Suite:
         if self.calib is None or size == self.s["image_size"]:
             return self.calib
         if size not in self._calib:
-            import torch
-            import torch.nn.functional as F
-
-            n = min(len(self.calib), int(self.cfg.get("calib_images") or 32))
+            n = min(len(self.calib), int(self.cfg.calib_images or 32))
             idx = np.random.default_rng(0).choice(len(self.calib), size=n, replace=False)
             x = torch.stack([torch.as_tensor(np.asarray(self.calib[int(i)][0], np.float32)) for i in idx])
             self._calib[size] = F.interpolate(x, size=(size, size), mode="bilinear",
@@ -313,23 +220,20 @@ class _Suite:
         """A function that loads the same representation afresh from what the first build left
         (its ONNX file, or the weights), for :func:`measure_footprint`; ``None`` for TensorRT
         (the engine reports its device memory itself)."""
-        from .. import deploy
-
         if backend == "tensorrt":
             return None
         path = getattr(runner, "onnx_path", None)
         if path is not None:
-            return lambda: _call_supported(deploy.make_runner, backend, precision, onnx_path=path,
-                                           threads=self.threads)
-        return lambda: _call_supported(deploy.make_runner, backend, precision, model=model, image_size=size,
-                                       threads=self.threads)
+            return lambda: self.deps.make_runner(backend, precision, onnx_path=path, threads=self.threads)
+        return lambda: self.deps.make_runner(backend, precision, model=model, image_size=size, threads=self.threads)
 
 
-def run_benchmark(cfg: dict, settings: dict | None = None, *, progress: bool = True,
-                  write: bool = True) -> "tuple[Any, Any]":
+def run_benchmark(cfg: StudyConfig, settings: dict | None = None, *, progress: bool = True,
+                  write: bool = True, deps: SuiteDeps | None = None) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Benchmark every architecture x backend x precision that ``available_runners()`` allows.
 
-    Models come from :func:`unetq.train.load_or_train` (trained if their checkpoint is missing).
+    Models come from ``deps.load_model`` (default :func:`load_model`: trained if their
+    checkpoint is missing).
     For each architecture and image size, the formats are measured interleaved at every batch size
     of the settings; unavailable formats get rows with status ``"not measured on this machine"`` and
     the reason; formats that fail get ``"error"``. Also times the whole test split (seed 000).
@@ -337,8 +241,6 @@ def run_benchmark(cfg: dict, settings: dict | None = None, *, progress: bool = T
     Returns ``(benchmark, dataset_timing)`` DataFrames; with ``write``, upserts them into
     ``results_dir()/benchmark.csv`` and ``benchmark_dataset.csv`` (plus
     ``benchmark_<gpu-name>.csv`` when measured on a GPU). Torch's thread count is restored."""
-    import torch
-
     s = settings or bench_settings(cfg)
     threads_before = torch.get_num_threads()
     try:
@@ -346,25 +248,16 @@ def run_benchmark(cfg: dict, settings: dict | None = None, *, progress: bool = T
         n, why = choose_threads(s.get("threads"), busy)
         threads = pin_threads(n)
         s = dict(s, threads_reason=why, busy_cores=busy)
-        return _run_benchmark(cfg, s, threads, progress, write)
+        return _run_benchmark(cfg, s, threads, progress, write, deps or SuiteDeps())
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_benchmark(cfg, s, threads, progress, write):
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from .. import deploy
-    from ..data import splits_from_preset
-    from ..models import create_model  # noqa: F401  (registers the architectures)
-    from ..models.registry import list_models
-    from ..train import load_or_train
-
-    avail = deploy.available_runners()
-    splits = splits_from_preset(cfg)
-    suite = _Suite(cfg, s, avail, threads, progress, calib=splits.get("train"))
-    archs = [a for a in s["archs"] if a in list_models()]
+def _run_benchmark(cfg, s, threads, progress, write, deps: SuiteDeps):
+    avail = deps.available_runners()
+    splits = deps.splits(cfg)
+    suite = _Suite(cfg, s, avail, threads, progress, deps, calib=splits.get("train"))
+    archs = [a for a in s["archs"] if a in deps.list_models()]
     missing = [a for a in s["archs"] if a not in archs]
     test_ds = splits["test"] if s.get("dataset_batch") else None
 
@@ -376,12 +269,7 @@ def _run_benchmark(cfg, s, threads, progress, write):
     for arch in archs:
         suite.bar.set_postfix_str(f"{arch}: loading")
         kw = s.get("model_kw", MODEL_KW).get(arch, {})
-        if arch == "mbu_unet":  # notebook 05's main MBU-Net, trained with its schedule (cached there)
-            from ..bitpack.study import train_main
-
-            model, _ = train_main(cfg, kw, splits)
-        else:
-            model, _ = _call_supported(load_or_train, arch, cfg, splits=splits, **kw)
+        model, _ = deps.load_model(arch, cfg, splits, **kw)
         model = model.eval().cpu()
         suite.arch = arch
         _benchmark_arch(suite, arch, model, test_ds)
@@ -390,7 +278,7 @@ def _run_benchmark(cfg, s, threads, progress, write):
         for _, f in avail.iterrows():
             if format_applies(arch, f["backend"], f["precision"]):
                 suite.rows.append(_status_row(
-                    suite.base(arch, cfg.get("width"), f["backend"], f["precision"], s["batch_sizes"][0],
+                    suite.base(arch, cfg.width, f["backend"], f["precision"], s["batch_sizes"][0],
                                s["image_size"]), "error", f"architecture {arch!r} is not registered"))
 
     bench = add_ratios(pd.DataFrame(suite.rows))
@@ -409,7 +297,7 @@ def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
     smoke call (the first warm-up call; formats that fail or are too slow drop out here) and the
     interleaved measurement of the rest; finally the whole-test-split timing."""
     s, cfg = suite.s, suite.cfg
-    width = getattr(model, "config", {}).get("width", cfg.get("width"))
+    width = getattr(model, "config", {}).get("width", cfg.width)
     formats = [(f["backend"], f["precision"], bool(f["available"]), str(f.get("reason", "")))
                for _, f in suite.avail.iterrows() if format_applies(arch, f["backend"], f["precision"])]
     main = s["image_size"]
@@ -523,26 +411,20 @@ def _time_split(suite: _Suite, arch, width, size, runners, broken, per_image_s, 
         suite.dataset_rows.append(base)
 
 
-def write_benchmark(bench, dataset=None) -> list[Path]:
-    """Upsert the benchmark tables into ``results_dir()`` (atomic; rows with the same key are
-    replaced). Tables measured on a GPU are also written as ``benchmark_<device-name>.csv``."""
-    from ..io import upsert_csv
-    from ..paths import results_dir
-
+def write_benchmark(bench: pd.DataFrame | None, dataset: pd.DataFrame | None = None) -> list[Path]:
+    """Upsert the benchmark tables (atomic; rows with the same key are replaced). Tables measured
+    on a GPU are also written as ``benchmark_<device-name>.csv``."""
     out = []
     if bench is not None and len(bench):
-        p = results_dir() / "benchmark.csv"
-        upsert_csv(bench, p, KEY)
-        out.append(p)
+        results.write(results.BENCHMARK, bench)
+        out.append(results.BENCHMARK.path())
         gpu = bench.get("gpu")
         cuda = bench["device"].astype(str).str.contains("cuda") if "device" in bench else None
         if gpu is not None and cuda is not None and cuda.any():
-            name = str(bench.loc[cuda, "gpu"].iloc[0])
-            p2 = results_dir() / f"benchmark_{_device_slug(name)}.csv"
-            upsert_csv(bench, p2, KEY)
-            out.append(p2)
+            slug = _device_slug(str(bench.loc[cuda, "gpu"].iloc[0]))
+            results.write(results.BENCHMARK_DEVICE, bench, device=slug)
+            out.append(results.BENCHMARK_DEVICE.path(device=slug))
     if dataset is not None and len(dataset):
-        p = results_dir() / "benchmark_dataset.csv"
-        upsert_csv(dataset, p, DATASET_KEY)
-        out.append(p)
+        results.write(results.BENCHMARK_DATASET, dataset)
+        out.append(results.BENCHMARK_DATASET.path())
     return out

@@ -1,6 +1,7 @@
 """The MBU-Net study of notebook ``05_mbu_net``: trained configurations, the accuracy table
 (seed 001 Table 1), sparsity (Figure 3a), the Pareto frontier of Dice against frames per second
-(Figure 7) and the packed engine's speed against PyTorch FP32 and ONNX Runtime INT8.
+(Figure 7) and the packed engine's speed against PyTorch FP32 and ONNX Runtime INT8. Its tables
+(``mbu_*.csv``) are written through :mod:`unetq.results`.
 
 Training budget. The main MBU-Net (cost-aware masking of the ``k`` cheapest layers) and the
 full-precision U-Net it is compared with are trained from scratch with the same preset (width,
@@ -12,16 +13,24 @@ say which row was trained how (``training`` column).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from .. import paths
-from ..io import machine_info, upsert_csv
+from ..bitpack import pack_mbu
+from ..config import StudyConfig
+from ..deploy import TorchRunner, evaluate_runner, make_runner
+from ..machine import machine_info
+from ..models import weight_bytes
+from ..models.binary_layers import BNSign
+from ..models.mbu_unet import LAYER_NAMES, zero_fraction
+from ..train import load_or_train
 
 PAPER_LABELS = {"fp": "Full precision", "int8": "INT8", "int4": "INT4", "mbu": "MBU-Net", "binary": "Binary"}
 
@@ -30,20 +39,18 @@ PAPER_LABELS = {"fp": "Full precision", "int8": "INT8", "int4": "INT4", "mbu": "
 # configurations
 # --------------------------------------------------------------------------------------------
 #: The MBU-Net input block of the study (notebook 05's ``stem`` parameter, the benchmarks).
-#: ``"thermo"``: the first conv's output binarised at 4 thresholds per channel. Measured on
-#: the built-in data (quick preset, width 16, 12 epochs; full-precision U-Net test Dice 0.546):
-#: binary stem 0.430, thermometer 0.522, float stem (A.2) 0.526, int8 stem 0.501; end to end
-#: at 256x256 the thermometer stem costs a fraction of a millisecond, the float stem's second
-#: float conv several (``python -m unetq.bitpack.benchmark --stem ...``).
+#: ``"thermo"``: the first conv's output binarised at 4 thresholds per channel (one 64-bit word
+#: per pixel in the packed engine). Notebook 05 run with ``-p stem binary|thermo|float|int8``
+#: compares the stems' accuracy (``mbu_accuracy.csv``), ``python -m unetq.cli.bitpack_benchmark
+#: --stem ...`` their speed.
 DEFAULT_STEM = "thermo"
 
 
-#: Learning rate of the main MBU-Net relative to the preset's (the full-precision U-Net's). On
-#: the built-in data (quick preset, 12 epochs, Adam, 1 thread) the two learning rates tried gave:
-#: U-Net 0.546 at 1e-3, 0.415 at 2e-3; MBU-Net 0.518 at 1e-3, 0.552 at 2e-3. Binary latent
-#: weights must cross zero to change a sign, so the binary network wants the larger step; each
-#: model is compared at the better of the two (seed 001 also trains its quantized models with
-#: other settings than the full-precision one). Epochs, data, batch and image size are shared.
+#: Learning rate of the main MBU-Net relative to the preset's (the full-precision U-Net's), the
+#: ``lr_factor`` parameter of notebook 05. Binary latent weights must cross zero to change a
+#: sign, so the binary network may want a larger step; a sweep of notebooks 02 and 05 over the
+#: learning rate (``python -m unetq.cli.sweep``) shows which one each model prefers. Epochs,
+#: data, batch and image size are shared.
 DEFAULT_LR_FACTOR = 2.0
 
 
@@ -78,92 +85,53 @@ def _epochs(n: int) -> str:
     return f"{int(n)} epoch" + ("" if int(n) == 1 else "s")
 
 
-def _normalise(obj):
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def schedule(cfg: dict, decay_epochs: int = 3, decay_factor: float = 0.1,
-             lr_factor: float = DEFAULT_LR_FACTOR) -> tuple[dict, dict]:
+def schedule(cfg: StudyConfig, decay_epochs: int = 3, decay_factor: float = 0.1,
+             lr_factor: float = DEFAULT_LR_FACTOR) -> tuple[StudyConfig, StudyConfig]:
     """The two phases of the main MBU-Net's training within the preset's epoch budget:
     ``(cfg1, cfg2)`` = ``epochs - d`` epochs at ``lr = preset lr * lr_factor``, then ``d`` epochs
-    at ``lr * decay_factor`` (``d = min(decay_epochs, epochs - 1)``). Binary networks trained with
-    Adam at a constant learning rate keep flipping weight signs and their validation scores
-    jump from epoch to epoch; the low-rate phase lets them settle (the trainer has no
-    learning-rate schedule of its own)."""
-    from ..presets import get_preset
-
-    epochs = int(cfg["epochs"])
+    at ``lr * decay_factor`` (``d = min(decay_epochs, epochs - 1)``), both with BatchNorm
+    re-estimation. Binary networks trained with Adam at a constant learning rate keep flipping
+    weight signs and their validation scores jump from epoch to epoch; the low-rate phase lets
+    them settle (the trainer has no learning-rate schedule of its own)."""
+    epochs = int(cfg.epochs)
     d = max(0, min(int(decay_epochs), epochs - 1))
-    base = {k: v for k, v in cfg.items() if k != "preset"}
-    base["bn_recalibration"] = True  # see unetq.train.recalibrate_batchnorm
-    lr = cfg["lr"] * lr_factor
-    cfg1 = get_preset(cfg["preset"], **{**base, "epochs": epochs - d, "lr": lr})
-    cfg2 = get_preset(cfg["preset"], **{**base, "epochs": d, "lr": lr * decay_factor})
-    return cfg1, cfg2
+    lr = cfg.lr * lr_factor
+    base = cfg.replace(bn_recalibration=True)  # see unetq.train.recalibrate_batchnorm
+    return base.replace(epochs=epochs - d, lr=lr), base.replace(epochs=d, lr=lr * decay_factor)
 
 
-def train_main(cfg: dict, model_kw: dict, splits=None, decay_epochs: int = 3, decay_factor: float = 0.1,
+def train_main(cfg: StudyConfig, model_kw: dict, splits=None, decay_epochs: int = 3, decay_factor: float = 0.1,
                lr_factor: float = DEFAULT_LR_FACTOR):
     """The main MBU-Net (``create_model`` keywords ``model_kw``) trained from scratch within the
     preset's epochs (:func:`schedule`: constant learning rate, then ``decay_epochs`` at
     ``lr * decay_factor``); both phases cached. Returns ``(model, ckpt)`` whose ``history``
     covers all epochs and whose ``training`` says how it was trained."""
-    from ..train import load_or_train
-
     cfg1, cfg2 = schedule(cfg, decay_epochs, decay_factor, lr_factor)
     model, ck1 = load_or_train("mbu_unet", cfg1, splits=splits, **model_kw)
-    how = f"from scratch: {_epochs(cfg1['epochs'])} lr {cfg1['lr']:g}"
-    if cfg2["epochs"] == 0:
+    how = f"from scratch: {_epochs(cfg1.epochs)} lr {cfg1.lr:g}"
+    if cfg2.epochs == 0:
         return model, dict(ck1, training=how)
-    if splits is None:
-        from ..data import splits_from_preset
-
-        splits = splits_from_preset(cfg)
-    model, ck2 = finetune(model, ck1, cfg2, "decay", cfg2["epochs"], splits, **model_kw)
+    model, ck2 = finetune(model, ck1, cfg2, "decay", cfg2.epochs, splits, **model_kw)
     n1 = len(ck1["history"])
     history = list(ck1["history"]) + [dict(h, epoch=h["epoch"] + n1) for h in ck2["history"]]
     return model, dict(ck2, history=history, best_epoch=n1 + int(ck2["best_epoch"]),
-                       training=f"{how} + {_epochs(cfg2['epochs'])} lr {cfg2['lr']:g}")
+                       training=f"{how} + {_epochs(cfg2.epochs)} lr {cfg2.lr:g}")
 
 
-def fp_reference(cfg: dict, splits=None):
+def fp_reference(cfg: StudyConfig, splits=None):
     """The full-precision U-Net of seed 000 with the same preset (shared with ``02_unet``)."""
-    from ..train import load_or_train
-
     return load_or_train("unet", cfg, splits=splits)
 
 
-def finetune(start_model, start_ckpt: dict, cfg: dict, label: str, epochs: int, splits, **model_kw):
-    """``(model, ckpt)``: an MBU-Net variant built with ``model_kw`` from ``start_model``'s
-    weights, fine-tuned ``epochs`` epochs (Adam, the preset's lr and batch), best validation
-    loss kept, test split evaluated. Cached under ``checkpoints_dir()`` and reused when the start
-    checkpoint, the variant and the training settings are the same."""
-    from ..io import save_torch
-    from ..models import create_model
-    from ..train import TrainConfig, checkpoint_path, evaluate, fit, load_checkpoint, read_checkpoint
-
-    tcfg = TrainConfig.from_preset(cfg, epochs=int(epochs), bn_recalibration=True)
-    identity = _normalise(dict(start=start_ckpt.get("identity"), start_best=start_ckpt.get("best_val_loss"),
-                               model=model_kw, train=tcfg.identity(), label=label))
-    path = checkpoint_path("mbu_unet", cfg, tag=f"ft{int(epochs)}_{label}", **model_kw)
-    if path.exists():
-        ck = read_checkpoint(path)
-        if _normalise(ck.get("identity")) == identity and "test_metrics" in ck:
-            model, ck = load_checkpoint(path)
-            return model, ck
-    torch.manual_seed(tcfg.seed)
-    model = create_model("mbu_unet", width=cfg["width"], **model_kw)
-    model.load_state_dict(start_model.state_dict(), strict=True)  # same parameters, other quantizers
-    result = fit(model, splits, tcfg, path, meta=dict(finetuned_from=start_ckpt.get("checkpoint_name")))
-    test = evaluate(model, splits["test"], batch_size=tcfg.batch_size, device=tcfg.device)
-    ck = dict(model_config=model.config, state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-              train_config=tcfg.to_dict(), history=result.history.to_dict("records"),
-              best_epoch=result.best_epoch, best_val_loss=result.best_val_loss, identity=identity,
-              test_metrics={k: float(v) for k, v in test.items()}, total_time_s=result.total_time_s,
-              finetuned_from=start_ckpt.get("checkpoint_name"), machine=machine_info())
-    save_torch(_normalise({k: v for k, v in ck.items() if k != "state_dict"}) | {"state_dict": ck["state_dict"]},
-               path)
-    return model.eval(), ck
+def finetune(start_model, start_ckpt: dict, cfg: StudyConfig, label: str, epochs: int, splits, **model_kw):
+    """``(model, ckpt)``: an MBU-Net variant built with ``model_kw``, initialised from
+    ``start_model``'s weights (same parameters, other quantizers) and fine-tuned ``epochs``
+    epochs (Adam, the preset's lr and batch, BatchNorm re-estimation), best validation loss kept,
+    test split evaluated: :func:`unetq.train.load_or_train` with ``start=``, cached under
+    ``checkpoints_dir()`` as ``mbu_unet_<preset>_ft<epochs>_<label>...``."""
+    return load_or_train("mbu_unet", cfg.replace(epochs=int(epochs), bn_recalibration=True),
+                         tag=f"ft{int(epochs)}_{label}", splits=splits, start=(start_model, start_ckpt),
+                         verbose=False, **model_kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,15 +140,14 @@ def finetune(start_model, start_ckpt: dict, cfg: dict, label: str, epochs: int, 
 WEIGHTS = {"fp": "fp32", "int8": "int8", "int4": "int4", "binary": "binary"}
 
 
-def accuracy_row(label: str, model, ckpt: dict, cfg: dict, training: str, packed: dict | None = None) -> dict:
+def accuracy_row(label: str, model, ckpt: dict, cfg: StudyConfig, training: str,
+                 packed: dict | None = None) -> dict:
     """One row of the accuracy table (test split of ``ckpt``)."""
-    from ..models.mbu_unet import LAYER_NAMES
-
     kinds = getattr(model, "kinds", None) or {}
     masked = [n for n in LAYER_NAMES if kinds.get(n) == "masked"]
     t = ckpt.get("test_metrics", {})
-    row = dict(preset=cfg["preset"], config=label, paper_row=PAPER_LABELS.get(label, f"MBU-Net ({label})"),
-               arch="unet" if label == "fp" else "mbu_unet", width=cfg["width"], image_size=cfg["image_size"],
+    row = dict(preset=cfg.preset, config=label, paper_row=PAPER_LABELS.get(label, f"MBU-Net ({label})"),
+               arch="unet" if label == "fp" else "mbu_unet", width=cfg.width, image_size=cfg.image_size,
                weights=WEIGHTS.get(label, "binary + masked"), activations="fp32" if label == "fp" else "binary",
                masked_layers=len(masked), masked=" ".join(masked), training=training,
                epochs=len(ckpt.get("history", [])), best_epoch=ckpt.get("best_epoch"),
@@ -191,17 +158,12 @@ def accuracy_row(label: str, model, ckpt: dict, cfg: dict, training: str, packed
     return row
 
 
-def train_variants(cfg: dict, main_model, main_ckpt: dict, variants: dict, finetune_epochs: int, splits,
+def train_variants(cfg: StudyConfig, main_model, main_ckpt: dict, variants: dict, finetune_epochs: int, splits,
                    lr_factor: float = 0.1, main_lr_factor: float = DEFAULT_LR_FACTOR) -> dict:
     """Fine-tune every ``label -> create_model keywords`` variant from the trained main MBU-Net
     for ``finetune_epochs`` at ``preset lr * main_lr_factor * lr_factor`` (the end of the main
     run's schedule; cached); returns ``label -> (model, ckpt)``."""
-    from tqdm.auto import tqdm
-
-    from ..presets import get_preset
-
-    ft_cfg = get_preset(cfg["preset"], **{**{k: v for k, v in cfg.items() if k != "preset"},
-                                          "lr": cfg["lr"] * main_lr_factor * lr_factor})
+    ft_cfg = cfg.replace(lr=cfg.lr * main_lr_factor * lr_factor)
     out = {}
     for label, kw in tqdm(list(variants.items()), desc="MBU-Net variants", unit="config"):
         if label == "mbu":
@@ -210,13 +172,11 @@ def train_variants(cfg: dict, main_model, main_ckpt: dict, variants: dict, finet
     return out
 
 
-def accuracy_table(cfg: dict, fp, main, variants: dict, finetune_epochs: int, splits) -> pd.DataFrame:
+def accuracy_table(cfg: StudyConfig, fp, main, variants: dict, finetune_epochs: int, splits) -> pd.DataFrame:
     """Seed 001 Table 1 on this data: the full-precision U-Net, the main MBU-Net and every
     fine-tuned variant, with the packed engine's Dice next to PyTorch's for packable models."""
-    from tqdm.auto import tqdm
-
-    bs = cfg["batch_size"]
-    rows = [accuracy_row("fp", fp[0], fp[1], cfg, f"from scratch: {_epochs(cfg['epochs'])} lr {cfg['lr']:g}")]
+    bs = cfg.batch_size
+    rows = [accuracy_row("fp", fp[0], fp[1], cfg, f"from scratch: {_epochs(cfg.epochs)} lr {cfg.lr:g}")]
     items = [("mbu", main, main[1].get("training", "from scratch (preset)"))] + [
         (k, v, f"fine-tuned {_epochs(finetune_epochs)} from the MBU-Net, lr {v[1]['train_config']['lr']:g}")
         for k, v in variants.items()]
@@ -243,9 +203,6 @@ def pareto_table(acc: pd.DataFrame, speed: pd.DataFrame, case_of: dict) -> pd.Da
 
 def packed_metrics(model, dataset, batch_size: int = 8) -> dict | None:
     """Loss/IoU/Dice of the bit-packed engine on ``dataset`` (``None`` for unpackable models)."""
-    from ..deploy import evaluate_runner
-    from .engine import pack_mbu
-
     try:
         packed = pack_mbu(model)
     except (ValueError, TypeError):
@@ -253,88 +210,42 @@ def packed_metrics(model, dataset, batch_size: int = 8) -> dict | None:
     return evaluate_runner(packed, dataset, batch_size=batch_size)
 
 
-def sparsity_table(models: dict, cfg: dict) -> pd.DataFrame:
+def sparsity_table(models: dict, cfg: StudyConfig) -> pd.DataFrame:
     """``zero_fraction`` of every masked layer of each ``label -> model``."""
-    from ..models.mbu_unet import zero_fraction
-
     parts = []
     for label, m in models.items():
         z = zero_fraction(m)
         z.insert(0, "config", label)
         parts.append(z)
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    df.insert(0, "preset", cfg["preset"])
+    df.insert(0, "preset", cfg.preset)
     return df
-
-
-def write_table(df: pd.DataFrame, name: str, key: list[str]) -> pd.DataFrame:
-    """Merge ``df`` into ``results_dir()/name`` (rows with the same ``key`` replaced)."""
-    return upsert_csv(df, paths.results_dir() / name, key=key)
 
 
 # --------------------------------------------------------------------------------------------
 # speed
 # --------------------------------------------------------------------------------------------
-def set_threads(n: int | None = None) -> int:
-    """Same thread count for torch, ONNX Runtime (sessions created afterwards) and numba."""
-    import numba
-
-    from ..bench import pin_threads
-
-    n = pin_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    return n
-
-
-def measure_speed(cases: dict, image_size: int, batch_size: int = 1, repeats: int = 20, warmup: int = 3,
-                  time_cap_s: float = 120.0, seed: int = 0, threads: int | None = None,
-                  block: int = 5) -> pd.DataFrame:
-    """Latency of ``name -> callable(x)`` on one random batch, timed in interleaved blocks
-    (``unetq.bench.measure_blocks``: each case in its steady state, background load spread over
-    all). One row per case: median, spread, frames/s, plus the machine columns."""
-    from ..bench import measure_blocks
-
-    threads = set_threads(threads)
-    x = np.random.default_rng(seed).random((batch_size, 3, image_size, image_size), dtype=np.float32)
-    stats = measure_blocks({k: (f, lambda: x) for k, f in cases.items()}, repeats=repeats, warmup=warmup,
-                           block=block, time_cap_s=time_cap_s)
-    rows = []
-    info = machine_info()
-    for name, s in stats.items():
-        rows.append(dict(case=name, batch_size=batch_size, image_size=image_size, threads=threads,
-                         median_ms=1e3 * s["median_s"], q1_ms=1e3 * s["q1_s"], q3_ms=1e3 * s["q3_s"],
-                         iqr_ms=1e3 * s["iqr_s"], p10_ms=1e3 * s["p10_s"], p90_ms=1e3 * s["p90_s"],
-                         repeats=s["n"], method=f"interleaved blocks of {block}",
-                         fps=batch_size / s["median_s"], **info))
-    return pd.DataFrame(rows)
-
-
-def torch_callable(model):
-    model = model.eval()
-
-    def run(x):
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return run
+def size_report(packed_bytes: int, model) -> str:
+    """How much smaller the packed model is than its FP32 weights (``weight_bytes``)."""
+    fp32 = weight_bytes(model)
+    return (f"packed MBU-Net {packed_bytes:,} bytes: {fp32 / packed_bytes:.1f}x smaller than its FP32 "
+            f"weights ({fp32:,} bytes)")
 
 
 def speed_cases(packed_models: dict, unet, image_size: int, calib_data=None, calib_images: int = 32,
                 with_ort: bool = True, workdir: Path | None = None) -> tuple[dict, dict, dict]:
     """``(cases, sizes, notes)``: callables for the packed MBU-Nets (``label -> PackedMBU``),
     the U-Net in PyTorch FP32 and, when ONNX Runtime is available, in ONNX Runtime FP32 and
-    INT8 (engineer D's runners; INT8 calibrated on ``calib_data``); ``sizes`` holds each case's
+    INT8 (the deployment runners; INT8 calibrated on ``calib_data``); ``sizes`` holds each case's
     model size in bytes; ``notes`` why a case is missing."""
     cases, sizes, notes = {}, {}, {}
     for label, p in packed_models.items():
         cases[label] = p
         sizes[label] = p.nbytes
-    cases["U-Net torch FP32"] = torch_callable(unet)
-    sizes["U-Net torch FP32"] = sum(t.numel() * t.element_size() for t in unet.state_dict().values())
+    cases["U-Net torch FP32"] = TorchRunner(unet, "fp32", device="cpu")
+    sizes["U-Net torch FP32"] = weight_bytes(unet)
     if with_ort:
         try:
-            from ..deploy import make_runner
-
             workdir = Path(workdir or paths.models_dir() / f"mbu_speed_unet_{image_size}")
             r32 = make_runner("onnxruntime", "fp32", model=unet, image_size=image_size, workdir=workdir)
             cases["U-Net ONNX Runtime FP32"], sizes["U-Net ONNX Runtime FP32"] = r32, r32.model_size_bytes
@@ -354,8 +265,6 @@ def speed_cases(packed_models: dict, unet, image_size: int, calib_data=None, cal
 # --------------------------------------------------------------------------------------------
 def plot_cost_ranking(rank: pd.DataFrame, image_size: int = 512):
     """Figure 4 + Table A.4: operations, parameters and cost score per layer (rank order)."""
-    import matplotlib.pyplot as plt
-
     df = rank.sort_values("rank")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     y = np.arange(len(df))
@@ -374,8 +283,6 @@ def plot_cost_ranking(rank: pd.DataFrame, image_size: int = 512):
 
 def plot_sparsity(sp: pd.DataFrame):
     """Figure 3a: share of zero weights in every masked layer."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(9, 3.6))
     configs = list(dict.fromkeys(sp["config"]))
     layers = list(dict.fromkeys(sp["label"]))
@@ -394,8 +301,6 @@ def plot_sparsity(sp: pd.DataFrame):
 
 def plot_pareto(pareto: pd.DataFrame, refs: pd.DataFrame | None = None, image_size: int | None = None):
     """Figure 7: test Dice against frames per second (batch 1) as layers are masked in cost order."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4.2))
     d = pareto.sort_values("masked_layers")
     sc = ax.scatter(d["fps"], d["test_dice"], c=d["masked_layers"], cmap="viridis", s=60, zorder=3)
@@ -420,8 +325,6 @@ def plot_pareto(pareto: pd.DataFrame, refs: pd.DataFrame | None = None, image_si
 
 def plot_speed(speed: pd.DataFrame):
     """Median latency (ms per batch) with the interquartile range as error bars."""
-    import matplotlib.pyplot as plt
-
     d = speed.sort_values("median_ms")
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(d) + 1.2))
     y = np.arange(len(d))
@@ -445,9 +348,6 @@ def exactness_report(model, dataset, n: int = 4, masked_form: str = "xor_and") -
     ``dataset``: every binary activation map (forward hooks on the ``BNSign`` modules) and the
     logits. Returns ``maps``, ``identical`` (all maps bit-equal), ``mismatched_maps``,
     ``logits_close`` and ``max_abs_logit_diff``."""
-    from ..models.binary_layers import BNSign
-    from .engine import pack_mbu
-
     x = torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))]).float()
     model = model.eval().cpu()
     acts = {}

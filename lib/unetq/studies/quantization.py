@@ -1,7 +1,7 @@
-"""Notebook-level helpers of ``06_quantization.ipynb``: every representation of a trained model,
-its accuracy and size, the INT8 configuration study, and the result tables.
+"""The quantization notebook (``06_quantization``): every representation of a trained model, its
+accuracy and size, the INT8 configuration study, the result tables and the figures.
 
-Files go to ``paths.models_dir() / f"{arch}_{preset}"``; tables to ``paths.results_dir()``:
+Files go to ``paths.models_dir() / f"{arch}_{preset}"``; tables, through :mod:`unetq.results`:
 ``accuracy_by_format.csv``, ``model_sizes.csv``, ``int8_sensitivity_<arch>.csv``,
 ``int8_configs.csv`` and ``int8_speed.csv``. Representations that cannot run here get a row with
 ``status = "not measured on this machine: <reason>"`` and no numbers.
@@ -15,16 +15,23 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import paths
-from ..io import machine_info, upsert_csv
-from .availability import runner_unavailable_reason
-from .evaluate import evaluate_runner
-from .fp16 import convert_float16_file
-from .onnx_export import export_onnx, onnx_file_bytes
-from .quantize import QuantConfig, calibration_images, quantize_int8
-from .runners import OrtRunner, make_runner, state_dict_bytes
+import json
 
-NOT_MEASURED = "not measured on this machine"
+import matplotlib.pyplot as plt
+import seaborn as sns
+import torch
+
+from .. import paths, results
+from ..bench import NOT_MEASURED, interleaved_timings, variant_summary
+from ..config import StudyConfig
+from ..deploy import (OrtRunner, QuantConfig, calibration_images, convert_float16_file, evaluate_runner,
+                      export_onnx, make_runner, onnx_file_bytes, quantize_int8, runner_unavailable_reason)
+from ..deploy.quantmath import quantize, scale_zero_point
+from ..deploy.sensitivity import evaluate_configs, mixed_precision_search
+from ..machine import cuda_available, machine_info
+from ..models import weight_bytes
+
+
 REPRESENTATIONS = (
     ("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"),
     ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
@@ -61,18 +68,18 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
-def export_representations(arch: str, model, splits: dict, cfg: dict, quant_config: QuantConfig | None = None,
+def export_representations(arch: str, model, splits: dict, cfg: StudyConfig, quant_config: QuantConfig | None = None,
                            folder=None, seed: int = 0) -> ModelFiles:
-    """FP32 ONNX, FP16 ONNX and the default INT8 model (calibrated on ``cfg["calib_images"]``
+    """FP32 ONNX, FP16 ONNX and the default INT8 model (calibrated on ``cfg.calib_images``
     images of the *training* split; ``quant_config`` default :class:`QuantConfig`), plus the
     TensorRT-target INT8 model when TensorRT can run here."""
-    preset = cfg.get("preset", "custom")
-    size = int(cfg["image_size"])
+    preset = cfg.preset
+    size = int(cfg.image_size)
     folder = Path(folder) if folder else paths.models_dir() / f"{arch}_{preset}"
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(model.cpu().eval(), folder / "fp32.onnx", size)
     fp16 = convert_float16_file(fp32, folder / "fp16.onnx")
-    calib = calibration_images(splits["train"], cfg.get("calib_images"), seed)
+    calib = calibration_images(splits["train"], cfg.calib_images, seed)
     files = ModelFiles(arch, preset, size, folder, fp32, fp16, calib=calib)
     files.add_int8("default", quant_config or QuantConfig())
     if runner_unavailable_reason("tensorrt", "int8") is None:
@@ -94,29 +101,27 @@ def _onnx_source(backend: str, precision: str, files: ModelFiles, int8_name: str
 
 
 # --------------------------------------------------------------------------------- accuracy
-def _base_row(arch: str, cfg: dict) -> dict:
-    return dict(arch=arch, preset=cfg.get("preset", "custom"), width=cfg.get("width"), image_size=cfg.get("image_size"))
+def _base_row(arch: str, cfg: StudyConfig) -> dict:
+    return dict(arch=arch, preset=cfg.preset, width=cfg.width, image_size=cfg.image_size)
 
 
 def slow_representations() -> dict:
     """Representations that run here but far too slowly for the notebook's budget, with the
     reason: PyTorch float16 on a CPU (no native float16 convolution; a reference fallback tens of
     times slower than float32). FP16 accuracy is then measured through ONNX Runtime."""
-    from .availability import cuda_available
-
     if cuda_available():
         return {}
     return {("torch", "fp16"): "PyTorch float16 convolution on this CPU is a slow reference fallback "
                                "(tens of times slower than float32); FP16 is measured with onnxruntime/fp16"}
 
 
-def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: dict, representations=REPRESENTATIONS,
+def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: StudyConfig, representations=REPRESENTATIONS,
                        int8_name: str = "default", split: str = "test", batch_size: int = 8,
                        progress: bool = True, skip: dict | None = None) -> pd.DataFrame:
     """Loss / IoU / Dice of every (backend, precision) on ``dataset`` (the ``split``), one row
     each, with the representation's size on disk; unavailable ones (and those in ``skip``,
     ``{(backend, precision): reason}``) get a "not measured on this machine" row with the reason."""
-    rows, fp32_dice = [], None
+    rows = []
     machine = machine_info()
     for backend, precision in tqdm(list(representations), desc=f"{arch}: representations", disable=not progress,
                                    leave=False):
@@ -150,7 +155,7 @@ def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: dict, 
     return df
 
 
-def int8_accuracy(arch: str, files: ModelFiles, dataset, cfg: dict, names=None, split: str = "test",
+def int8_accuracy(arch: str, files: ModelFiles, dataset, cfg: StudyConfig, names=None, split: str = "test",
                   batch_size: int = 8) -> pd.DataFrame:
     """ONNX Runtime INT8 rows (same columns as :func:`accuracy_by_format`) for the INT8 models
     ``names`` of ``files`` (default: all), with the FP32 ONNX row first."""
@@ -169,14 +174,12 @@ def int8_accuracy(arch: str, files: ModelFiles, dataset, cfg: dict, names=None, 
 
 
 # ------------------------------------------------------------------------------------- sizes
-def model_sizes(arch: str, model, files: ModelFiles, cfg: dict) -> pd.DataFrame:
+def model_sizes(arch: str, model, files: ModelFiles, cfg: StudyConfig) -> pd.DataFrame:
     """Bytes on disk of every representation: PyTorch state dicts (fp32/fp16/bf16), ONNX files
     (fp32, fp16, each INT8 model) and TensorRT plans when built here."""
-    import torch
-
     params = int(sum(p.numel() for p in model.parameters()))
     rows = [dict(representation=f"torch/{p}", format="torch state_dict", precision=p,
-                 size_bytes=state_dict_bytes(model, getattr(torch, d)))
+                 size_bytes=weight_bytes(model, getattr(torch, d)))
             for p, d in (("fp32", "float32"), ("fp16", "float16"), ("bf16", "bfloat16"))]
     rows += [dict(representation="onnx/fp32", format="onnx", precision="fp32", size_bytes=onnx_file_bytes(files.fp32)),
              dict(representation="onnx/fp16", format="onnx", precision="fp16", size_bytes=onnx_file_bytes(files.fp16))]
@@ -185,8 +188,6 @@ def model_sizes(arch: str, model, files: ModelFiles, cfg: dict) -> pd.DataFrame:
                          size_bytes=onnx_file_bytes(path), config=qcfg.label()))
     plans = sorted(files.folder.glob("*.plan"))
     if plans:
-        import json
-
         for plan in plans:
             prec = plan.name.split(".")[-3] if plan.name.count(".") >= 3 else "?"
             meta = plan.with_suffix(".json")
@@ -234,8 +235,6 @@ def choose_int8_config(fp32_onnx, calib, val_data, tolerance: float = 0.01, cand
     ONNX Runtime's scheme, then TensorRT's scheme with Percentile) whose validation Dice is within
     ``tolerance`` of FP32; if none is, the best one plus a mixed-precision search (layers kept
     float). Returns ``(name, config, table of what was tried)``."""
-    from .sensitivity import evaluate_configs, mixed_precision_search
-
     grid = config_grid()
     candidates = candidates or {k: grid[k] for k in ("per-channel/minmax", "per-channel/percentile",
                                                      "tensorrt-like/percentile")}
@@ -277,16 +276,14 @@ def summarize_int8(grid: pd.DataFrame, chosen: pd.DataFrame, tolerance: float) -
 
 
 # ------------------------------------------------------------------------------------ speed
-def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_norewrite: bool = True,
+def int8_speed(arch: str, files: ModelFiles, cfg: StudyConfig, names=None, include_norewrite: bool = True,
                repeats: int | None = None, warmup: int | None = None, progress: bool = True) -> pd.DataFrame:
     """ONNX Runtime CPU latency at batch 1 of FP32 and the INT8 models ``names`` (interleaved
-    blocks of ``cfg["bench_block"]`` calls, default 5; median, p25, p75, speed-up over FP32), plus (``include_norewrite``) the first of them
+    blocks of ``cfg.bench_block`` calls; median, p25, p75, speed-up over FP32), plus (``include_norewrite``) the first of them
     quantized without the ConvTranspose rewrite, registered as ``files.int8["no-rewrite"]``. A
     development measurement: the machine's load is not controlled here."""
-    from .benchmark import interleaved_timings, summarize
-
-    repeats = int(repeats or cfg.get("bench_repeats", 10))
-    warmup = int(warmup or cfg.get("bench_warmup", 2))
+    repeats = int(repeats or cfg.bench_repeats)
+    warmup = int(warmup or cfg.bench_warmup)
     x = files.calib[:1]
     names = list(names or files.int8)
     if include_norewrite and "no-rewrite" not in files.int8:
@@ -298,8 +295,8 @@ def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_nore
         paths_[f"int8/{name}"] = files.int8[name][1]
     runners = {k: OrtRunner(p, "fp32" if k == "fp32" else "int8") for k, p in paths_.items()}
     times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress,
-                                block=int(cfg.get("bench_block", 5)), settle_s=0.05)
-    s = summarize(times).reset_index()
+                                block=int(cfg.bench_block), settle_s=0.05)
+    s = variant_summary(times).reset_index()
     s["size_bytes"] = [onnx_file_bytes(paths_[v]) for v in s["variant"]]
     s["batch"] = 1
     out = pd.concat([pd.DataFrame([_base_row(arch, cfg)] * len(s)), s], axis=1)
@@ -307,31 +304,38 @@ def int8_speed(arch: str, files: ModelFiles, cfg: dict, names=None, include_nore
 
 
 # ----------------------------------------------------------------------------------- tables
-def record(df: pd.DataFrame, name: str, key: list[str]) -> pd.DataFrame:
-    """Upsert ``df`` into ``results_dir()/name`` (rows with the same ``key`` are replaced)."""
-    return upsert_csv(df, paths.results_dir() / name, key)
-
-
 def record_accuracy(df: pd.DataFrame) -> pd.DataFrame:
-    return record(df, "accuracy_by_format.csv", ["arch", "preset", "split", "backend", "precision", "config"])
+    return results.write(results.ACCURACY_BY_FORMAT, df)
 
 
 def record_sizes(df: pd.DataFrame) -> pd.DataFrame:
-    return record(df, "model_sizes.csv", ["arch", "preset", "representation"])
+    return results.write(results.MODEL_SIZES, df)
 
 
-def record_sensitivity(arch: str, cfg: dict, df: pd.DataFrame) -> pd.DataFrame:
+def record_configs(df: pd.DataFrame) -> pd.DataFrame:
+    return results.write(results.INT8_CONFIGS, df)
+
+
+def record_speed(df: pd.DataFrame) -> pd.DataFrame:
+    return results.write(results.INT8_SPEED, df)
+
+
+def record_sensitivity(arch: str, cfg: StudyConfig, df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     out.insert(0, "config", df.attrs.get("config", ""))
     for k, v in reversed(list(_base_row(arch, cfg).items())):
         out.insert(0, k, v)
-    return record(out, f"int8_sensitivity_{arch}.csv", ["arch", "preset", "mode", "node"])
+    return results.write(results.INT8_SENSITIVITY, out, arch=arch)
+
+
+def result_tables() -> list[str]:
+    """The quantization tables present in ``results_dir()``."""
+    names = ("accuracy", "model_sizes", "int8")
+    return sorted(p.name for p in paths.results_dir().glob("*.csv") if p.name.startswith(names))
 
 
 def quantmath_examples() -> pd.DataFrame:
     """Seed 003's two worked examples recomputed with :mod:`quantmath` (rounded as printed)."""
-    from .quantmath import quantize, scale_zero_point
-
     s1, z1 = scale_zero_point(-2.5, 5.0)
     s2, z2 = scale_zero_point(-8.0, 8.0, symmetric=True)
     return pd.DataFrame([
@@ -340,3 +344,102 @@ def quantmath_examples() -> pd.DataFrame:
         dict(scheme="symmetric restricted, max|f| = 8", S=f"{s2:.5f}", Z=z2, x=3.86,
              x_q=int(quantize(3.86, s2, z2, symmetric=True)), paper="S 0.0629 (8/127 = 0.06299, truncated), 3.86 -> 61"),
     ])
+
+
+# ---------------------------------------------------------------------------------- figures
+_METRIC_LABEL = {"dice": "Dice (0-1, unitless)", "iou": "IoU (0-1, unitless)",
+                 "loss": "BCE + Dice loss (unitless)", "delta_dice": "Dice change vs FP32 (unitless)"}
+
+
+def plot_accuracy_by_format(df: pd.DataFrame, metrics=("loss", "iou", "dice")):
+    """Loss / IoU / Dice per representation (``backend/precision``), one bar per architecture;
+    representations not measured here are left out (the table says why)."""
+    d = df[df["status"] == "ok"].copy()
+    d["representation"] = d["backend"] + "/" + d["precision"] + np.where(
+        d.get("int8_name", "").fillna("").astype(str).isin(["", "default"]), "",
+        " (" + d.get("int8_name", "").fillna("").astype(str) + ")")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sns.barplot(data=d, x="representation", y=m, hue="arch", ax=ax)
+        ax.set_xlabel("representation (backend/precision)")
+        ax.set_ylabel(_METRIC_LABEL[m])
+        ax.tick_params(axis="x", rotation=60)
+        for lbl in ax.get_xticklabels():
+            lbl.set_horizontalalignment("right")
+        if ax is not axes[0][-1] and ax.get_legend():
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def plot_model_sizes(df: pd.DataFrame):
+    d = df[df["size_bytes"].notna()].copy()
+    d["size_MB"] = d["size_bytes"] / 1e6
+    fig, ax = plt.subplots(figsize=(9, 4))
+    sns.barplot(data=d, x="representation", y="size_MB", hue="arch", ax=ax)
+    ax.set_yscale("log")
+    ax.set_xlabel("representation")
+    ax.set_ylabel("size on disk (MB, log scale)")
+    ax.tick_params(axis="x", rotation=45)
+    for lbl in ax.get_xticklabels():
+        lbl.set_horizontalalignment("right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_int8_configs(df: pd.DataFrame, metric: str = "dice"):
+    """Dice of each INT8 configuration per architecture, with the FP32 level as a line."""
+    d = df[df["config"] != "fp32"]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    sns.barplot(data=d, x="config", y=metric, hue="arch", ax=ax)
+    for i, (arch, g) in enumerate(df[df["config"] == "fp32"].groupby("arch", sort=False)):
+        ax.axhline(float(g[metric].iloc[0]), ls="--", lw=1, color=sns.color_palette()[i % 10],
+                   label=f"{arch} FP32")
+    ax.set_xlabel("INT8 configuration (weights / calibration)")
+    ax.set_ylabel(_METRIC_LABEL.get(metric, metric))
+    ax.tick_params(axis="x", rotation=30)
+    for lbl in ax.get_xticklabels():
+        lbl.set_horizontalalignment("right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(df: pd.DataFrame, title: str = ""):
+    """Per-layer Dice change when only that layer is INT8 (bars; depthwise layers highlighted)
+    and the relative INT8 weight error per tensor vs per channel (lines, right axis)."""
+    d = df.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(8, 0.28 * len(d)), 4.2))
+    colors = ["tab:red" if dw else "tab:blue" for dw in d.get("depthwise", [False] * len(d))]
+    ax.bar(np.arange(len(d)), d["delta_dice"], color=colors)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(d)))
+    ax.set_xticklabels([n.strip("/").replace("/Conv", "").replace("_as_conv", " (as conv)") for n in d["node"]],
+                       rotation=90, fontsize=7)
+    ax.set_xlabel("layer quantized alone (ONNX node; red = depthwise)")
+    ax.set_ylabel(_METRIC_LABEL["delta_dice"])
+    if "err_per_tensor" in d:
+        ax2 = ax.twinx()
+        ax2.plot(np.arange(len(d)), d["err_per_tensor"], "o-", ms=3, color="tab:orange", label="per-tensor")
+        ax2.plot(np.arange(len(d)), d["err_per_channel"], "s-", ms=3, color="tab:green", label="per-channel")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("relative RMS weight error (unitless, log)")
+        ax2.legend(loc="lower right", fontsize=8, title="INT8 weights", title_fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_range_kept(ranges: pd.DataFrame, methods=("entropy", "percentile")):
+    """Distribution over activation tensors of the fraction of the observed (MinMax) range each
+    calibration method keeps, per architecture."""
+    cols = [f"kept_{m}" for m in methods if f"kept_{m}" in ranges]
+    d = ranges.melt(id_vars=["arch", "op_type"], value_vars=cols, var_name="method", value_name="kept")
+    d["method"] = d["method"].str.replace("kept_", "", regex=False)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.boxplot(data=d, x="method", y="kept", hue="arch", ax=ax)
+    ax.set_xlabel("calibration method")
+    ax.set_ylabel("calibrated / observed activation range (fraction)")
+    ax.set_ylim(0, 1.05)
+    fig.tight_layout()
+    return fig

@@ -1,8 +1,8 @@
-"""The study's report (notebook ``08_report``): every section is computed from the result tables
-under ``paths.results_dir()``; a section whose table is missing says
-``"not measured on this machine / not run"`` instead of failing.
+"""The study's report (notebook ``08_report``): every section is computed from the result tables,
+read through :mod:`unetq.results`; a section whose table is missing (or lacks a column its
+readers need) says ``"not measured on this machine / not run"`` and why, instead of failing.
 
-- :func:`load_table`        a results table (or ``None`` and the reason)
+- :func:`load_table`        a results table (or ``None`` and the reason): ``unetq.results.read``
 - :class:`Section`          title, text, table and figure; displays itself in a notebook
 - section builders          :func:`latency_by_format` (seed 000 Fig. 5), :func:`memory_by_format`
   (Fig. 6), :func:`accuracy_by_format` (Figs. 7-8), :func:`throughput_vs_batch`,
@@ -16,58 +16,25 @@ import html as _html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from IPython.display import HTML, Markdown, display
+from matplotlib.figure import Figure
 
-from .paths import results_dir
-
-NOT_RUN = "not measured on this machine / not run"
+from .. import results
+from ..config import PRESETS
+from ..results import NOT_RUN, Loaded
+from ..results import read as load_table
+from .figures import figure_image, save_figure
 METRICS = ("loss", "iou", "dice")
 
 
 # ----------------------------------------------------------------------------------------------
 # tables
 # ----------------------------------------------------------------------------------------------
-class Loaded(NamedTuple):
-    """A results table (``df``), or ``df=None`` with the reason in ``message``."""
-
-    df: pd.DataFrame | None
-    message: str
-
-
-def load_table(name: str, preset: str | None = None, root: str | os.PathLike | None = None) -> Loaded:
-    """``results_dir()/<name>.csv``; a glob (``"mbu_*"``) concatenates every match with a
-    ``table`` column. With ``preset``, rows of other presets are dropped when the table has a
-    ``preset`` column (and the message says so if none is left). Unreadable files are reported
-    with their path, never raised."""
-    root = Path(root) if root else results_dir()
-    stem = name[:-4] if name.endswith(".csv") else name
-    paths = sorted(root.glob(f"{stem}.csv"))
-    if not paths:
-        return Loaded(None, f"{NOT_RUN}: no {stem}.csv in {root}")
-    frames = []
-    for p in paths:
-        try:
-            df = pd.read_csv(p)
-        except Exception as e:  # a corrupt file must not stop the report
-            return Loaded(None, f"{NOT_RUN}: {p} could not be read ({type(e).__name__}: {e})")
-        if "*" in stem or "?" in stem:
-            df.insert(0, "table", p.stem)
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    if df.empty:
-        return Loaded(None, f"{NOT_RUN}: {stem}.csv is empty")
-    if preset is not None and "preset" in df.columns:
-        sub = df[df["preset"].astype(str) == str(preset)]
-        if sub.empty:
-            have = ", ".join(sorted(df["preset"].astype(str).unique()))
-            return Loaded(None, f"{NOT_RUN}: {stem}.csv has no rows for preset {preset!r} (has: {have})")
-        df = sub.reset_index(drop=True)
-    return Loaded(df, f"{stem}.csv: {len(df)} rows")
-
-
 def format_label(backend: str, precision: str) -> str:
     """``"onnxruntime int8"``-style label of a representation."""
     return f"{backend} {precision}"
@@ -127,8 +94,6 @@ class Section:
         return not self.message
 
     def _ipython_display_(self):
-        from IPython.display import HTML, Markdown, display
-
         display(Markdown(f"### {self.title}"))
         if self.message:
             display(HTML(f"<p style='color:#8a6d3b'><b>{_html.escape(self.message)}</b></p>"))
@@ -150,26 +115,8 @@ class Section:
         """Write the figure as PNG (atomically) into ``folder`` (default ``figures_dir()``)."""
         if self.figure is None:
             return None
-        from .io import atomic_path
-        from .paths import figures_dir
-
         slug = "".join(ch if ch.isalnum() else "_" for ch in self.title.lower()).strip("_")
-        out = Path(folder or figures_dir()) / f"report_{slug}.png"
-        with atomic_path(out) as tmp:
-            self.figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        return out
-
-
-def figure_image(fig, dpi: int = 85):
-    """A matplotlib figure as an IPython PNG image (displays the same with or without pyplot's
-    inline backend, and in nbconvert's HTML)."""
-    import io
-
-    from IPython.display import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return Image(data=buf.getvalue(), format="png")
+        return save_figure(self.figure, f"report_{slug}.png", folder)
 
 
 def _missing(title: str, msg: str) -> Section:
@@ -178,8 +125,6 @@ def _missing(title: str, msg: str) -> Section:
 
 def _fig(ncols: int = 1, width: float = 6.0, height: float = 3.6):
     """A figure outside pyplot's global state (shown only when a Section displays it)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)
     return fig, list(axes[0])
@@ -202,7 +147,7 @@ def _pick_size(df: pd.DataFrame, image_size: int | None) -> int:
 
 
 def _bench(preset, image_size=None) -> tuple[pd.DataFrame | None, str, int | None]:
-    t = load_table("benchmark", preset)
+    t = load_table(results.BENCHMARK, preset)
     if t.df is None:
         return None, t.message, None
     df = _measured(_num(t.df, "latency_ms", "latency_ms_per_image", "throughput_ips", "peak_mem_mb",
@@ -235,9 +180,7 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
     sub = df[(df["image_size"] == size) & (df["batch_size"] == batch_size)]
     if sub.empty:
         return _missing(title, f"{NOT_RUN}: no measured rows at batch {batch_size}, {size}x{size}")
-    import seaborn as sns
-
-    data = load_table("benchmark_dataset", preset)
+    data = load_table(results.BENCHMARK_DATASET, preset)
     dset = None
     if data.df is not None:
         dset = _with_format(_measured(_num(data.df, "seconds_total")))
@@ -287,8 +230,6 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
     sub = sub[sub["batch_size"] == b]
     if sub.empty:
         return _missing(title, f"{NOT_RUN}: no measured rows at batch {b}")
-    import seaborn as sns
-
     fig, axes = _fig(2, 6.5, 3.8)
     sns.barplot(sub, x="format", y="peak_mem_mb", hue="arch", ax=axes[0], order=format_order(sub))
     axes[0].set(xlabel="representation (backend, precision)", ylabel="peak inference memory (MiB)",
@@ -305,7 +246,7 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
 
 
 def _accuracy(preset) -> Loaded:
-    t = load_table("accuracy_by_format", preset)
+    t = load_table(results.ACCURACY_BY_FORMAT, preset)
     if t.df is None:
         return t
     df = t.df.copy()
@@ -354,8 +295,6 @@ def accuracy_by_format(preset: str | None = None) -> Section:
     df = df.dropna(subset=metrics, how="all")
     if df.empty:
         return _missing(title, f"{NOT_RUN}: no evaluated representation in accuracy_by_format.csv")
-    import seaborn as sns
-
     archs = sorted(df["arch"].unique())
     fig, axes = _fig(len(archs), 5.0, 3.6)
     long = df.melt(id_vars=["arch", "format"], value_vars=metrics, var_name="metric", value_name="value")
@@ -378,8 +317,6 @@ def throughput_vs_batch(preset: str | None = None, image_size: int | None = None
     sub = df[df["image_size"] == size]
     if sub["batch_size"].nunique() < 2:
         return _missing(title, f"{NOT_RUN}: only one batch size measured at {size}x{size}")
-    import seaborn as sns
-
     archs = sorted(sub["arch"].unique())
     fig, axes = _fig(len(archs), 4.5, 3.6)
     for ax, a in zip(axes, archs):
@@ -414,7 +351,7 @@ def speedup_table(preset: str | None = None, value: str = "speedup", image_size:
 def image_size_sweep(preset: str | None = None) -> Section:
     """Latency per image against image size for the representations swept over size."""
     title = "Latency vs image size"
-    t = load_table("benchmark", preset)
+    t = load_table(results.BENCHMARK, preset)
     if t.df is None:
         return _missing(title, t.message)
     df = _with_format(_measured(_num(t.df, "latency_ms_per_image")))
@@ -426,8 +363,6 @@ def image_size_sweep(preset: str | None = None) -> Section:
     sub = sub[sub.groupby(["arch", "format"])["image_size"].transform("nunique") > 1]
     if sub.empty:
         return _missing(title, f"{NOT_RUN}: no representation measured at two image sizes")
-    import seaborn as sns
-
     fig, axes = _fig(1, 6.5, 3.8)
     sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="arch", style="format", marker="o", ax=axes[0])
     axes[0].set(xlabel="image size (px per side)", ylabel="latency per image (ms)", yscale="log", title=f"batch {b}")
@@ -443,15 +378,13 @@ def image_size_sweep(preset: str | None = None) -> Section:
 def amp_training(preset: str | None = None) -> Section:
     """AMP training speed-up and memory reduction factor (seed 003 Equations 17-18)."""
     title = "Mixed-precision (AMP) training"
-    t = load_table("amp", preset)
+    t = load_table(results.AMP, preset)
     if t.df is None:
         return _missing(title, t.message)
     df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb")
     need = {"arch", "amp", "speedup_vs_off", "mem_reduction_vs_off"}
     if not need <= set(df.columns):
         return _missing(title, f"{NOT_RUN}: amp.csv lacks {sorted(need - set(df.columns))}")
-    import seaborn as sns
-
     fig, axes = _fig(2, 5.0, 3.6)
     sns.barplot(df, x="arch", y="speedup_vs_off", hue="amp", ax=axes[0])
     axes[0].set(xlabel="architecture", ylabel="training speed-up vs float32 (x)")
@@ -508,8 +441,6 @@ def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | N
                                f"({', '.join(c for c, _, _ in _COSTS)}) and an accuracy column ({', '.join(_GAINS)})")
     name, g, (c, higher, xlabel), y = found
     front = pareto_front(g, c, y, cost_higher_better=higher)
-    import seaborn as sns
-
     fig, axes = _fig(1, 6.5, 4.0)
     label = next((k for k in ("masked_layers", "config", "name", "variant", "case") if k in g.columns), None)
     sns.scatterplot(g, x=c, y=y, hue=label if label and g[label].nunique() <= 20 else None, ax=axes[0], s=40)
@@ -526,12 +457,12 @@ def lr_sweep(preset: str | None = None) -> Section:
     """Test Dice / IoU / loss per learning rate and architecture (seed 000 Tables 3-6), from
     ``training.csv`` when more than one learning rate was trained."""
     title = "Learning-rate sweep"
-    t = load_table("training", preset)
+    t = load_table(results.TRAINING, preset)
     if t.df is None:
         return _missing(title, t.message)
     df = _num(t.df, "lr", "test_dice", "test_iou", "test_loss", "val_loss")
     if "lr" not in df.columns or df["lr"].nunique() < 2:
-        return _missing(title, f"{NOT_RUN}: one learning rate only (run `python -m unetq.sweep 02 -p lr 1e-1 1e-2 "
+        return _missing(title, f"{NOT_RUN}: one learning rate only (run `python -m unetq.cli.sweep 02 -p lr 1e-1 1e-2 "
                                "1e-3 1e-4 1e-5`)")
     vals = [c for c in ("val_loss", "test_loss", "test_iou", "test_dice") if c in df.columns]
     table = df.pivot_table(index="lr", columns="arch", values=vals).sort_index(ascending=False).round(4)
@@ -567,12 +498,10 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                 for m in a.columns:
                     out.at[i, m] = a.loc[k, m]
                 out.at[i, "accuracy_source"] = "accuracy_by_format.csv"
-    tr = load_table("training", preset)
+    tr = load_table(results.TRAINING, preset)
     if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
         best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
         if preset is not None and "lr" in best.columns:  # the run the benchmark's checkpoint comes from
-            from .presets import PRESETS
-
             lr = PRESETS.get(preset, {}).get("lr")
             if lr is not None and np.isclose(best["lr"], lr).any():
                 best = best[np.isclose(best["lr"], lr)]
@@ -584,7 +513,7 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                 out.at[i, "dice"] = best.loc[r["arch"], "test_dice"]
                 out.at[i, "iou"] = best.loc[r["arch"], "test_iou"] if "test_iou" in best else np.nan
                 out.at[i, "accuracy_source"] = "training.csv (PyTorch FP32 test split)"
-    mbu = load_table("mbu_accuracy", preset)
+    mbu = load_table(results.MBU_ACCURACY, preset)
     if mbu.df is not None and {"config", "test_dice"} <= set(mbu.df.columns):
         m = _num(mbu.df, "test_dice", "test_iou", "packed_dice", "packed_iou")
         m = m[m["config"].astype(str) == "mbu"]  # notebook 05's main MBU-Net configuration
@@ -660,14 +589,19 @@ _UNITS = {"latency_ms_per_image": "ms/image", "throughput_ips": "images/s", "mod
 def gpu_tables() -> Section:
     """The benchmark tables measured on GPUs (``benchmark_<device>.csv``), if any."""
     title = "Benchmarks on GPUs"
-    files = sorted(p for p in results_dir().glob("benchmark_*.csv") if p.stem != "benchmark_dataset")
+    files = results.files(results.BENCHMARK_DEVICE)
     if not files:
         return _missing(title, f"{NOT_RUN}: no benchmark_<gpu>.csv (run notebook 07 on a CUDA machine)")
     parts = []
     for p in files:
-        d = _measured(_num(pd.read_csv(p), "latency_ms_per_image", "throughput_ips", "speedup"))
+        loaded = load_table(p.stem)
+        if loaded.df is None:
+            continue
+        d = _measured(_num(loaded.df, "latency_ms_per_image", "throughput_ips", "speedup"))
         d.insert(0, "table", p.stem)
         parts.append(d)
+    if not parts:
+        return _missing(title, f"{NOT_RUN}: no readable benchmark_<gpu>.csv")
     df = _with_format(pd.concat(parts, ignore_index=True))
     table = df.pivot_table(index=["table", "arch", "batch_size"], columns="format", values="speedup").round(2)
     return Section(title, "Latency speed-up over FP32 PyTorch on each GPU that ran the study.", table)

@@ -2,7 +2,7 @@
 
 Command line::
 
-    python -m unetq.sweep 02_unet -p lr 1e-1 1e-2 1e-3 -p width 8 16 --preset quick
+    python -m unetq.cli.sweep 02_unet -p lr 1e-1 1e-2 1e-3 -p width 8 16 --preset quick
 
 runs ``notebooks/02_unet.ipynb`` once per point of the grid (here 3 x 2 = 6 runs, in the order
 given), passing ``preset`` and the grid values as papermill parameters. ``NOTEBOOK`` is a path, a
@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .paths import REPO_ROOT, reports_dir
+import nbformat
+import pandas as pd
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
+from tqdm.auto import tqdm
+
+from .. import results
+from ..paths import REPO_ROOT, reports_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -101,8 +108,6 @@ def _recorded(nb) -> dict:
 def is_done(path: str | os.PathLike, parameters: Mapping[str, Any] | None = None) -> bool:
     """Whether ``path`` is a completed papermill output with no exception (and, when
     ``parameters`` is given, run with those parameters)."""
-    import nbformat
-
     path = Path(path)
     if not path.exists():
         return False
@@ -154,9 +159,6 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
     renamed at the end, whether it failed or not). Never raises for errors inside the notebook:
     the returned :class:`RunResult` says which cell failed and why. ``cell_timeout_s`` fails a
     cell that runs (or waits on its kernel) longer than that."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     input_path, output_path = Path(input_path), Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(f".{output_path.stem}.partial.ipynb")
@@ -187,30 +189,26 @@ def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Sequence[Any]], 
               notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, progress: bool = True) -> list[RunResult]:
     """Run ``notebook`` for every point of the grid ``params``; see the module docstring.
     ``preset`` (when not None) is passed as the ``preset`` parameter of every run."""
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from .io import upsert_csv
-
     nb = resolve_notebook(notebook, notebooks_dir)
     stem = nb.stem
     out = Path(out_dir) if out_dir else reports_dir() / "sweeps" / stem
-    results = []
+    runs = []
     points = grid(params)
     for point in tqdm(points, desc=f"sweep {stem}", disable=not progress):
         full = ({"preset": preset} if preset is not None else {}) | dict(point)
         target = out / output_name(stem, point)
         if not force and is_done(target, full):
-            results.append(RunResult(nb.name, str(target), full, status="skipped (already done)"))
+            runs.append(RunResult(nb.name, str(target), full, status="skipped (already done)"))
             continue
-        results.append(execute(nb, target, full, kernel_name=kernel_name))
+        runs.append(execute(nb, target, full, kernel_name=kernel_name))
     rows = [dict({f"param_{k}": format_value(v) for k, v in r.parameters.items()},
                  status=r.status, seconds=round(r.seconds, 2), output=Path(r.output).name,
-                 error=r.describe() if r.status == "failed" else "") for r in results]
+                 error=r.describe() if r.status == "failed" else "") for r in runs]
     if rows:
         df = pd.DataFrame(rows)
-        upsert_csv(df, out / "sweep.csv", [c for c in df.columns if c.startswith("param_")])
-    return results
+        summary = results.Table("sweep", {c: "str" for c in df.columns if c.startswith("param_")})
+        results.write(summary, df, root=out)
+    return runs
 
 
 def _params_arg(values: Iterable[Sequence[str]]) -> dict[str, list]:
@@ -223,7 +221,7 @@ def _params_arg(values: Iterable[Sequence[str]]) -> dict[str, list]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m unetq.sweep", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m unetq.cli.sweep", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebook", help="notebook path, file name, stem (02_unet) or number (02)")
     ap.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),

@@ -3,8 +3,8 @@ representation, and any results table plotted by chosen columns.
 
 The logic is plain, testable code: :func:`list_checkpoints`, :func:`representations`,
 :class:`PredictionCache` (runners and predictions, built once), :func:`overlay`,
-:func:`error_map`, :func:`dice_score`, :func:`view_arrays`, :class:`TablePlotSpec` and
-:func:`plot_table`. :class:`Explorer` is the thin ipywidgets layer on top: its callbacks
+:func:`view_arrays` (scores from :mod:`unetq.metrics`, colours from
+:data:`unetq.studies.figures.ERROR_COLOURS`), :class:`TablePlotSpec` and :func:`plot_table`. :class:`Explorer` is the thin ipywidgets layer on top: its callbacks
 (``on_image_change``, ``on_table_change``, ``on_plot_change``) can be called directly, and
 without a browser (papermill, nbval) the widgets simply render as their text form.
 """
@@ -18,8 +18,20 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from .paths import checkpoints_dir, results_dir
-from .report import figure_image
+import ipywidgets as w
+import seaborn as sns
+from IPython.display import display
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..config import StudyConfig
+from ..data import splits_from_preset
+from ..deploy import available_runners, format_applies, make_runner
+from ..metrics import error_classes, mask_scores
+from ..paths import checkpoints_dir, models_dir, results_dir
+from ..results import read as read_table
+from ..train import load_checkpoint
+from .figures import ERROR_COLOURS, error_image, figure_image
 
 KNOWN_ARCHS = ("squeeze_unet", "ghost_unet", "mbu_unet", "unet")  # longest names first
 PLOT_KINDS = ("bar", "line", "scatter", "box")
@@ -50,11 +62,7 @@ def list_checkpoints(preset: str | None = None, folder: str | os.PathLike | None
 
 def representations(arch: str, available: pd.DataFrame | None = None) -> list[str]:
     """``"backend/precision"`` choices that run here for ``arch`` (FP32 PyTorch first)."""
-    from .bench import format_applies
-
     if available is None:
-        from .deploy import available_runners
-
         available = available_runners()
     out = [f"{r.backend}/{r.precision}" for r in available.itertuples()
            if bool(r.available) and format_applies(arch, r.backend, r.precision)]
@@ -66,11 +74,7 @@ def representations(arch: str, available: pd.DataFrame | None = None) -> list[st
 # predictions
 # ----------------------------------------------------------------------------------------------
 def _default_factory(model, backend: str, precision: str, image_size: int, calib, workdir: Path):
-    from .bench.suite import _call_supported
-    from .deploy import make_runner
-
-    return _call_supported(make_runner, backend, precision, model=model, image_size=image_size,
-                           calib_data=calib, workdir=workdir)
+    return make_runner(backend, precision, model=model, image_size=image_size, calib_data=calib, workdir=workdir)
 
 
 def _item(dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +125,6 @@ class PredictionCache:
         if key not in self._runners:
             backend, precision = fmt.split("/")
             if self.workdir is None:
-                from .paths import models_dir
-
                 self.workdir = models_dir() / "explorer"
             try:
                 self._runners[key] = self.factory(self.model(name), backend, precision, self.image_size,
@@ -147,22 +149,12 @@ class PredictionCache:
         return len(self._probs)
 
 
-def dice_score(pred, truth) -> float:
-    """Dice of two binary masks; 1.0 when both are empty (nothing to find, nothing found)."""
-    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
-    if p.shape != t.shape:
-        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")
-    denom = p.sum() + t.sum()
-    return 1.0 if denom == 0 else float(2 * (p & t).sum() / denom)
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
-def iou_score(pred, truth) -> float:
-    p, t = np.asarray(pred, bool), np.asarray(truth, bool)
-    union = (p | t).sum()
-    return 1.0 if union == 0 else float((p & t).sum() / union)
-
-
-TP_RGB, FP_RGB, FN_RGB = (0, 200, 0), (230, 30, 30), (30, 90, 255)
+#: Overlay colours: the error-map colours of :data:`unetq.studies.figures.ERROR_COLOURS`.
+TP_RGB, FP_RGB, FN_RGB = (_rgb(ERROR_COLOURS[k]) for k in ("true positive", "false positive", "false negative"))
 
 
 def _hwc_uint8(image) -> np.ndarray:
@@ -179,8 +171,8 @@ def _hwc_uint8(image) -> np.ndarray:
 
 
 def overlay(image, truth, pred, alpha: float = 0.55) -> np.ndarray:
-    """The image with true positives green, false positives red and false negatives blue,
-    blended with ``alpha``; ``uint8 [H, W, 3]``."""
+    """The image with true positives, false positives and false negatives in their
+    :data:`~unetq.studies.figures.ERROR_COLOURS`, blended with ``alpha``; ``uint8 [H, W, 3]``."""
     base = _hwc_uint8(image).astype(np.float32)
     t, p = np.asarray(truth, bool), np.asarray(pred, bool)
     if t.shape != base.shape[:2] or p.shape != base.shape[:2]:
@@ -191,16 +183,6 @@ def overlay(image, truth, pred, alpha: float = 0.55) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def error_map(truth, pred) -> np.ndarray:
-    """Black background, white true positives, red false positives, blue false negatives."""
-    t, p = np.asarray(truth, bool), np.asarray(pred, bool)
-    out = np.zeros((*t.shape, 3), np.uint8)
-    out[t & p] = 255
-    out[p & ~t] = FP_RGB
-    out[t & ~p] = FN_RGB
-    return out
-
-
 def view_arrays(cache: PredictionCache, name: str, fmt: str, index: int, threshold: float = 0.5) -> dict:
     """Everything the image view shows: image, truth, probability, prediction, overlay, error
     map, per-image Dice and IoU."""
@@ -208,16 +190,14 @@ def view_arrays(cache: PredictionCache, name: str, fmt: str, index: int, thresho
     prob = cache.probability(name, fmt, index)
     pred = prob > threshold
     t = truth > 0.5
+    scores = mask_scores(pred, t)
     return dict(image=_hwc_uint8(img), truth=t, prob=prob, pred=pred, overlay=overlay(img, t, pred),
-                error=error_map(t, pred), dice=dice_score(pred, t), iou=iou_score(pred, t),
+                error=error_image(error_classes(t, pred)), dice=scores["dice"], iou=scores["iou"],
                 model=name, format=fmt, index=int(index))
 
 
 def view_figure(v: Mapping[str, Any]):
     """Image, overlay and error map of :func:`view_arrays`, Dice in the title."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     axes = fig.subplots(1, 3)
     for ax, (img, title) in zip(axes, [(v["image"], f"image #{v['index']}"),
@@ -226,8 +206,7 @@ def view_figure(v: Mapping[str, Any]):
         ax.set_title(title)
         ax.set_xlabel("x (px)")
         ax.set_ylabel("y (px)")
-    axes[2].legend(handles=[Patch(color=np.array(c) / 255, label=n) for c, n in
-                            ((TP_RGB, "true positive"), (FP_RGB, "false positive"), (FN_RGB, "false negative"))],
+    axes[2].legend(handles=[Patch(facecolor=c, edgecolor="0.5", label=n) for n, c in ERROR_COLOURS.items()],
                    fontsize=7, loc="lower right")
     fig.suptitle(f"{v['model']} · {v['format']} · Dice {v['dice']:.3f} · IoU {v['iou']:.3f}")
     return fig
@@ -269,9 +248,6 @@ def numeric_columns(df: pd.DataFrame) -> list[str]:
 
 def plot_table(df: pd.DataFrame, spec: TablePlotSpec):
     """A seaborn plot of ``df`` by ``spec`` (rows without a numeric y are dropped)."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
     spec.validate(df)
     d = df.copy()
     d[spec.y] = pd.to_numeric(d[spec.y], errors="coerce")
@@ -313,8 +289,6 @@ class Explorer:
 
     def __init__(self, cache: PredictionCache | None, available: pd.DataFrame | None = None,
                  results: str | os.PathLike | None = None, message: str = ""):
-        import ipywidgets as w
-
         self.cache, self.available, self.results = cache, available, results
         self.last_view: dict | None = None
         self.last_figure = None
@@ -376,16 +350,25 @@ class Explorer:
         self.status.value = f"per-image Dice <b>{v['dice']:.3f}</b>, IoU {v['iou']:.3f}"
         self.image_out.clear_output(wait=True)
         with self.image_out:
-            from IPython.display import display
-
             display(figure_image(view_figure(v)))
         return v
 
     # -- table view
+    def _table(self, name: str) -> pd.DataFrame | None:
+        loaded = read_table(name, root=self.results)
+        if loaded.df is None:
+            self.last_error = loaded.message
+            self.table_out.clear_output(wait=True)
+            with self.table_out:
+                print(loaded.message)
+        return loaded.df
+
     def on_table_change(self, change=None):
         if self.table.value is None:
             return
-        df = pd.read_csv(Path(self.results or results_dir()) / f"{self.table.value}.csv")
+        df = self._table(self.table.value)
+        if df is None:
+            return
         cols = list(df.columns)
         nums = numeric_columns(df)
         self.x.options, self.y.options, self.hue.options = cols, nums, [None, *cols]
@@ -404,7 +387,9 @@ class Explorer:
         spec = self.spec()
         if spec is None:
             return None
-        df = pd.read_csv(Path(self.results or results_dir()) / f"{spec.table}.csv")
+        df = self._table(spec.table)
+        if df is None:
+            return None
         self.table_out.clear_output(wait=True)
         try:
             self.last_figure = plot_table(df, spec)
@@ -414,39 +399,30 @@ class Explorer:
                 print(f"cannot plot: {e}")
             return None
         with self.table_out:
-            from IPython.display import display
-
             display(figure_image(self.last_figure))
         return self.last_figure
 
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
 
-def build_explorer(cfg: dict, split: str = "test") -> Explorer:
-    """The explorer over ``split`` of the preset's data and the checkpoints of its preset present
+def build_explorer(cfg: StudyConfig, split: str = "test") -> Explorer:
+    """The explorer over ``split`` of the run's data and the checkpoints of its preset present
     in ``checkpoints_dir()`` (loaded lazily)."""
-    from .data import splits_from_preset
-    from .deploy import available_runners
-
-    ckpts = list_checkpoints(cfg["preset"])
+    ckpts = list_checkpoints(cfg.preset)
     available = available_runners()
     if ckpts.empty:
-        return Explorer(None, available, message=f"no checkpoint for preset {cfg['preset']!r} in "
+        return Explorer(None, available, message=f"no checkpoint for preset {cfg.preset!r} in "
                                                  f"{checkpoints_dir()} (run notebooks 02-05 first)")
     splits = splits_from_preset(cfg)
 
     def loader(path):
         def load():
-            from .train import load_checkpoint
-
             return load_checkpoint(path)[0].cpu().eval()
         return load
 
     models = {r.name: loader(r.path) for r in ckpts.itertuples()}
-    cache = PredictionCache(splits[split], models, image_size=cfg["image_size"], calib=splits["train"])
+    cache = PredictionCache(splits[split], models, image_size=cfg.image_size, calib=splits["train"])
     ex = Explorer(cache, available)
     ex.on_image_change()
     return ex

@@ -1,5 +1,6 @@
-"""Figures of the data notebook: sample images with masks, mask pixel-value proportions (seed 000
-Figure 3) and the crack fraction per split."""
+"""The data notebook (``01_data``): which data a run uses, its statistics table and its figures
+(sample images with masks, mask pixel-value proportions of seed 000 Figure 3, the crack fraction
+per split)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -7,8 +8,34 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from .imageio import binarize, read_image, read_mask
-from .stats import per_image_crack_fraction
+import matplotlib.pyplot as plt
+
+from .. import results
+from ..config import StudyConfig
+from ..data import data_stats_table
+from ..data.imageio import binarize, read_image, read_mask
+from ..data.stats import per_image_crack_fraction
+
+
+def dataset_name(cfg: StudyConfig) -> str:
+    """``"synthetic"`` for the built-in generator, else the dataset's root folder."""
+    return "synthetic" if cfg.source in (None, "synthetic") else str(cfg.source)
+
+
+def describe(cfg: StudyConfig) -> dict:
+    """The data settings of a run, as the notebook shows them."""
+    return dict(preset=cfg.preset, n_images=cfg.n_images, source_size=cfg.source_size,
+                image_size=cfg.image_size, seed=cfg.seed, source=dataset_name(cfg))
+
+
+def record_stats(cfg: StudyConfig, splits, proportions: pd.DataFrame) -> pd.DataFrame:
+    """The ``data_stats.csv`` rows of this run (crack fraction per split, mask pixel values),
+    upserted; returns this run's rows."""
+    stats = data_stats_table(splits, proportions, dataset=dataset_name(cfg), preset=cfg.preset,
+                             n_images=cfg.n_images, source_size=cfg.source_size, image_size=cfg.image_size,
+                             seed=cfg.seed)
+    results.write(results.DATA_STATS, stats)
+    return stats
 
 
 def pick_examples(dataset, n: int = 4) -> list:
@@ -26,8 +53,6 @@ def pick_examples(dataset, n: int = 4) -> list:
 def plot_samples(samples, n: int = 4, threshold: int = 100):
     """``n`` samples at source resolution: image, raw mask, binarised mask overlaid in red.
     ``samples``: a list of Samples, or a CrackDataset (then :func:`pick_examples` chooses)."""
-    import matplotlib.pyplot as plt
-
     samples = pick_examples(samples, n) if hasattr(samples, "mask_stack") else list(samples)[:n]
     if not samples:
         raise ValueError("plot_samples: no samples")
@@ -54,8 +79,6 @@ def plot_samples(samples, n: int = 4, threshold: int = 100):
 def plot_pixel_proportions(props: pd.DataFrame):
     """Bar plot of :func:`~unetq.data.stats.pixel_value_proportions` before and after
     binarisation, in percent of mask pixels."""
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
     for ax, stage, title in zip(axes, ("raw", "binarised"), ("before binarisation", "after binarisation")):
         d = props[props.stage == stage]
@@ -72,8 +95,6 @@ def plot_pixel_proportions(props: pd.DataFrame):
 
 def plot_crack_fraction(splits: Mapping):
     """Per-image crack-pixel fraction per split (box + points), with the pooled fraction."""
-    import matplotlib.pyplot as plt
-
     df = per_image_crack_fraction(splits)
     names = list(splits)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -90,14 +111,3 @@ def plot_crack_fraction(splits: Mapping):
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig, name: str):
-    """Save ``fig`` atomically as ``paths.figures_dir()/name`` (PNG)."""
-    from .. import paths
-    from ..io import atomic_path
-
-    path = paths.figures_dir() / name
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path

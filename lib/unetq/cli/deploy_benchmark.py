@@ -1,4 +1,4 @@
-"""ONNX Runtime INT8 vs FP32 on this CPU: ``python -m unetq.deploy.benchmark``.
+"""ONNX Runtime INT8 vs FP32 on this CPU: ``python -m unetq.cli.deploy_benchmark``.
 
 Default: full-width U-Net (width 64, random weights: speed does not depend on them), 256x256,
 batch 1, calibrated on synthetic crack images (``unetq.data``). Variants are timed
@@ -19,18 +19,21 @@ Concat).
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import onnxruntime
 import pandas as pd
-from tqdm.auto import tqdm
+import torch
 
-from .onnx_export import export_onnx, onnx_file_bytes
-from .quantize import QuantConfig, prepare_model, quantize_int8
+from ..bench import interleaved_timings, variant_summary
+from ..data import prepare_splits
+from ..deploy import (OrtRunner, QuantConfig, calibration_images, export_onnx, onnx_file_bytes, prepare_model,
+                      quantize_int8)
+from ..io import write_csv
+from ..machine import available_cores, machine_info
+from ..models import create_model
 
 VARIANTS: dict[str, dict | None] = {
     "fp32": None,
@@ -47,46 +50,8 @@ VARIANTS: dict[str, dict | None] = {
 DEFAULT_VARIANTS = ("fp32", "int8", "int8-dcr", "int8-norewrite")
 
 
-def interleaved_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
-                        progress: bool = True, block: int = 1, settle_s: float = 0.0) -> pd.DataFrame:
-    """Call every function ``warmup`` times, then rounds of ``block`` timed calls each, in a
-    rotating order, until ``repeats`` samples per function (``unetq.bench.measure_blocks``;
-    ``block > 1`` with ``settle_s`` times each runtime in its steady state, see there); returns the
-    long table ``[variant, round, seconds]``."""
-    from ..bench import measure_blocks
-
-    n = -(-int(repeats) // int(block)) * int(block)  # the samples measure_blocks takes
-    names = list(fns)
-    bar = tqdm(total=(warmup + n + (n // block if settle_s > 0 else 0)) * len(names), desc="benchmark calls",
-               disable=not progress, leave=False)
-
-    def ticking(f):
-        def call(_):
-            f()
-            bar.update(1)
-        return call
-
-    stats = measure_blocks({k: (ticking(f), lambda: None) for k, f in fns.items()}, repeats=repeats, warmup=warmup,
-                           block=block, settle_s=settle_s)
-    bar.close()
-    rows = [dict(variant=k, round=i // block, seconds=t) for k in names for i, t in enumerate(stats[k]["times_s"])]
-    return pd.DataFrame(rows)
-
-
-def summarize(times: pd.DataFrame, baseline: str = "fp32") -> pd.DataFrame:
-    g = times.groupby("variant", sort=False)["seconds"]
-    out = pd.DataFrame({"median_s": g.median(), "p25_s": g.quantile(0.25), "p75_s": g.quantile(0.75),
-                        "min_s": g.min(), "n": g.size()})
-    if baseline in out.index:
-        out["speedup_vs_fp32"] = out.loc[baseline, "median_s"] / out["median_s"]
-    return out
-
-
 def crack_calibration_images(n: int, image_size: int, seed: int = 0) -> np.ndarray:
     """``n`` synthetic crack images (the training split of a small generated set) at ``image_size``."""
-    from ..data import prepare_splits
-    from .quantize import calibration_images
-
     splits = prepare_splits(source="synthetic", n=max(int(n * 1.25) + 2, 10), source_size=448,
                             image_size=image_size, seed=seed)
     return calibration_images(splits["train"], n, seed)
@@ -120,11 +85,6 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
     every variant then runs once per (threads, spinning) session setting, all interleaved in the
     same rounds (names ``variant@<threads>t`` / ``@spin-off``). Timing: :func:`interleaved_timings`
     with ``block`` calls per variant and round."""
-    import torch
-
-    from ..models import create_model
-    from .runners import OrtRunner
-
     torch.manual_seed(seed)
     model = create_model(arch, width=width).eval()
     calib = crack_calibration_images(calib_images, image_size, seed)
@@ -136,7 +96,7 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
         paths = build_variants(model, image_size, calib, Path(d), variants)
         runners, files, nthreads, spins = {}, {}, {}, {}
         for t, sp in settings:
-            suffix = ("" if len(thread_list) == 1 else f"@{t or os.cpu_count()}t") + \
+            suffix = ("" if len(thread_list) == 1 else f"@{t or available_cores()}t") + \
                      ("" if len(spin_list) == 1 else f"@spin-{sp}")
             for k, p in paths.items():
                 r = OrtRunner(p, "int8" if k.startswith("int8") else "fp32", threads=t,
@@ -145,7 +105,7 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
                 nthreads[k + suffix], spins[k + suffix] = r.details["threads"], sp
         times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress,
                                     block=block, settle_s=settle_s)
-        summary = summarize(times)
+        summary = variant_summary(times)
         summary["size_bytes"] = [onnx_file_bytes(files[k]) for k in summary.index]
         summary["size_vs_fp32"] = np.nan
         for k in summary.index:  # ratios against the FP32 run with the same session settings
@@ -159,7 +119,7 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
 
 
 def main(argv=None) -> pd.DataFrame:
-    p = argparse.ArgumentParser(prog="python -m unetq.deploy.benchmark", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m unetq.cli.deploy_benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="unet", choices=["unet", "ghost_unet", "squeeze_unet"])
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--image-size", type=int, default=256)
@@ -193,8 +153,8 @@ def main(argv=None) -> pd.DataFrame:
                      tuple(v.strip() for v in a.variants.split(",") if v.strip()), block=a.block, settle_s=a.settle)
     pd.set_option("display.width", 200)
     print(f"{a.arch} width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, "
-          f"{a.repeats} timed calls per variant in interleaved blocks of {a.block}, ONNX Runtime {__import__('onnxruntime').__version__} CPU, "
-          f"{os.cpu_count()} cores")
+          f"{a.repeats} timed calls per variant in interleaved blocks of {a.block}, ONNX Runtime {onnxruntime.__version__} CPU, "
+          f"{available_cores()} cores")
     print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
     s = summary
     for k in s.index:
@@ -206,8 +166,6 @@ def main(argv=None) -> pd.DataFrame:
                       f"{s.loc[k, 'size_bytes'] / s.loc[base, 'size_bytes']:.3f} of FP32 "
                       f"(1/{s.loc[base, 'size_bytes'] / s.loc[k, 'size_bytes']:.2f})")
     if a.csv:
-        from ..io import machine_info, write_csv
-
         out = summary.reset_index().assign(arch=a.arch, width=a.width, image_size=a.image_size, batch=a.batch,
                                            **machine_info())
         write_csv(out, a.csv)

@@ -1,0 +1,222 @@
+"""The result tables of the study: every table's name, key columns (with their types) and the
+columns its readers need, one writer and one reader. Studies write through :func:`write`, the
+report reads through :func:`read`; nothing else names a results file.
+
+- :func:`write` merges rows into ``results_dir()/<name>.csv`` atomically: rows whose key matches
+  an existing row replace it, every other row is kept. Keys are compared after casting both sides
+  to the declared types (a ``1`` read back as ``1.0`` or ``"1"`` is the same key; ``None`` and NaN
+  are the same). A frame that lacks a key or required column raises :class:`SchemaError` naming
+  the table and the column, so a renamed column fails where it is written.
+- :func:`read` returns :class:`Loaded`: the table (rows of one preset when asked), or ``None``
+  with the reason, never an exception: a missing, empty, unreadable table or one that lacks a
+  column its readers need is reported with the file and the column.
+
+Tables with a part in their name (``params_<arch>``, ``benchmark_<device>``) are declared with a
+``{placeholder}`` and written with that part given (``write(PARAMS, df, arch="unet")``).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+
+from . import paths
+from .io import write_csv
+
+NOT_RUN = "not measured on this machine / not run"
+
+
+class SchemaError(ValueError):
+    """A results frame does not have the columns its table declares."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A results table: ``name`` (file stem, may hold ``{part}`` placeholders), ``key`` columns
+    with their types (``"str"``, ``"int"``, ``"float"``, ``"bool"``), and ``required``: the other
+    columns every reader of the table uses."""
+
+    name: str
+    key: dict = field(default_factory=dict)
+    required: tuple = ()
+    doc: str = ""
+
+    def file_name(self, **parts) -> str:
+        try:
+            return self.name.format(**parts) + ".csv"
+        except KeyError as e:
+            raise ValueError(f"table {self.name!r} needs its {e.args[0]!r} part to name a file") from None
+
+    def path(self, root: str | os.PathLike | None = None, **parts) -> Path:
+        return Path(root or paths.results_dir()) / self.file_name(**parts)
+
+    @property
+    def key_columns(self) -> list[str]:
+        return list(self.key)
+
+    def check(self, df: pd.DataFrame, *, writing: bool) -> None:
+        """:class:`SchemaError` naming the missing columns (key + required when writing)."""
+        need = (self.key_columns if writing else []) + list(self.required)
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            what = "written to" if writing else "read from"
+            raise SchemaError(f"results table {self.name}.csv: column(s) {missing} missing in the frame {what} it "
+                              f"(it has {sorted(map(str, df.columns))})")
+
+
+S, I, F, B = "str", "int", "float", "bool"
+
+DATA_STATS = Table("data_stats", dict(dataset=S, preset=S, n_images=I, source_size=I, image_size=I, seed=I,
+                                      split=S, statistic=S), doc="notebook 01: pixel values, crack fraction")
+TRAINING = Table("training", dict(arch=S, preset=S, width=I, image_size=I, lr=F, epochs=I, amp=S),
+                 ("test_dice",), "one row per training run (seed 000 Tables 3-6)")
+AMP = Table("amp", dict(arch=S, preset=S, width=I, image_size=I, batch_size=I, amp=S, device=S),
+            ("speedup_vs_off", "mem_reduction_vs_off"), "AMP vs float32 training (seed 003 Tables 2-5)")
+PARAMS = Table("params_{arch}", dict(arch=S, width=I, image_size=I, block=S), ("params",),
+               "per-block parameters and MACs (seed 000 Tables 1-2, seed 002 Tables 3-4)")
+PROFILE = Table("profile_{arch}", dict(arch=S, preset=S, width=I, image_size=I, device=S, block=S), (),
+                "per-block forward time (seed 002 Tables 5-6)")
+MBU_COST_RANKING = Table("mbu_cost_ranking", dict(preset=S, layer=S), ("score",), "seed 001 Table A.4")
+MBU_ACCURACY = Table("mbu_accuracy", dict(preset=S, config=S), ("test_dice",), "seed 001 Table 1")
+MBU_SPARSITY = Table("mbu_sparsity", dict(preset=S, config=S, layer=S), ("zero_fraction",), "seed 001 Figure 3a")
+MBU_SPEED = Table("mbu_speed", dict(preset=S, case=S), ("median_ms",), "packed engine vs its peers")
+MBU_PARETO = Table("mbu_pareto", dict(preset=S, config=S), ("masked_layers", "test_dice", "fps"),
+                   "seed 001 Figure 7")
+ACCURACY_BY_FORMAT = Table("accuracy_by_format", dict(arch=S, preset=S, split=S, backend=S, precision=S, config=S),
+                           ("arch", "backend", "precision"), "loss/IoU/Dice per representation")
+MODEL_SIZES = Table("model_sizes", dict(arch=S, preset=S, representation=S), ("size_bytes",),
+                    "bytes on disk per representation")
+INT8_SENSITIVITY = Table("int8_sensitivity_{arch}", dict(arch=S, preset=S, mode=S, node=S), ("delta_dice",),
+                         "one layer in INT8 at a time")
+INT8_CONFIGS = Table("int8_configs", dict(arch=S, preset=S, split=S, config=S), ("dice",),
+                     "the INT8 configuration grid")
+INT8_SPEED = Table("int8_speed", dict(arch=S, preset=S, variant=S, batch=I), ("median_s",),
+                   "ONNX Runtime INT8 vs FP32 latency")
+_BENCH_KEY = dict(preset=S, arch=S, width=I, backend=S, precision=S, batch_size=I, image_size=I)
+BENCHMARK = Table("benchmark", _BENCH_KEY, ("status",), "latency/throughput/memory per format")
+BENCHMARK_DEVICE = Table("benchmark_{device}", _BENCH_KEY, ("status",), "benchmark.csv rows measured on a GPU")
+BENCHMARK_DATASET = Table("benchmark_dataset", _BENCH_KEY, ("status",), "whole-test-split timing (seed 000)")
+
+TABLES: dict[str, Table] = {t.name: t for t in (
+    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_SPEED,
+    MBU_PARETO, ACCURACY_BY_FORMAT, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK,
+    BENCHMARK_DEVICE, BENCHMARK_DATASET)}
+
+
+# ----------------------------------------------------------------------------------------------
+# keys compared by value
+# ----------------------------------------------------------------------------------------------
+def _canonical(value, kind: str) -> str:
+    """One spelling per key value: numbers by value (``1``, ``1.0`` and ``"1"`` agree), missing
+    values (None, NaN, "") as ``""``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if kind in (I, F):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        if math.isnan(v):
+            return ""
+        return repr(int(v)) if v.is_integer() else repr(v)
+    if kind == B:
+        s = str(value).strip().lower()
+        return {"true": "True", "1": "True", "1.0": "True", "false": "False", "0": "False", "0.0": "False"}.get(s, s)
+    s = str(value)
+    return "" if s in ("nan", "None") else s
+
+
+def _keys(df: pd.DataFrame, table: Table) -> list[tuple]:
+    cols = [[_canonical(v, kind) for v in (df[c] if c in df.columns else [None] * len(df))]
+            for c, kind in table.key.items()]
+    return list(zip(*cols)) if cols else [() for _ in range(len(df))]
+
+
+def merge(old: pd.DataFrame | None, new: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """``old`` with the rows of ``new`` upserted by ``table``'s key (nothing of ``old`` is
+    dropped except rows whose key ``new`` holds)."""
+    if old is None or old.empty:
+        return new.reset_index(drop=True)
+    fresh = set(_keys(new, table))
+    keep = [k not in fresh for k in _keys(old, table)]
+    return pd.concat([old[keep], new], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# writer and reader
+# ----------------------------------------------------------------------------------------------
+def write(table: Table, df: pd.DataFrame, *, root: str | os.PathLike | None = None, **parts) -> pd.DataFrame:
+    """Upsert ``df`` into ``table`` (see the module docstring); returns the whole table."""
+    table.check(df, writing=True)
+    path = table.path(root, **parts)
+    old = None
+    if path.exists():
+        try:
+            old = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            old = None
+    out = merge(old, df, table)
+    write_csv(out, path)
+    return out
+
+
+class Loaded(NamedTuple):
+    """A results table (``df``), or ``df=None`` with the reason in ``message``."""
+
+    df: pd.DataFrame | None
+    message: str
+
+
+def read(table: Table | str, preset: str | None = None, *, root: str | os.PathLike | None = None,
+         **parts) -> Loaded:
+    """The table as :class:`Loaded`. ``table`` is a :class:`Table` (with its name ``parts``), or
+    a file stem, possibly a glob (``"mbu_*"``: every match concatenated with a ``table``
+    column). With ``preset``, rows of other presets are dropped when the table has a ``preset``
+    column (and the message says so if none is left)."""
+    root = Path(root or paths.results_dir())
+    if isinstance(table, Table):
+        stem, schema = table.file_name(**parts)[:-4], table
+    else:
+        stem = table[:-4] if table.endswith(".csv") else table
+        schema = TABLES.get(stem)
+    files = sorted(root.glob(f"{stem}.csv"))
+    if not files:
+        return Loaded(None, f"{NOT_RUN}: no {stem}.csv in {root}")
+    frames = []
+    for p in files:
+        try:
+            df = pd.read_csv(p)
+        except Exception as e:  # a corrupt file must not stop a report
+            return Loaded(None, f"{NOT_RUN}: {p} could not be read ({type(e).__name__}: {e})")
+        if "*" in stem or "?" in stem:
+            df.insert(0, "table", p.stem)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        return Loaded(None, f"{NOT_RUN}: {stem}.csv is empty")
+    if schema is not None:
+        try:
+            schema.check(df, writing=False)
+        except SchemaError as e:
+            return Loaded(None, f"{NOT_RUN}: {e}")
+    if preset is not None and "preset" in df.columns:
+        sub = df[df["preset"].astype(str) == str(preset)]
+        if sub.empty:
+            have = ", ".join(sorted(df["preset"].astype(str).unique()))
+            return Loaded(None, f"{NOT_RUN}: {stem}.csv has no rows for preset {preset!r} (has: {have})")
+        df = sub.reset_index(drop=True)
+    return Loaded(df, f"{stem}.csv: {len(df)} rows")
+
+
+def files(table: Table, root: str | os.PathLike | None = None) -> list[Path]:
+    """Every file of a table with a ``{part}`` in its name (e.g. each ``benchmark_<device>.csv``)."""
+    import re
+
+    root = Path(root or paths.results_dir())
+    pattern = re.sub(r"\{[^}]+\}", "*", table.name)
+    fixed = {t.name for t in TABLES.values() if "{" not in t.name}
+    return sorted(p for p in root.glob(f"{pattern}.csv") if p.stem not in fixed)

@@ -1,0 +1,15 @@
+"""The study layer: one module per notebook, each holding what its notebook runs, the result
+tables it writes (through :mod:`unetq.results`) and its figures. Notebooks are narrative over
+these functions; the engines below (``train``, ``deploy``, ``bench``, ``bitpack``, ``data``)
+know nothing of notebooks.
+
+- ``data``           01_data: the data settings, statistics table, figures
+- ``architectures``  02_unet, 03_ghost_unet, 04_squeeze_unet: parameter tables, profile,
+                     training, predictions, AMP vs float32
+- ``mbu``            05_mbu_net: cost ranking, variants, accuracy, sparsity, packed speed, Pareto
+- ``quantization``   06_quantization: every representation's accuracy and size, INT8 study
+- ``benchmark``      07_benchmark: the latency/throughput/memory suite
+- ``report``         08_report: sections and the recommendation, read from the tables
+- ``explorer``       08_report: the ipywidgets explorer
+- ``figures``        what the figures share (saving, showing, error-map colours)
+"""

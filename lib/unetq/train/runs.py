@@ -1,0 +1,140 @@
+"""Training runs by identity: train-if-missing (:func:`load_or_train`), so any notebook runs alone,
+and the checkpoint name of a run (:func:`checkpoint_path`).
+
+A run's identity is everything its weights depend on: the architecture and its keywords, the
+training settings that change the weights, the data, and (for a run initialised from another
+model, ``start=``) that model's identity. A checkpoint is reused only when its identity matches
+and it is complete; otherwise the run is trained (resuming an interrupted one) and the checkpoint
+written by :func:`unetq.train.checkpoint.write_checkpoint`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import paths
+from ..config import StudyConfig
+from ..data import splits_from_preset
+from ..machine import machine_info
+from ..models import create_model
+from .checkpoint import load_checkpoint, normalise, read_checkpoint, write_checkpoint
+from .config import TrainConfig, resolve_device
+from .loop import autocast_context, evaluate, fit, resume_state_path
+
+
+def data_config(cfg: StudyConfig) -> dict:
+    return dict(source=cfg.source, n_images=cfg.n_images, source_size=cfg.source_size,
+                image_size=cfg.image_size, seed=cfg.seed, threshold=cfg.threshold, augment=bool(cfg.augment))
+
+
+def run_identity(arch: str, cfg: StudyConfig, start: dict | None = None, **model_kw) -> dict:
+    """Everything the trained weights depend on: architecture, training and data settings, and
+    the identity of the model a run starts from (``start``, see :func:`load_or_train`)."""
+    ident = dict(model=dict(name=arch, width=cfg.width, **model_kw), train=TrainConfig.from_preset(cfg).identity(),
+                 data=data_config(cfg))
+    if start is not None:
+        ident["start"] = start
+    return normalise(ident)
+
+
+def checkpoint_path(arch: str, cfg: StudyConfig, tag: str | None = None, start: dict | None = None,
+                    **model_kw) -> Path:
+    """``checkpoints_dir()/<arch>_<preset>.pt`` for the preset's own settings; any other
+    settings (an lr of a sweep, another width, ``model_kw``, a start model) get ``_lr<lr>`` when
+    the lr differs and a short hash of the settings, so they never overwrite the main checkpoint.
+    ``tag`` adds a readable ``_<tag>``."""
+    if not isinstance(cfg, StudyConfig):
+        raise TypeError("cfg must be a unetq.config.StudyConfig (build it with unetq.config.get_preset)")
+    ident = run_identity(arch, cfg, start, **model_kw)
+    ref = run_identity(arch, cfg.baseline())
+    name = f"{arch}_{cfg.preset}"
+    if tag:
+        name += f"_{tag}"
+    if ident != ref:
+        if ident["train"]["lr"] != ref["train"]["lr"]:
+            name += f"_lr{ident['train']['lr']:g}"
+        name += "_" + hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+    return paths.checkpoints_dir() / f"{name}.pt"
+
+
+def _matches(ckpt: dict, identity: dict) -> tuple[bool, str]:
+    if "test_metrics" not in ckpt:
+        return False, "it is incomplete (no test metrics: training was interrupted)"
+    if normalise(ckpt.get("identity")) != identity:
+        stored = normalise(ckpt.get("identity")) or {}
+        diff = [k for k in identity if stored.get(k) != identity[k]]
+        return False, f"its {', '.join(diff) or 'identity'} settings differ"
+    return True, ""
+
+
+def start_identity(ckpt: dict) -> dict:
+    """What a run initialised from the model of ``ckpt`` records about it."""
+    return normalise(dict(identity=ckpt.get("identity"), best_val_loss=ckpt.get("best_val_loss"),
+                          checkpoint=ckpt.get("checkpoint_name")))
+
+
+def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits: dict | None = None,
+                  start=None, force: bool = False, progress: bool | None = None, verbose: bool = True,
+                  **model_kw):
+    """``(model, ckpt)`` for ``arch`` trained with ``cfg``.
+
+    Loads :func:`checkpoint_path` if it exists and was trained with the same identity; otherwise
+    trains (``fit``, resuming an interrupted run) on ``unetq.data.splits_from_preset(cfg)`` (or
+    ``splits``), evaluates the test split and writes the checkpoint. ``model_kw`` goes to
+    ``create_model`` (e.g. MBU-Net's layer configuration). ``start=(model, ckpt)`` initialises
+    the weights from another trained model of the same parameter layout (fine-tuning; its
+    identity becomes part of this run's). A corrupt checkpoint raises
+    :class:`~unetq.train.checkpoint.CheckpointError` naming the file. The model is returned in
+    eval mode on the configured device."""
+    tcfg = TrainConfig.from_preset(cfg)
+    if progress is not None:
+        tcfg.progress = progress
+    start_id = start_identity(start[1]) if start is not None else None
+    path = checkpoint_path(arch, cfg, tag=tag, start=start_id, **model_kw)
+    identity = run_identity(arch, cfg, start_id, **model_kw)
+    device = resolve_device(tcfg.device)
+    if path.exists() and not force:
+        ckpt = read_checkpoint(path)
+        ok, why = _matches(ckpt, identity)
+        if ok:
+            model, ckpt = load_checkpoint(path, device=device)
+            if verbose:
+                print(f"loaded {path.name} (trained {len(ckpt['history'])} epochs; "
+                      f"best epoch {ckpt['best_epoch']})")
+            return model, ckpt
+        if verbose:
+            print(f"retraining: {path.name} does not match this run: {why}")
+
+    autocast_context(device, tcfg.amp)  # an impossible precision fails before any work
+    if splits is None:
+        splits = splits_from_preset(cfg)
+    torch.manual_seed(tcfg.seed)
+    model = create_model(name=arch, width=cfg.width, **model_kw)
+    if start is not None:
+        model.load_state_dict(start[0].state_dict(), strict=True)  # same parameters, other quantizers
+    result = fit(model, splits, tcfg, path, keep_state=True,
+                 meta=dict(identity=identity, arch=arch, preset=cfg.preset))
+    test = evaluate(model, splits["test"], batch_size=tcfg.eval_batch_size or tcfg.batch_size,
+                    device=device, amp=tcfg.amp) if "test" in splits and len(splits["test"]) else {}
+    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0].to_dict()
+    ckpt = write_checkpoint(
+        path, model_config=model.config, state_dict=model.state_dict(), train_config=tcfg.to_dict(),
+        history=result.history.to_dict("records"), best_epoch=result.best_epoch,
+        best_val_loss=result.best_val_loss,
+        arch=arch, preset=cfg.preset, checkpoint_name=path.name, data_config=data_config(cfg), identity=identity,
+        best_val=dict(loss=float(best["val_loss"]), iou=float(best["val_iou"]), dice=float(best["val_dice"])),
+        test_metrics={k: (int(v) if k in ("n", "tp", "fp", "fn") else float(v)) for k, v in test.items()},
+        total_time_s=result.total_time_s, device=result.device,
+        split_sizes={k: len(v) for k, v in splits.items()},
+        n_params=int(sum(p.numel() for p in model.parameters())),
+        machine=machine_info(), created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"start": start_id} if start_id is not None else {}),
+    )
+    state = resume_state_path(path)
+    if state.exists():
+        state.unlink()
+    return model.eval(), ckpt
