@@ -111,3 +111,20 @@ def test_bnsign_train_mode_passes_gradients():
     assert set(y.unique().tolist()) <= {-1.0, 1.0}
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_int_weight_layer_on_binary_inputs_is_not_rounded_in_eval():
+    """INT8/INT4 weights are fake-quantized floats: a conv on +-1 inputs must not round its
+    accumulator to an integer as it may for binary/ternary weights (seed 001 Table 1 rows)."""
+    torch.manual_seed(0)
+    for kind in ("int8", "int4"):
+        conv = QuantConv2d(8, 4, 3, padding=1, weight_quantizer=make_weight_quantizer(kind), pad_value=1.0,
+                           integer_inputs=True)
+        assert conv.weight_quantizer.integer is False
+        x = torch.where(torch.rand(2, 8, 6, 6) > 0.5, 1.0, -1.0)
+        conv.eval()
+        with torch.no_grad():
+            ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1,) * 4, value=1.0),
+                                             conv.quantized_weight())
+            assert torch.allclose(conv(x), ref, atol=1e-6)
+            assert not torch.equal(conv(x), torch.round(conv(x)))  # a float accumulator, kept

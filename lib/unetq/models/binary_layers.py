@@ -167,7 +167,7 @@ class IntWeight(WeightQuantizer):
         dims = [d for d in range(w.dim()) if d != self.channel_dim]
         return (w.detach().abs().amax(dim=dims, keepdim=True) / qmax).clamp_min(1e-12)
 
-    def integer(self, w) -> tuple[torch.Tensor, torch.Tensor]:
+    def integer_weights(self, w) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q, s)``: the integer weights (integer-valued, same dtype as ``w``) and the
         per-channel scale (shape broadcastable to ``w``); the fake-quantized weight is ``q * s``."""
         qmax = 2 ** (self.bits - 1) - 1
@@ -305,7 +305,7 @@ class IntConv2d(QuantConv2d):
     def integer_parts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(q_w, scale)``: integer weights ``[Cout, Cin, k, k]`` and the float64 per-channel
         output scale ``s_a * s_w`` ``[Cout]``."""
-        qw, sw = self.weight_quantizer.integer(self.weight)
+        qw, sw = self.weight_quantizer.integer_weights(self.weight)
         return qw, self.act_quantizer.scale().double() * sw.detach().double().flatten()
 
     def forward(self, x):
