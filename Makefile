@@ -1,11 +1,14 @@
 # The two commands of the README:
 #   make all    set up (if needed), run every notebook with papermill, render reports/index.html
+#               (make all DATA=/path/to/dataset: the same on a real dataset)
 #   make test   set up (if needed), run pytest on the library and nbval on every notebook (ci preset)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PRESET ?= quick
+# DATA=/path/to/dataset runs the main job on a real dataset instead of the built-in generator.
+DATA ?=
 # GPU machines get onnxruntime-gpu + TensorRT instead of the CPU onnxruntime (they cannot coexist).
 EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu),test
 comma := ,
@@ -14,7 +17,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 .PHONY: all test env refresh-notebooks
 
 all: env
-	$(PY) -m unetq.cli.pipeline --preset $(PRESET)
+	$(PY) -m unetq.cli.pipeline --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
 
 test: env
 	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \

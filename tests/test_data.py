@@ -292,7 +292,7 @@ def test_dsb2018_layout_merges_instance_masks(tmp_path):
         _mask(d / "masks" / "m2.png", box=(10, 8, 14, 12))
     s = find_samples(tmp_path / "dsb")
     assert detect_layout(tmp_path / "dsb") == "dsb2018" and len(s) == 2 and len(s[0].masks) == 2
-    x, y = CrackDataset(s, size=20)[0]  # 20x16 -> 20x20
+    x, y = CrackDataset(s, size=20, resize="stretch")[0]  # 20x16 -> 20x20, stretched
     assert x.shape == (3, 20, 20)
     assert y[0, 1, 1] == 1 and y[0, 12, 12] == 1 and y[0, 6, 6] == 0
 
@@ -423,3 +423,69 @@ def test_plots_pick_examples_and_label_axes(tmp_path, monkeypatch):
     fig = plot_crack_fraction({"train": ds})
     assert "%" in fig.axes[0].get_ylabel() and fig.axes[0].get_xlabel() == "split"
     assert save_figure(fig, "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- non-square, splits, identity
+def test_resize_modes_keep_aspect_and_thin_cracks():
+    from unetq.data.imageio import resize_binary_mask, resize_image
+
+    img = np.full((30, 60, 3), 200, np.uint8)  # 60 wide, 30 high
+    m = np.zeros((30, 60), np.uint8)
+    m[:, 10] = 1  # a vertical crack one pixel wide
+    pad = resize_image(img, 20, "pad")
+    assert pad.shape == (20, 20, 3) and (pad[:10] == 200).all() and (pad[10:] == 0).all()  # 60x30 -> 20x10 + pad
+    assert resize_image(img, 20, "crop").shape == (20, 20, 3) and (resize_image(img, 20, "crop") == 200).all()
+    for mode in ("pad", "stretch"):  # shrunk 3x: the 1-px crack stays one connected line
+        small = resize_binary_mask(m, 20, mode)
+        rows = small[:10] if mode == "pad" else small
+        assert rows.any(axis=1).all(), mode
+        assert mode != "pad" or not small[10:].any()  # padding is background
+    with pytest.raises(ValueError, match="resize mode"):
+        resize_image(img, 20, "zoom")
+
+
+def test_dataset_identity_is_layout_and_content(tmp_path):
+    from unetq.data import dataset_identity
+
+    a = _kaggle(tmp_path / "a", n=3)
+    ida = dataset_identity(a)
+    assert ida.startswith("kaggle-") and len(ida) == len("kaggle-") + 8
+    b = _kaggle(tmp_path / "b", n=3)
+    assert dataset_identity(b) == ida  # same files elsewhere: same dataset
+    c = _kaggle(tmp_path / "c", n=4)
+    assert dataset_identity(c) != ida and dataset_identity("synthetic") == dataset_identity(None) == "synthetic"
+
+
+def test_split_file_written_once_reused_and_user_supplied(tmp_path, monkeypatch):
+    import json
+
+    from unetq.data import DataError, split_file_path
+
+    monkeypatch.setenv("UNETQ_DATA_DIR", str(tmp_path / "data"))
+    root = _kaggle(tmp_path / "k", n=20)
+    sp = prepare_splits(root, n=None, image_size=16, seed=0)
+    stored = split_file_path(root, None, 0, (0.8, 0.1, 0.1))
+    assert stored.exists() and json.loads(stored.read_text())["test"] == [s.id for s in sp["test"].samples]
+    # the file is the split from now on (edit it: the next call follows it)
+    spec = json.loads(stored.read_text())
+    spec["val"], spec["test"] = spec["test"], spec["val"]
+    stored.write_text(json.dumps(spec))
+    again = prepare_splits(root, n=None, image_size=16, seed=0)
+    assert [s.id for s in again["val"].samples] == [s.id for s in sp["test"].samples]
+    # a user's own split file
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"train": ["000", "001", "002"], "val": ["003"], "test": ["004", "005"]}))
+    mine = prepare_splits(root, n=None, image_size=16, seed=0, split_file=own)
+    assert [len(mine[k]) for k in ("train", "val", "test")] == [3, 1, 2]
+    own.write_text(json.dumps({"train": ["000"], "val": ["nope"], "test": ["004"]}))
+    with pytest.raises(DataError, match="own.json.*not in the dataset"):
+        prepare_splits(root, n=None, image_size=16, seed=0, split_file=own)
+
+
+def test_too_few_images_is_a_clear_error(tmp_path, monkeypatch):
+    from unetq.data import DataError
+
+    monkeypatch.setenv("UNETQ_DATA_DIR", str(tmp_path / "data"))
+    root = _kaggle(tmp_path / "k", n=4)
+    with pytest.raises(DataError, match=r"the val and test splits are empty \(train 4, val 0, test 0"):
+        prepare_splits(root, n=None, image_size=16, seed=0)

@@ -168,3 +168,58 @@ def test_bad_inputs_are_clear_errors():
         m.update([[0.0]], [[0.0]])
     with pytest.raises(ValueError, match="threshold"):
         SegmentationMeter(threshold=1.0)
+
+
+# ----------------------------------------------------------------------------- crack-benchmark metrics
+def _brute_tolerance(pred, true, tol):
+    """Independent: for every pixel, the Euclidean distance to the nearest pixel of the other mask."""
+    pp, tt = np.argwhere(pred), np.argwhere(true)
+
+    def near(a, b):
+        if len(a) == 0 or len(b) == 0:
+            return 0
+        d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(1)
+        return int((d <= tol).sum())
+
+    return near(pp, tt), len(pp), near(tt, pp), len(tt)
+
+
+def test_tolerance_counts_match_brute_force():
+    from unetq.metrics import tolerance_counts, tolerance_prf
+
+    rng = np.random.default_rng(0)
+    for tol in (0, 1, 2, 3):
+        pred = rng.random((3, 14, 17)) > 0.9
+        true = rng.random((3, 14, 17)) > 0.92
+        got = tolerance_counts(pred, true, tol)
+        for i in range(3):
+            assert tuple(int(v[i]) for v in got) == _brute_tolerance(pred[i], true[i], tol), (tol, i)
+    # a prediction one pixel beside a thin labelled line: a miss at 0 px, a hit at 1 px
+    true = np.zeros((1, 10, 10), bool)
+    true[0, :, 4] = True
+    pred = np.roll(true, 1, axis=2)
+    assert tolerance_prf(*tolerance_counts(pred, true, 0))["f1"] == 0.0
+    assert tolerance_prf(*tolerance_counts(pred, true, 1)) == dict(precision=1.0, recall=1.0, f1=1.0)
+    empty = np.zeros((1, 4, 4), bool)
+    assert tolerance_prf(*tolerance_counts(empty, empty, 2))["f1"] == 1.0
+    assert tolerance_prf(*tolerance_counts(empty, true[:, :4, :4] | True, 2))["recall"] == 0.0
+
+
+def test_meter_tolerance_and_best_threshold():
+    from unetq.metrics import best_threshold
+
+    rng = np.random.default_rng(1)
+    true = (rng.random((4, 1, 16, 16)) > 0.8).astype(np.float32)
+    probs = np.clip(true * 0.35 + rng.random(true.shape) * 0.3, 0, 1).astype(np.float32)  # positives 0.35-0.65
+    t, rows = best_threshold(probs, true)
+    assert len(rows) == 19 and t < 0.5 and max(r["dice"] for r in rows) == next(r for r in rows if r["threshold"] == t)["dice"]
+    m = SegmentationMeter(threshold=0.5, from_logits=False, tolerance=1)
+    m.update(probs, true)
+    out = m.compute()
+    assert out["tolerance_px"] == 1
+    # a tolerance can only help: at least the pixel-exact precision and recall
+    assert out["precision_tol"] >= out["tp"] / (out["tp"] + out["fp"]) - 1e-12
+    assert out["recall_tol"] >= out["tp"] / (out["tp"] + out["fn"]) - 1e-12
+    plain = SegmentationMeter(threshold=0.5, from_logits=False)
+    plain.update(probs, true)
+    assert "precision_tol" not in plain.compute()

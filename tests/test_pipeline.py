@@ -170,3 +170,57 @@ def test_pipeline_cell_timeout_fails_the_notebook(nbdir, tmp_path):
     r = ei.value.result
     assert r.status == "failed" and r.seconds < 25 and "01_slow.ipynb" in str(ei.value)
     assert pipeline.CELL_TIMEOUT_S["quick"] >= 600  # far above the longest quick cell
+
+
+def test_unknown_parameter_is_an_error(nbdir, tmp_path):
+    _nb(nbdir / "01_a.ipynb", "x = 1")
+    with pytest.raises(pipeline.PipelineError, match=r"01_a.ipynb has no parameter 'source'.*preset, lr, width"):
+        pipeline.run_pipeline("ci", parameters={"source": "/data"}, notebooks_dir=nbdir, root=tmp_path / "r",
+                              progress=False)
+    res = sweep.run_sweep("01", {"widht": [8]}, preset="ci", out_dir=tmp_path / "s", notebooks_dir=nbdir,
+                          progress=False)
+    assert res[0].status == "failed" and "no parameter 'widht'" in res[0].error
+
+
+def _nonsquare_kaggle(root, n=24, w=96, h=64, seed=3):
+    """A small dataset in the Kaggle layout with non-square PNG images (crops of generated cracks)."""
+    from PIL import Image
+
+    from unetq.data import make_synthetic_cracks
+
+    src = root.parent / (root.name + "_src")
+    make_synthetic_cracks(src, n, max(w, h), seed)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        for p in sorted((src / sub).iterdir()):
+            Image.open(p).crop((0, 0, w, h)).save(root / sub / (p.stem + ".png"))
+    return root
+
+
+@pytest.mark.slow
+def test_main_job_on_a_real_dataset_folder(tmp_path, monkeypatch):
+    """``make all DATA=...``: every notebook on a non-square Kaggle-layout folder (ci preset); every
+    data-dependent results row, checkpoint and figure names that dataset."""
+    from unetq.data import dataset_identity
+
+    root = _nonsquare_kaggle(tmp_path / "cracks")
+    ds = dataset_identity(root)
+    reports = tmp_path / "reports"
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(reports))
+    monkeypatch.setenv("UNETQ_DATA_DIR", str(tmp_path / "data"))
+    rc = pipeline.main(["--preset", "ci", "--data", str(root)])
+    assert rc == 0
+    status = {n["notebook"]: n["status"] for n in json.loads((reports / "pipeline.json").read_text())["notebooks"]}
+    assert set(status.values()) == {"ok"} and len(status) == 8
+    data_free = ("params_", "profile_", "mbu_cost_ranking")  # architecture-only tables: no data in them
+    for p in sorted((reports / "results").glob("*.csv")):
+        if p.name.startswith(data_free):
+            continue
+        t = pd.read_csv(p)
+        assert set(t["dataset"]) == {ds}, p.name
+    assert {p.name.split("_ci_")[0] for p in (reports / "checkpoints").glob(f"*_ci_{ds}*.pt")} >= \
+        {"unet", "ghost_unet", "squeeze_unet", "mbu_unet"}
+    figures = list((reports / "figures").glob("*.png"))
+    assert figures and all(p.stem.endswith(ds) for p in figures)
+    stats = pd.read_csv(reports / "results" / "data_stats.csv")
+    assert set(stats["source"]) == {str(root.resolve())}

@@ -42,8 +42,11 @@ class StudyConfig:
     """Every setting of one study run (frozen; change one with :meth:`replace`).
 
     Data: ``source`` (``"synthetic"``: the built-in generator, else the root of a real dataset),
-    ``n_images``, ``source_size`` (generated image side), ``image_size`` (network input side),
-    ``seed``, ``threshold`` (mask binarisation, seed 000: 100), ``augment`` (flips on train).
+    ``n_images`` (a seeded subset of a real dataset; None: all), ``source_size`` (generated
+    image side), ``image_size`` (network input side), ``resize`` (how non-square images become
+    square: ``"pad"``, ``"crop"`` or ``"stretch"``, see ``unetq.data.imageio``), ``split_file``
+    (a JSON split of your own), ``seed``, ``threshold`` (mask binarisation, seed 000: 100),
+    ``augment`` (flips on train).
     Model: ``width`` (channel scale; 64 is the paper model). Training: ``epochs``,
     ``batch_size``, ``lr``, ``optimizer``, ``weight_decay``, ``grad_clip``, ``amp``,
     ``bn_recalibration``, ``device``, ``num_workers``. Deployment: ``calib_images``.
@@ -64,6 +67,8 @@ class StudyConfig:
     num_workers: int = 0
     bench_block: int = 5
     source: str = "synthetic"
+    resize: str = "pad"
+    split_file: str | None = None
     seed: int = 0
     threshold: int = 100
     augment: bool = False
@@ -79,6 +84,8 @@ class StudyConfig:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
         if self.source is None:
             object.__setattr__(self, "source", "synthetic")
+        if self.resize not in ("pad", "crop", "stretch"):
+            raise ValueError(f"resize must be 'pad', 'crop' or 'stretch', got {self.resize!r}")
         for name in ("n_images", "source_size", "image_size", "width", "epochs", "batch_size",
                      "calib_images", "bench_repeats", "bench_block"):
             v = getattr(self, name)

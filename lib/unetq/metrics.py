@@ -20,6 +20,15 @@ predicted -- IoU and Dice are **1.0** (a perfect answer to "no crack here"). An 
 predicted pixel gives 0.0, as the formulas do. Per image, this makes crack-free images count as
 1.0 when the model stays silent on them, and 0.0 on any false alarm.
 
+Crack benchmarks (CrackForest, Crack500, DeepCrack) also report **precision, recall and F1 with
+a boundary tolerance** of a few pixels, since a label a pixel off the drawn crack is not a
+miss: precision is the fraction of predicted crack pixels within ``tolerance`` pixels (Euclidean)
+of a labelled one, recall the fraction of labelled pixels within ``tolerance`` of a predicted
+one, summed over the split (:func:`tolerance_counts`, :func:`tolerance_prf`; empty rule: with no
+predicted pixel, precision is 1.0 when nothing is labelled either, else 0.0; likewise recall).
+:func:`best_threshold` picks the decision threshold that maximises split-level Dice (chosen on
+the validation split; the test split is then scored at 0.5 and at that threshold).
+
 Everything accepts torch tensors or numpy arrays, shaped ``[N, C, H, W]`` or ``[N, H, W]``
 (the ONNX / bit-packed runners return numpy logits).
 """
@@ -40,6 +49,9 @@ __all__ = [
     "dice_from_counts",
     "SegmentationMeter",
     "mask_scores",
+    "tolerance_counts",
+    "tolerance_prf",
+    "best_threshold",
     "error_classes",
     "ERROR_CLASSES",
 ]
@@ -140,6 +152,59 @@ def error_classes(truth, pred) -> np.ndarray:
     return out
 
 
+def _disk(radius: int) -> torch.Tensor:
+    r = int(radius)
+    y, x = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    return ((x * x + y * y) <= radius * radius).float()[None, None]
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels within Euclidean distance ``radius`` of a true pixel of ``mask`` ``[N, H, W]``."""
+    if radius <= 0:
+        return mask
+    k = _disk(radius).to(mask.device)
+    return F.conv2d(mask.float()[:, None], k, padding=k.shape[-1] // 2)[:, 0] > 0.5
+
+
+def tolerance_counts(pred, target, tolerance: int = 2) -> tuple[np.ndarray, ...]:
+    """Per image ``(matched_pred, n_pred, matched_true, n_true)`` (int64 arrays of length N):
+    predicted pixels within ``tolerance`` px of a labelled one, predicted pixels, labelled pixels
+    within ``tolerance`` px of a predicted one, labelled pixels. Binary masks ``[N, ...]``."""
+    p = _as_tensor(pred, "pred").bool()
+    t = _as_tensor(target, "target").bool().to(p.device)
+    _check_pair(p, t)
+    p, t = p.reshape(-1, *p.shape[-2:]), t.reshape(-1, *t.shape[-2:])
+    mp = (p & _dilate(t, tolerance)).flatten(1).sum(1)
+    mt = (t & _dilate(p, tolerance)).flatten(1).sum(1)
+    return tuple(v.cpu().numpy().astype(np.int64) for v in (mp, p.flatten(1).sum(1), mt, t.flatten(1).sum(1)))
+
+
+def tolerance_prf(matched_pred, n_pred, matched_true, n_true) -> dict:
+    """Precision, recall and F1 with a boundary tolerance from (summed) :func:`tolerance_counts`."""
+    mp, np_, mt, nt = (float(np.sum(v)) for v in (matched_pred, n_pred, matched_true, n_true))
+    precision = mp / np_ if np_ else (1.0 if nt == 0 else 0.0)
+    recall = mt / nt if nt else (1.0 if np_ == 0 else 0.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return dict(precision=precision, recall=recall, f1=f1)
+
+
+def best_threshold(probs, target, thresholds=None) -> tuple[float, list[dict]]:
+    """The decision threshold (on probabilities ``[N, ...]``) with the highest split-level Dice
+    against ``target``, and every threshold's ``{threshold, iou, dice}`` (ties: the one nearest
+    0.5). Default grid 0.05, 0.10, ..., 0.95."""
+    thresholds = [round(0.05 * i, 2) for i in range(1, 20)] if thresholds is None else list(thresholds)
+    p = _as_tensor(probs, "probs").float()
+    t = _as_tensor(target, "target").to(p.device) >= 0.5
+    _check_pair(p, t)
+    rows = []
+    for th in thresholds:
+        tp, fp, fn = (int(v.sum()) for v in confusion_counts(p > th, t))
+        rows.append(dict(threshold=float(th), iou=float(iou_from_counts(tp, fp, fn)),
+                         dice=float(dice_from_counts(tp, fp, fn))))
+    best = max(rows, key=lambda r: (r["dice"], -abs(r["threshold"] - 0.5)))
+    return best["threshold"], rows
+
+
 def iou_from_counts(tp, fp, fn):
     """IoU = TP/(TP+FP+FN); 1.0 where TP+FP+FN == 0 (see module docstring). Scalars or arrays."""
     tp, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
@@ -160,7 +225,8 @@ class SegmentationMeter:
     """Accumulates TP/FP/FN over a split, per-image IoU/Dice and the loss.
 
     ``meter.update(outputs, target)`` per batch, then ``meter.compute()`` returns
-    ``dict(loss, iou, dice, iou_img, dice_img, n, tp, fp, fn)``.
+    ``dict(loss, iou, dice, iou_img, dice_img, n, tp, fp, fn)`` and, with ``tolerance`` (pixels),
+    ``precision_tol, recall_tol, f1_tol, tolerance_px`` (see the module docstring).
 
     ``from_logits=True`` (default): ``outputs`` are logits and a pixel is predicted positive when
     ``sigmoid(logit) > threshold`` (evaluated exactly as ``logit > log(t / (1 - t))``).
@@ -171,10 +237,12 @@ class SegmentationMeter:
     computed yourself. ``target`` may hold values in [0, 1]; pixels ``>= 0.5`` are positive.
     """
 
-    def __init__(self, threshold: float = 0.5, from_logits: bool = True, smooth: float = 1.0):
+    def __init__(self, threshold: float = 0.5, from_logits: bool = True, smooth: float = 1.0,
+                 tolerance: int | None = None):
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold)
+        self.tolerance = tolerance
         self.from_logits = bool(from_logits)
         self.smooth = smooth
         self.reset()
@@ -185,6 +253,7 @@ class SegmentationMeter:
         self._dice_img: list[np.ndarray] = []
         self._loss_sum = 0.0
         self._loss_n = 0
+        self._tol = np.zeros(4, np.int64)
         self.n = 0
 
     def update(self, outputs, target, loss: float | None = None) -> None:
@@ -208,6 +277,8 @@ class SegmentationMeter:
         self._fn += int(fn.sum())
         self._iou_img.append(np.atleast_1d(iou_from_counts(tp, fp, fn)))
         self._dice_img.append(np.atleast_1d(dice_from_counts(tp, fp, fn)))
+        if self.tolerance is not None:
+            self._tol += np.array([int(v.sum()) for v in tolerance_counts(pred, tgt >= 0.5, self.tolerance)])
         n = out.shape[0]
         if loss is None:
             if self.from_logits:
@@ -223,7 +294,12 @@ class SegmentationMeter:
             raise ValueError("SegmentationMeter.compute() called before any update()")
         iou_img = np.concatenate(self._iou_img)
         dice_img = np.concatenate(self._dice_img)
+        extra = {}
+        if self.tolerance is not None:
+            extra = {f"{k}_tol": v for k, v in tolerance_prf(*self._tol).items()}
+            extra["tolerance_px"] = int(self.tolerance)
         return dict(
+            **extra,
             loss=self._loss_sum / self._loss_n if self._loss_n else float("nan"),
             iou=iou_from_counts(self._tp, self._fp, self._fn),
             dice=dice_from_counts(self._tp, self._fp, self._fn),

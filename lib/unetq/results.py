@@ -11,6 +11,9 @@ report reads through :func:`read`; nothing else names a results file.
   with the reason, never an exception: a missing, empty, unreadable table or one that lacks a
   column its readers need is reported with the file and the column.
 
+Every table whose rows depend on the data has a ``dataset`` key column (the identity of
+``unetq.data.dataset_identity``), so runs on different data never replace each other's rows.
+
 Tables with a part in their name (``params_<arch>``, ``benchmark_<device>``) are declared with a
 ``{placeholder}`` and written with that part given (``write(PARAMS, df, arch="unet")``).
 """
@@ -72,31 +75,31 @@ S, I, F, B = "str", "int", "float", "bool"
 
 DATA_STATS = Table("data_stats", dict(dataset=S, preset=S, n_images=I, source_size=I, image_size=I, seed=I,
                                       split=S, statistic=S), doc="notebook 01: pixel values, crack fraction")
-TRAINING = Table("training", dict(arch=S, preset=S, width=I, image_size=I, lr=F, epochs=I, amp=S),
+TRAINING = Table("training", dict(arch=S, preset=S, dataset=S, width=I, image_size=I, lr=F, epochs=I, amp=S),
                  ("test_dice",), "one row per training run (seed 000 Tables 3-6)")
-AMP = Table("amp", dict(arch=S, preset=S, width=I, image_size=I, batch_size=I, amp=S, device=S),
+AMP = Table("amp", dict(arch=S, preset=S, dataset=S, width=I, image_size=I, batch_size=I, amp=S, device=S),
             ("speedup_vs_off", "mem_reduction_vs_off"), "AMP vs float32 training (seed 003 Tables 2-5)")
 PARAMS = Table("params_{arch}", dict(arch=S, width=I, image_size=I, block=S), ("params",),
                "per-block parameters and MACs (seed 000 Tables 1-2, seed 002 Tables 3-4)")
 PROFILE = Table("profile_{arch}", dict(arch=S, preset=S, width=I, image_size=I, device=S, block=S), (),
                 "per-block forward time (seed 002 Tables 5-6)")
 MBU_COST_RANKING = Table("mbu_cost_ranking", dict(preset=S, layer=S), ("score",), "seed 001 Table A.4")
-MBU_ACCURACY = Table("mbu_accuracy", dict(preset=S, config=S), ("test_dice",), "seed 001 Table 1")
-MBU_SPARSITY = Table("mbu_sparsity", dict(preset=S, config=S, layer=S), ("zero_fraction",), "seed 001 Figure 3a")
-MBU_SPEED = Table("mbu_speed", dict(preset=S, case=S), ("median_ms",), "packed engine vs its peers")
-MBU_PARETO = Table("mbu_pareto", dict(preset=S, config=S), ("masked_layers", "test_dice", "fps"),
+MBU_ACCURACY = Table("mbu_accuracy", dict(preset=S, dataset=S, config=S), ("test_dice",), "seed 001 Table 1")
+MBU_SPARSITY = Table("mbu_sparsity", dict(preset=S, dataset=S, config=S, layer=S), ("zero_fraction",), "seed 001 Figure 3a")
+MBU_SPEED = Table("mbu_speed", dict(preset=S, dataset=S, case=S), ("median_ms",), "packed engine vs its peers")
+MBU_PARETO = Table("mbu_pareto", dict(preset=S, dataset=S, config=S), ("masked_layers", "test_dice", "fps"),
                    "seed 001 Figure 7")
-ACCURACY_BY_FORMAT = Table("accuracy_by_format", dict(arch=S, preset=S, split=S, backend=S, precision=S, config=S),
+ACCURACY_BY_FORMAT = Table("accuracy_by_format", dict(arch=S, preset=S, dataset=S, split=S, backend=S, precision=S, config=S),
                            ("arch", "backend", "precision"), "loss/IoU/Dice per representation")
-MODEL_SIZES = Table("model_sizes", dict(arch=S, preset=S, representation=S), ("size_bytes",),
+MODEL_SIZES = Table("model_sizes", dict(arch=S, preset=S, dataset=S, representation=S), ("size_bytes",),
                     "bytes on disk per representation")
-INT8_SENSITIVITY = Table("int8_sensitivity_{arch}", dict(arch=S, preset=S, mode=S, node=S), ("delta_dice",),
+INT8_SENSITIVITY = Table("int8_sensitivity_{arch}", dict(arch=S, preset=S, dataset=S, mode=S, node=S), ("delta_dice",),
                          "one layer in INT8 at a time")
-INT8_CONFIGS = Table("int8_configs", dict(arch=S, preset=S, split=S, config=S), ("dice",),
+INT8_CONFIGS = Table("int8_configs", dict(arch=S, preset=S, dataset=S, split=S, config=S), ("dice",),
                      "the INT8 configuration grid")
-INT8_SPEED = Table("int8_speed", dict(arch=S, preset=S, variant=S, batch=I), ("median_s",),
+INT8_SPEED = Table("int8_speed", dict(arch=S, preset=S, dataset=S, variant=S, batch=I), ("median_s",),
                    "ONNX Runtime INT8 vs FP32 latency")
-_BENCH_KEY = dict(preset=S, arch=S, width=I, backend=S, precision=S, batch_size=I, image_size=I)
+_BENCH_KEY = dict(preset=S, dataset=S, arch=S, width=I, backend=S, precision=S, batch_size=I, image_size=I)
 BENCHMARK = Table("benchmark", _BENCH_KEY, ("status",), "latency/throughput/memory per format")
 BENCHMARK_DEVICE = Table("benchmark_{device}", _BENCH_KEY, ("status",), "benchmark.csv rows measured on a GPU")
 BENCHMARK_DATASET = Table("benchmark_dataset", _BENCH_KEY, ("status",), "whole-test-split timing (seed 000)")
@@ -136,11 +139,23 @@ def _keys(df: pd.DataFrame, table: Table) -> list[tuple]:
     return list(zip(*cols)) if cols else [() for _ in range(len(df))]
 
 
+#: Values of key columns that tables written before the column existed lack: every run before the
+#: ``dataset`` column used the built-in generator.
+LEGACY_KEY_VALUES = {"dataset": "synthetic"}
+
+
+def _upgrade(df: pd.DataFrame, table: Table | None) -> pd.DataFrame:
+    missing = {c: v for c, v in LEGACY_KEY_VALUES.items() if table is not None and c in table.key
+               and c not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def merge(old: pd.DataFrame | None, new: pd.DataFrame, table: Table) -> pd.DataFrame:
     """``old`` with the rows of ``new`` upserted by ``table``'s key (nothing of ``old`` is
     dropped except rows whose key ``new`` holds)."""
     if old is None or old.empty:
         return new.reset_index(drop=True)
+    old = _upgrade(old, table)
     fresh = set(_keys(new, table))
     keep = [k not in fresh for k in _keys(old, table)]
     return pd.concat([old[keep], new], ignore_index=True)
@@ -171,12 +186,12 @@ class Loaded(NamedTuple):
     message: str
 
 
-def read(table: Table | str, preset: str | None = None, *, root: str | os.PathLike | None = None,
-         **parts) -> Loaded:
+def read(table: Table | str, preset: str | None = None, *, dataset: str | None = None,
+         root: str | os.PathLike | None = None, **parts) -> Loaded:
     """The table as :class:`Loaded`. ``table`` is a :class:`Table` (with its name ``parts``), or
     a file stem, possibly a glob (``"mbu_*"``: every match concatenated with a ``table``
     column). With ``preset``, rows of other presets are dropped when the table has a ``preset``
-    column (and the message says so if none is left)."""
+    column (and the message says so if none is left); likewise ``dataset``."""
     root = Path(root or paths.results_dir())
     if isinstance(table, Table):
         stem, schema = table.file_name(**parts)[:-4], table
@@ -195,7 +210,7 @@ def read(table: Table | str, preset: str | None = None, *, root: str | os.PathLi
         if "*" in stem or "?" in stem:
             df.insert(0, "table", p.stem)
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
+    df = _upgrade(pd.concat(frames, ignore_index=True), schema)
     if df.empty:
         return Loaded(None, f"{NOT_RUN}: {stem}.csv is empty")
     if schema is not None:
@@ -203,12 +218,13 @@ def read(table: Table | str, preset: str | None = None, *, root: str | os.PathLi
             schema.check(df, writing=False)
         except SchemaError as e:
             return Loaded(None, f"{NOT_RUN}: {e}")
-    if preset is not None and "preset" in df.columns:
-        sub = df[df["preset"].astype(str) == str(preset)]
-        if sub.empty:
-            have = ", ".join(sorted(df["preset"].astype(str).unique()))
-            return Loaded(None, f"{NOT_RUN}: {stem}.csv has no rows for preset {preset!r} (has: {have})")
-        df = sub.reset_index(drop=True)
+    for col, want in (("preset", preset), ("dataset", dataset)):
+        if want is not None and col in df.columns:
+            sub = df[df[col].astype(str) == str(want)]
+            if sub.empty:
+                have = ", ".join(sorted(df[col].astype(str).unique()))
+                return Loaded(None, f"{NOT_RUN}: {stem}.csv has no rows for {col} {want!r} (has: {have})")
+            df = sub.reset_index(drop=True)
     return Loaded(df, f"{stem}.csv: {len(df)} rows")
 
 

@@ -5,10 +5,12 @@ Command line::
     python -m unetq.cli.pipeline --preset quick            # 01 -> 08, then reports_dir()/index.html
     python -m unetq.cli.pipeline --preset quick --only 02,03
     python -m unetq.cli.pipeline --preset quick --from 05
+    python -m unetq.cli.pipeline --preset quick --data /path/to/dataset   # a real dataset
     python -m unetq.cli.pipeline --refresh-notebooks       # re-execute notebooks/*.ipynb in place
 
 Each notebook ``notebooks/NN_name.ipynb`` is executed with kernel ``python3`` and
-``-p preset <preset>`` into ``reports_dir()/notebooks/NN_name.ipynb`` and rendered, code hidden, to
+``-p preset <preset>`` (and ``-p dataset <PATH>`` with ``--data``; a parameter a notebook does
+not declare fails that notebook) into ``reports_dir()/notebooks/NN_name.ipynb`` and rendered, code hidden, to
 ``NN_name.html`` beside it. ``reports_dir()/index.html`` holds the narrative and plots of the
 executed report notebook (``08_report``) and links to every notebook's HTML with its status and
 run time; ``reports_dir()/pipeline.json`` keeps the same records. A failed notebook stops the run:
@@ -278,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unetq.cli.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="quick", help="study preset passed to every notebook (default quick)")
+    ap.add_argument("--data", default=None, metavar="PATH",
+                    help="root folder of a real dataset (Kaggle, DeepCrack, Carvana, ISIC 2018, DSB2018 layouts) "
+                         "passed to every notebook as its dataset parameter; default: the built-in generator")
     ap.add_argument("--only", default=None, help="comma-separated notebooks to run, e.g. 02,03")
     ap.add_argument("--from", dest="start", default=None, help="start at this notebook, e.g. 05")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -292,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"refreshed {r.notebook} ({r.seconds:.1f} s)")
             return 0
         extra = {k: parse_value(v) for k, v in args.param}
+        if args.data:
+            extra["dataset"] = str(Path(args.data).expanduser().resolve())
         records = run_pipeline(args.preset, only=args.only, start=args.start, parameters=extra,
                                notebooks_dir=args.notebooks_dir)
     except PipelineError as e:

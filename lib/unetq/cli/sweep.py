@@ -152,6 +152,21 @@ class RunResult:
         return f"{self.notebook} failed at {where}{first}: {self.error}"
 
 
+class UnknownParameter(ValueError):
+    """A parameter passed to a notebook that its ``parameters`` cell does not declare."""
+
+
+def check_parameters(notebook: str | os.PathLike, parameters: Mapping[str, Any]) -> None:
+    """:class:`UnknownParameter` naming the notebook, the unknown names and the declared ones
+    when ``parameters`` holds a name the notebook's ``parameters`` cell does not assign
+    (papermill would only log a warning and run with its default)."""
+    declared = pm.inspect_notebook(str(notebook))
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise UnknownParameter(f"{Path(notebook).name} has no parameter {', '.join(map(repr, unknown))}; "
+                               f"its parameters are {', '.join(declared) or 'none'}")
+
+
 def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, parameters: Mapping | None = None,
             kernel_name: str = "python3", cwd: str | os.PathLike | None = None,
             log_output: bool = False, cell_timeout_s: float | None = None) -> RunResult:
@@ -164,6 +179,11 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
     tmp = output_path.with_name(f".{output_path.stem}.partial.ipynb")
     res = RunResult(notebook=input_path.name, output=str(output_path), parameters=dict(parameters or {}))
     t0 = time.perf_counter()
+    try:
+        check_parameters(input_path, parameters or {})
+    except UnknownParameter as e:
+        res.status, res.error = "failed", f"UnknownParameter: {e}"
+        return res
     try:
         pm.execute_notebook(
             str(input_path), str(tmp), parameters=dict(parameters or {}), kernel_name=kernel_name,

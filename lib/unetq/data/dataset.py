@@ -29,11 +29,12 @@ class CrackDataset(Dataset):
     ``threshold``: raw mask values ``> threshold`` are foreground (seed 000: 100).
     ``augment``: random horizontal/vertical flips (off by default; torch RNG, so a seeded
     DataLoader makes them reproducible). ``cache``: True, False or ``"auto"``.
-    ``num_workers``: threads that decode while filling the cache (Pillow releases the GIL)."""
+    ``num_workers``: threads that decode while filling the cache (Pillow releases the GIL).
+    ``resize``: how non-square images become square (``unetq.data.imageio.RESIZE_MODES``)."""
 
     def __init__(self, samples: Sequence[Sample], size: int = 256, threshold: int = 100,
                  augment: bool = False, cache: bool | str = "auto", num_workers: int = 0,
-                 progress: bool = True):
+                 progress: bool = True, resize: str = "pad"):
         from tqdm.auto import tqdm
 
         if size < 1:
@@ -42,6 +43,7 @@ class CrackDataset(Dataset):
             raise ValueError(f"CrackDataset: threshold must be in [0, 255), got {threshold}")
         self.samples = list(samples)
         self.size, self.threshold, self.augment = int(size), int(threshold), bool(augment)
+        self.resize = resize
         nbytes = len(self.samples) * self.size * self.size * 4
         self.cached = bool(nbytes <= CACHE_LIMIT_BYTES) if cache == "auto" else bool(cache)
         self._images = self._masks = None
@@ -55,7 +57,7 @@ class CrackDataset(Dataset):
 
         def fill(i):
             self._images[i], self._masks[i] = load_pair(
-                self.samples[i].image, self.samples[i].masks, self.size, self.threshold)
+                self.samples[i].image, self.samples[i].masks, self.size, self.threshold, self.resize)
 
         it = range(len(self.samples))
         bar = dict(total=len(self.samples), desc=f"decoding {self.size}px", leave=False,
@@ -76,7 +78,7 @@ class CrackDataset(Dataset):
         if self.cached:
             return self._images[i], self._masks[i]
         s = self.samples[i]
-        return load_pair(s.image, s.masks, self.size, self.threshold)
+        return load_pair(s.image, s.masks, self.size, self.threshold, self.resize)
 
     def mask_stack(self) -> np.ndarray:
         """All preprocessed masks, uint8 ``[N,S,S]`` (decodes every mask when not cached)."""

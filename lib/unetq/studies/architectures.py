@@ -24,7 +24,7 @@ from matplotlib.patches import Patch
 
 from .. import results
 from ..config import StudyConfig
-from ..data import splits_from_preset
+from ..data import dataset_identity, splits_from_preset
 from ..machine import machine_info
 from ..metrics import error_classes
 from ..models import create_model, paper_param_table, param_table, profile_layers
@@ -101,7 +101,8 @@ def training_row(arch: str, cfg: StudyConfig, ckpt: dict) -> dict:
     best = ckpt.get("best_val", {})
     sizes = ckpt.get("split_sizes", {})
     row = dict(
-        arch=arch, preset=cfg.preset, width=ckpt["model_config"].get("width"),
+        arch=arch, preset=cfg.preset, dataset=dc.get("dataset") or dataset_identity(cfg.source),
+        width=ckpt["model_config"].get("width"),
         image_size=dc.get("image_size"), lr=tc["lr"], epochs=tc["epochs"], amp=tc["amp"],
         batch_size=tc["batch_size"], optimizer=tc["optimizer"], seed=tc["seed"],
         n_train=sizes.get("train"), n_val=sizes.get("val"), n_test=sizes.get("test"),
@@ -109,6 +110,12 @@ def training_row(arch: str, cfg: StudyConfig, ckpt: dict) -> dict:
         val_loss=best.get("loss"), val_iou=best.get("iou"), val_dice=best.get("dice"),
         test_loss=test.get("loss"), test_iou=test.get("iou"), test_dice=test.get("dice"),
         test_iou_img=test.get("iou_img"), test_dice_img=test.get("dice_img"),
+        test_precision_tol=test.get("precision_tol"), test_recall_tol=test.get("recall_tol"),
+        test_f1_tol=test.get("f1_tol"), tolerance_px=test.get("tolerance_px"),
+        val_threshold=ckpt.get("val_threshold"),
+        test_iou_at_val_threshold=(ckpt.get("test_metrics_at_val_threshold") or {}).get("iou"),
+        test_dice_at_val_threshold=(ckpt.get("test_metrics_at_val_threshold") or {}).get("dice"),
+        test_f1_tol_at_val_threshold=(ckpt.get("test_metrics_at_val_threshold") or {}).get("f1_tol"),
         train_time_s=ckpt.get("total_time_s"), device=ckpt.get("device"),
         checkpoint=ckpt.get("checkpoint_name"), trained_at=ckpt.get("created"),
     )

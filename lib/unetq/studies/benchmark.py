@@ -27,7 +27,7 @@ from .. import deploy, paths, results
 from ..bench import (BASELINE, NOT_AVAILABLE, NOT_MEASURED, add_ratios, benchmark_runners, random_batch, summarize,
                      time_dataset, timing_row)
 from ..config import StudyConfig
-from ..data import splits_from_preset
+from ..data import dataset_identity, run_tag, splits_from_preset
 from ..deploy import format_applies
 from ..machine import (busy_cores, busy_warning, choose_threads, cuda_available, load_average, machine_info,
                        pin_threads)
@@ -155,7 +155,8 @@ def _fresh_dataset(ds):
     """The same samples as a dataset that decodes every JPEG on access (no cache), so that the
     timing includes reading and preprocessing as in seed 000."""
     try:
-        return type(ds)(ds.samples, size=ds.size, threshold=ds.threshold, cache=False, progress=False)
+        return type(ds)(ds.samples, size=ds.size, threshold=ds.threshold, cache=False, progress=False,
+                        resize=getattr(ds, "resize", "pad"))
     except Exception:
         return ds
 
@@ -177,7 +178,7 @@ class _Suite:
 
     def base(self, arch, width, backend, precision, batch, size):
         kw = self.s.get("model_kw", {}).get(arch) or {}
-        return dict(preset=self.cfg.preset, bench_preset=self.s["bench_preset"], arch=arch, width=width,
+        return dict(preset=self.cfg.preset, dataset=dataset_identity(self.cfg.source), bench_preset=self.s["bench_preset"], arch=arch, width=width,
                     model_kw=json.dumps(kw, sort_keys=True) if kw else "", backend=backend, precision=precision,
                     batch_size=batch, image_size=size)
 
@@ -190,7 +191,7 @@ class _Suite:
         return dict(max_batch=b[-1], opt_batch=b[len(b) // 2])
 
     def make_runner(self, model, backend, precision, size, batches=(1,)):
-        workdir = paths.models_dir() / "bench" / f"{self.arch}_{self.cfg.preset}_{size}px"
+        workdir = paths.models_dir() / "bench" / f"{self.arch}_{run_tag(self.cfg)}_{size}px"
         onnx_path = None
         if backend not in ("torch", "torch_compile", "bitpack") and self.deps.export_onnx is not None:
             onnx_path = self._onnx.get((self.arch, size))

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 from .. import results
 from ..config import StudyConfig
-from ..data import data_stats_table
+from ..data import data_stats_table, dataset_identity
 from ..data.imageio import binarize, read_image, read_mask
 from ..data.stats import per_image_crack_fraction
 
@@ -25,13 +25,15 @@ def dataset_name(cfg: StudyConfig) -> str:
 def describe(cfg: StudyConfig) -> dict:
     """The data settings of a run, as the notebook shows them."""
     return dict(preset=cfg.preset, n_images=cfg.n_images, source_size=cfg.source_size,
-                image_size=cfg.image_size, seed=cfg.seed, source=dataset_name(cfg))
+                image_size=cfg.image_size, seed=cfg.seed, source=dataset_name(cfg),
+                dataset=dataset_identity(cfg.source), resize=cfg.resize)
 
 
 def record_stats(cfg: StudyConfig, splits, proportions: pd.DataFrame) -> pd.DataFrame:
     """The ``data_stats.csv`` rows of this run (crack fraction per split, mask pixel values),
     upserted; returns this run's rows."""
-    stats = data_stats_table(splits, proportions, dataset=dataset_name(cfg), preset=cfg.preset,
+    stats = data_stats_table(splits, proportions, dataset=dataset_identity(cfg.source), source=dataset_name(cfg),
+                             preset=cfg.preset,
                              n_images=cfg.n_images, source_size=cfg.source_size, image_size=cfg.image_size,
                              seed=cfg.seed)
     results.write(results.DATA_STATS, stats)

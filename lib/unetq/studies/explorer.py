@@ -25,12 +25,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..config import StudyConfig
-from ..data import splits_from_preset
+from ..data import SYNTHETIC, dataset_identity, splits_from_preset
 from ..deploy import available_runners, format_applies, make_runner
 from ..metrics import error_classes, mask_scores
 from ..paths import checkpoints_dir, models_dir, results_dir
 from ..results import read as read_table
-from ..train import load_checkpoint
+from ..train import CheckpointError, load_checkpoint, read_checkpoint
 from .figures import ERROR_COLOURS, error_image, figure_image
 
 KNOWN_ARCHS = ("squeeze_unet", "ghost_unet", "mbu_unet", "unet")  # longest names first
@@ -45,8 +45,10 @@ def arch_of(stem: str) -> str | None:
     return next((a for a in KNOWN_ARCHS if stem == a or stem.startswith(a + "_")), None)
 
 
-def list_checkpoints(preset: str | None = None, folder: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Checkpoints present (``name``, ``arch``, ``path``), those of ``preset`` only when given."""
+def list_checkpoints(preset: str | None = None, folder: str | os.PathLike | None = None,
+                     dataset: str | None = None) -> pd.DataFrame:
+    """Checkpoints present (``name``, ``arch``, ``path``), those of ``preset`` only when given,
+    and of ``dataset`` (an identity, ``unetq.data.dataset_identity``) only when given."""
     folder = Path(folder) if folder else checkpoints_dir()
     rows = []
     for p in sorted(folder.glob("*.pt")):
@@ -56,8 +58,17 @@ def list_checkpoints(preset: str | None = None, folder: str | os.PathLike | None
         rest = p.stem[len(arch) + 1:]
         if preset is not None and rest.split("_")[0] != preset:
             continue
+        if dataset is not None and _checkpoint_dataset(p) != dataset:
+            continue
         rows.append(dict(name=p.stem, arch=arch, path=str(p)))
     return pd.DataFrame(rows, columns=["name", "arch", "path"])
+
+
+def _checkpoint_dataset(path: Path) -> str | None:
+    try:
+        return (read_checkpoint(path).get("data_config") or {}).get("dataset", SYNTHETIC)
+    except CheckpointError:
+        return None
 
 
 def representations(arch: str, available: pd.DataFrame | None = None) -> list[str]:
@@ -409,7 +420,7 @@ class Explorer:
 def build_explorer(cfg: StudyConfig, split: str = "test") -> Explorer:
     """The explorer over ``split`` of the run's data and the checkpoints of its preset present
     in ``checkpoints_dir()`` (loaded lazily)."""
-    ckpts = list_checkpoints(cfg.preset)
+    ckpts = list_checkpoints(cfg.preset, dataset=dataset_identity(cfg.source))
     available = available_runners()
     if ckpts.empty:
         return Explorer(None, available, message=f"no checkpoint for preset {cfg.preset!r} in "

@@ -11,6 +11,8 @@ import numpy as np
 from IPython.display import Image
 
 from .. import paths
+from ..config import StudyConfig
+from ..data import SYNTHETIC, dataset_identity
 from ..io import atomic_path
 from ..metrics import ERROR_CLASSES
 
@@ -29,9 +31,20 @@ def error_image(classes) -> np.ndarray:
     return lut[classes]
 
 
-def save_figure(fig, name: str, folder: str | os.PathLike | None = None) -> Path:
-    """Save ``fig`` atomically as ``folder/name`` (PNG; default folder ``paths.figures_dir()``)."""
-    path = Path(folder or paths.figures_dir()) / name
+def figure_name(name: str, cfg: StudyConfig | None = None) -> str:
+    """``name`` on the built-in data; ``<stem>_<dataset identity>.png`` for a run on a real
+    dataset, so figures of different data never overwrite each other."""
+    ds = dataset_identity(cfg.source) if cfg is not None else SYNTHETIC
+    if ds == SYNTHETIC:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}_{ds}.{ext}" if dot else f"{name}_{ds}"
+
+
+def save_figure(fig, name: str, cfg: StudyConfig | None = None, folder: str | os.PathLike | None = None) -> Path:
+    """Save ``fig`` atomically as ``folder/figure_name(name, cfg)`` (PNG; default folder
+    ``paths.figures_dir()``)."""
+    path = Path(folder or paths.figures_dir()) / figure_name(name, cfg)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import paths
 from ..bitpack import pack_mbu
 from ..config import StudyConfig
+from ..data import run_columns
 from ..deploy import TorchRunner, evaluate_runner, make_runner
 from ..machine import machine_info
 from ..models import weight_bytes
@@ -146,7 +147,7 @@ def accuracy_row(label: str, model, ckpt: dict, cfg: StudyConfig, training: str,
     kinds = getattr(model, "kinds", None) or {}
     masked = [n for n in LAYER_NAMES if kinds.get(n) == "masked"]
     t = ckpt.get("test_metrics", {})
-    row = dict(preset=cfg.preset, config=label, paper_row=PAPER_LABELS.get(label, f"MBU-Net ({label})"),
+    row = dict(**run_columns(cfg), config=label, paper_row=PAPER_LABELS.get(label, f"MBU-Net ({label})"),
                arch="unet" if label == "fp" else "mbu_unet", width=cfg.width, image_size=cfg.image_size,
                weights=WEIGHTS.get(label, "binary + masked"), activations="fp32" if label == "fp" else "binary",
                masked_layers=len(masked), masked=" ".join(masked), training=training,
@@ -192,7 +193,7 @@ def pareto_table(acc: pd.DataFrame, speed: pd.DataFrame, case_of: dict) -> pd.Da
     rows = []
     for config, case in case_of.items():
         r = acc.set_index("config").loc[config]
-        rows.append(dict(preset=r["preset"], config=config, masked_layers=int(r["masked_layers"]),
+        rows.append(dict(preset=r["preset"], dataset=r["dataset"], config=config, masked_layers=int(r["masked_layers"]),
                          masked=r["masked"], test_dice=r["test_dice"], test_iou=r["test_iou"],
                          packed_dice=r["packed_dice"], case=case, fps=sp.loc[case, "fps"],
                          median_ms=sp.loc[case, "median_ms"], image_size=sp.loc[case, "image_size"],
@@ -218,7 +219,16 @@ def sparsity_table(models: dict, cfg: StudyConfig) -> pd.DataFrame:
         z.insert(0, "config", label)
         parts.append(z)
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    df.insert(0, "preset", cfg.preset)
+    for i, (k, v) in enumerate(run_columns(cfg).items()):
+        df.insert(i, k, v)
+    return df
+
+
+def stamp(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
+    """``df`` with the run's ``preset`` and ``dataset`` columns first."""
+    df = df.copy()
+    for i, (k, v) in enumerate(run_columns(cfg).items()):
+        df.insert(i, k, v)
     return df
 
 

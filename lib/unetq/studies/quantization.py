@@ -24,6 +24,7 @@ import torch
 from .. import paths, results
 from ..bench import NOT_MEASURED, interleaved_timings, variant_summary
 from ..config import StudyConfig
+from ..data import run_columns, run_tag
 from ..deploy import (OrtRunner, QuantConfig, calibration_images, convert_float16_file, evaluate_runner,
                       export_onnx, make_runner, onnx_file_bytes, quantize_int8, runner_unavailable_reason)
 from ..deploy.quantmath import quantize, scale_zero_point
@@ -75,7 +76,7 @@ def export_representations(arch: str, model, splits: dict, cfg: StudyConfig, qua
     TensorRT-target INT8 model when TensorRT can run here."""
     preset = cfg.preset
     size = int(cfg.image_size)
-    folder = Path(folder) if folder else paths.models_dir() / f"{arch}_{preset}"
+    folder = Path(folder) if folder else paths.models_dir() / f"{arch}_{run_tag(cfg)}"
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(model.cpu().eval(), folder / "fp32.onnx", size)
     fp16 = convert_float16_file(fp32, folder / "fp16.onnx")
@@ -102,7 +103,7 @@ def _onnx_source(backend: str, precision: str, files: ModelFiles, int8_name: str
 
 # --------------------------------------------------------------------------------- accuracy
 def _base_row(arch: str, cfg: StudyConfig) -> dict:
-    return dict(arch=arch, preset=cfg.preset, width=cfg.width, image_size=cfg.image_size)
+    return dict(arch=arch, **run_columns(cfg), width=cfg.width, image_size=cfg.image_size)
 
 
 def slow_representations() -> dict:

@@ -111,12 +111,13 @@ class Section:
         state = self.message or f"{0 if self.table is None else len(self.table)} rows"
         return f"<Section {self.title!r}: {state}>"
 
-    def save_figure(self, folder: str | os.PathLike | None = None) -> Path | None:
-        """Write the figure as PNG (atomically) into ``folder`` (default ``figures_dir()``)."""
+    def save_figure(self, folder: str | os.PathLike | None = None, cfg=None) -> Path | None:
+        """Write the figure as PNG (atomically) into ``folder`` (default ``figures_dir()``), named
+        for ``cfg``'s dataset (:func:`unetq.studies.figures.figure_name`)."""
         if self.figure is None:
             return None
         slug = "".join(ch if ch.isalnum() else "_" for ch in self.title.lower()).strip("_")
-        return save_figure(self.figure, f"report_{slug}.png", folder)
+        return save_figure(self.figure, f"report_{slug}.png", cfg, folder)
 
 
 def _missing(title: str, msg: str) -> Section:
@@ -146,8 +147,8 @@ def _pick_size(df: pd.DataFrame, image_size: int | None) -> int:
     return int(counts.idxmax())
 
 
-def _bench(preset, image_size=None) -> tuple[pd.DataFrame | None, str, int | None]:
-    t = load_table(results.BENCHMARK, preset)
+def _bench(preset, image_size=None, dataset=None) -> tuple[pd.DataFrame | None, str, int | None]:
+    t = load_table(results.BENCHMARK, preset, dataset=dataset)
     if t.df is None:
         return None, t.message, None
     df = _measured(_num(t.df, "latency_ms", "latency_ms_per_image", "throughput_ips", "peak_mem_mb",
@@ -170,17 +171,17 @@ def _machine_note(df: pd.DataFrame) -> str:
     return "Measured on " + ", ".join(f"{c}={show(r[c])}" for c in cols) + "."
 
 
-def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size: int | None = None) -> Section:
+def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """Latency per image of every architecture in every representation (seed 000 Figure 5), and
     the seconds for the whole test split (JPEG reading included) when it was timed."""
     title = "Latency by format"
-    df, msg, size = _bench(preset, image_size)
+    df, msg, size = _bench(preset, image_size, dataset)
     if df is None:
         return _missing(title, msg)
     sub = df[(df["image_size"] == size) & (df["batch_size"] == batch_size)]
     if sub.empty:
         return _missing(title, f"{NOT_RUN}: no measured rows at batch {batch_size}, {size}x{size}")
-    data = load_table(results.BENCHMARK_DATASET, preset)
+    data = load_table(results.BENCHMARK_DATASET, preset, dataset=dataset)
     dset = None
     if data.df is not None:
         dset = _with_format(_measured(_num(data.df, "seconds_total")))
@@ -219,10 +220,10 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
                    notes=[n for n in notes if n])
 
 
-def memory_by_format(preset: str | None = None, batch_size: int | None = None, image_size: int | None = None) -> Section:
+def memory_by_format(preset: str | None = None, batch_size: int | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """Peak inference memory (seed 000 Figure 6) and model size on disk by representation."""
     title = "Memory by format"
-    df, msg, size = _bench(preset, image_size)
+    df, msg, size = _bench(preset, image_size, dataset)
     if df is None:
         return _missing(title, msg)
     sub = df[df["image_size"] == size]
@@ -245,8 +246,8 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
                    table, fig, notes=[f"Memory measured as: {'; '.join(methods)}."] if methods else [])
 
 
-def _accuracy(preset) -> Loaded:
-    t = load_table(results.ACCURACY_BY_FORMAT, preset)
+def _accuracy(preset, dataset=None) -> Loaded:
+    t = load_table(results.ACCURACY_BY_FORMAT, preset, dataset=dataset)
     if t.df is None:
         return t
     df = t.df.copy()
@@ -279,11 +280,11 @@ def _accuracy(preset) -> Loaded:
 _INT8_PRIORITY = ("chosen", "default", "")
 
 
-def accuracy_by_format(preset: str | None = None) -> Section:
+def accuracy_by_format(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Loss, IoU and Dice of every representation, one panel per architecture (seed 000
     Figures 7-8)."""
     title = "Accuracy by format"
-    t = _accuracy(preset)
+    t = _accuracy(preset, dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = t.df
@@ -308,10 +309,10 @@ def accuracy_by_format(preset: str | None = None) -> Section:
                    table, fig)
 
 
-def throughput_vs_batch(preset: str | None = None, image_size: int | None = None) -> Section:
+def throughput_vs_batch(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """Throughput (images/s) against batch size, one line per representation, per architecture."""
     title = "Throughput vs batch size"
-    df, msg, size = _bench(preset, image_size)
+    df, msg, size = _bench(preset, image_size, dataset)
     if df is None:
         return _missing(title, msg)
     sub = df[df["image_size"] == size]
@@ -332,12 +333,12 @@ def throughput_vs_batch(preset: str | None = None, image_size: int | None = None
     return Section(title, f"Images per second at {size}x{size} px (seed 003 Tables 8-9).", table, fig)
 
 
-def speedup_table(preset: str | None = None, value: str = "speedup", image_size: int | None = None) -> Section:
+def speedup_table(preset: str | None = None, value: str = "speedup", image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """Seed 003 Tables 6-9 for this study: ``speedup`` (latency) or ``throughput_if`` over the FP32
     PyTorch baseline, rows batch size, columns representation, per architecture."""
     title = {"speedup": "Latency speed-up over FP32 PyTorch",
              "throughput_if": "Throughput improvement factor over FP32 PyTorch"}.get(value, value)
-    df, msg, size = _bench(preset, image_size)
+    df, msg, size = _bench(preset, image_size, dataset)
     if df is None:
         return _missing(title, msg)
     sub = df[df["image_size"] == size]
@@ -348,10 +349,10 @@ def speedup_table(preset: str | None = None, value: str = "speedup", image_size:
                           "1.0 = FP32 PyTorch of the same architecture and batch size.", table)
 
 
-def image_size_sweep(preset: str | None = None) -> Section:
+def image_size_sweep(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Latency per image against image size for the representations swept over size."""
     title = "Latency vs image size"
-    t = load_table(results.BENCHMARK, preset)
+    t = load_table(results.BENCHMARK, preset, dataset=dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = _with_format(_measured(_num(t.df, "latency_ms_per_image")))
@@ -375,10 +376,10 @@ def image_size_sweep(preset: str | None = None) -> Section:
                    table, fig)
 
 
-def amp_training(preset: str | None = None) -> Section:
+def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """AMP training speed-up and memory reduction factor (seed 003 Equations 17-18)."""
     title = "Mixed-precision (AMP) training"
-    t = load_table(results.AMP, preset)
+    t = load_table(results.AMP, preset, dataset=dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb")
@@ -420,11 +421,11 @@ _COSTS = (("fps", True, "frames per second (batch 1)"), ("latency_ms", False, "l
 _GAINS = ("test_dice", "dice", "packed_dice", "val_dice", "test_iou", "iou")
 
 
-def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | None = None) -> Section:
+def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | None = None, *, dataset: str | None = None) -> Section:
     """MBU-Net configurations (binary / masked layers): accuracy against speed or cost, with the
     Pareto frontier (from the ``mbu_*.csv`` tables, a ``*pareto*`` one first)."""
     title = "MBU-Net Pareto frontier"
-    t = load_table("mbu_*", preset)
+    t = load_table("mbu_*", preset, dataset=dataset)
     if t.df is None:
         return _missing(title, t.message)
     found = None
@@ -453,11 +454,11 @@ def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | N
                    front.reset_index(drop=True), fig)
 
 
-def lr_sweep(preset: str | None = None) -> Section:
+def lr_sweep(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Test Dice / IoU / loss per learning rate and architecture (seed 000 Tables 3-6), from
     ``training.csv`` when more than one learning rate was trained."""
     title = "Learning-rate sweep"
-    t = load_table(results.TRAINING, preset)
+    t = load_table(results.TRAINING, preset, dataset=dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = _num(t.df, "lr", "test_dice", "test_iou", "test_loss", "val_loss")
@@ -472,11 +473,11 @@ def lr_sweep(preset: str | None = None) -> Section:
 # ----------------------------------------------------------------------------------------------
 # the answer: which model and representation for which priority
 # ----------------------------------------------------------------------------------------------
-def candidates(preset: str | None = None, image_size: int | None = None) -> Loaded:
+def candidates(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Loaded:
     """One row per (architecture, representation): latency per image at batch 1, best
     throughput, peak memory, model size (from ``benchmark.csv``) joined with the test Dice/IoU
     (``accuracy_by_format.csv``; the FP32 PyTorch Dice falls back on ``training.csv``)."""
-    df, msg, size = _bench(preset, image_size)
+    df, msg, size = _bench(preset, image_size, dataset)
     if df is None:
         return Loaded(None, msg)
     sub = df[df["image_size"] == size]
@@ -486,7 +487,7 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                                 model_size_mb=("model_size_mb", "max"))
     out = b1.join(agg, how="outer").reset_index()
     out["accuracy_source"] = ""
-    acc = _accuracy(preset)
+    acc = _accuracy(preset, dataset)
     for m in ("dice", "iou"):
         out[m] = np.nan
     if acc.df is not None:
@@ -498,7 +499,7 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                 for m in a.columns:
                     out.at[i, m] = a.loc[k, m]
                 out.at[i, "accuracy_source"] = "accuracy_by_format.csv"
-    tr = load_table(results.TRAINING, preset)
+    tr = load_table(results.TRAINING, preset, dataset=dataset)
     if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
         best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
         if preset is not None and "lr" in best.columns:  # the run the benchmark's checkpoint comes from
@@ -513,7 +514,7 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
                 out.at[i, "dice"] = best.loc[r["arch"], "test_dice"]
                 out.at[i, "iou"] = best.loc[r["arch"], "test_iou"] if "test_iou" in best else np.nan
                 out.at[i, "accuracy_source"] = "training.csv (PyTorch FP32 test split)"
-    mbu = load_table(results.MBU_ACCURACY, preset)
+    mbu = load_table(results.MBU_ACCURACY, preset, dataset=dataset)
     if mbu.df is not None and {"config", "test_dice"} <= set(mbu.df.columns):
         m = _num(mbu.df, "test_dice", "test_iou", "packed_dice", "packed_iou")
         m = m[m["config"].astype(str) == "mbu"]  # notebook 05's main MBU-Net configuration
@@ -532,12 +533,12 @@ def candidates(preset: str | None = None, image_size: int | None = None) -> Load
 
 def recommendations(preset: str | None = None, latency_budget_ms: float | None = None,
                     size_budget_mb: float | None = None, dice_tolerance: float = 0.01,
-                    image_size: int | None = None) -> Section:
+                    image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """The study's answer: for each priority, the architecture and representation to deploy,
     computed from the measured tables. Budgets default to twice the fastest latency and a quarter
     of the largest model; ``dice_tolerance`` defines "as accurate as the best"."""
     title = "Which model and representation to deploy"
-    c = candidates(preset, image_size)
+    c = candidates(preset, image_size, dataset=dataset)
     if c.df is None:
         return _missing(title, c.message)
     df = c.df
@@ -607,21 +608,22 @@ def gpu_tables() -> Section:
     return Section(title, "Latency speed-up over FP32 PyTorch on each GPU that ran the study.", table)
 
 
-def build_report(preset: str | None = None, **kw) -> list[Section]:
-    """Every section, in report order."""
+def build_report(preset: str | None = None, dataset: str | None = None, **kw) -> list[Section]:
+    """Every section, in report order, from the rows of ``preset`` and ``dataset`` (a dataset
+    identity, ``unetq.data.dataset_identity``; None: all rows)."""
     return [
-        latency_by_format(preset),
-        memory_by_format(preset),
-        accuracy_by_format(preset),
-        throughput_vs_batch(preset),
-        speedup_table(preset, "speedup"),
-        speedup_table(preset, "throughput_if"),
-        image_size_sweep(preset),
-        amp_training(preset),
-        mbu_pareto(preset),
-        lr_sweep(preset),
+        latency_by_format(preset, dataset=dataset),
+        memory_by_format(preset, dataset=dataset),
+        accuracy_by_format(preset, dataset=dataset),
+        throughput_vs_batch(preset, dataset=dataset),
+        speedup_table(preset, "speedup", dataset=dataset),
+        speedup_table(preset, "throughput_if", dataset=dataset),
+        image_size_sweep(preset, dataset=dataset),
+        amp_training(preset, dataset=dataset),
+        mbu_pareto(preset, dataset=dataset),
+        lr_sweep(preset, dataset=dataset),
         gpu_tables(),
-        recommendations(preset, **kw),
+        recommendations(preset, dataset=dataset, **kw),
     ]
 
 

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import StudyConfig
-from ..data import splits_from_preset
+from ..data import dataset_identity, splits_from_preset
 from ..machine import PeakMemory, machine_info
 from ..models import create_model
 from .config import TrainConfig, resolve_device
@@ -71,7 +71,7 @@ def amp_comparison(arch: str, cfg: StudyConfig, modes=None, epochs: int = 1, *, 
             losses.append(r["loss"])
             kind = mem.kind
         t = float(np.mean(times))
-        rows.append(dict(arch=arch, preset=cfg.preset, width=cfg.width,
+        rows.append(dict(arch=arch, preset=cfg.preset, dataset=dataset_identity(cfg.source), width=cfg.width,
                          image_size=cfg.image_size, batch_size=tcfg.batch_size, amp=mode,
                          autocast_dtype=AUTOCAST_DTYPE[mode], device=dev.type,
                          device_name=(torch.cuda.get_device_name(dev) if dev.type == "cuda"

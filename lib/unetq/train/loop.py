@@ -120,7 +120,7 @@ def train_epoch(model, loader, optimizer, scaler, device, amp="off", grad_clip=N
 # evaluation and prediction
 # --------------------------------------------------------------------------------------------
 def evaluate(model, dataset, batch_size: int = 16, device="auto", amp: str = "off",
-             progress: bool = False, threshold: float = 0.5) -> dict:
+             progress: bool = False, threshold: float = 0.5, tolerance: int | None = None) -> dict:
     """Loss, IoU and Dice (split level and per-image mean) of ``model`` on ``dataset``.
 
     Returns ``dict(loss, iou, dice, iou_img, dice_img, n, tp, fp, fn)``; see
@@ -129,7 +129,7 @@ def evaluate(model, dataset, batch_size: int = 16, device="auto", amp: str = "of
         raise ValueError("evaluate(): the dataset is empty")
     dev = resolve_device(device)
     model.to(dev)
-    meter = SegmentationMeter(threshold=threshold)
+    meter = SegmentationMeter(threshold=threshold, tolerance=tolerance)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     with eval_mode(model), torch.inference_mode():
         for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress, unit="batch"):

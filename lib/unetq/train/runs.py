@@ -18,17 +18,24 @@ import torch
 
 from .. import paths
 from ..config import StudyConfig
-from ..data import splits_from_preset
+from ..data import SYNTHETIC, dataset_identity, splits_from_preset
 from ..machine import machine_info
 from ..models import create_model
 from .checkpoint import load_checkpoint, normalise, read_checkpoint, write_checkpoint
 from .config import TrainConfig, resolve_device
-from .loop import autocast_context, evaluate, fit, resume_state_path
+from ..metrics import best_threshold
+from .loop import autocast_context, evaluate, fit, predict, resume_state_path
+
+#: Boundary tolerance (pixels) of the precision / recall / F1 every finished run reports.
+TOLERANCE_PX = 2
 
 
 def data_config(cfg: StudyConfig) -> dict:
-    return dict(source=cfg.source, n_images=cfg.n_images, source_size=cfg.source_size,
-                image_size=cfg.image_size, seed=cfg.seed, threshold=cfg.threshold, augment=bool(cfg.augment))
+    """The data settings a run's weights depend on, with the dataset's identity
+    (``unetq.data.dataset_identity``: layout + content hash of a real dataset)."""
+    return dict(source=cfg.source, dataset=dataset_identity(cfg.source), n_images=cfg.n_images,
+                source_size=cfg.source_size, image_size=cfg.image_size, resize=cfg.resize,
+                split_file=cfg.split_file, seed=cfg.seed, threshold=cfg.threshold, augment=bool(cfg.augment))
 
 
 def run_identity(arch: str, cfg: StudyConfig, start: dict | None = None, **model_kw) -> dict:
@@ -43,15 +50,18 @@ def run_identity(arch: str, cfg: StudyConfig, start: dict | None = None, **model
 
 def checkpoint_path(arch: str, cfg: StudyConfig, tag: str | None = None, start: dict | None = None,
                     **model_kw) -> Path:
-    """``checkpoints_dir()/<arch>_<preset>.pt`` for the preset's own settings; any other
-    settings (an lr of a sweep, another width, ``model_kw``, a start model) get ``_lr<lr>`` when
-    the lr differs and a short hash of the settings, so they never overwrite the main checkpoint.
-    ``tag`` adds a readable ``_<tag>``."""
+    """``checkpoints_dir()/<arch>_<preset>.pt`` for the preset's own settings on the built-in
+    data; a real dataset adds ``_<dataset identity>``; any other settings (an lr of a sweep,
+    another width, ``model_kw``, a start model) get ``_lr<lr>`` when the lr differs and a short
+    hash of the settings, so they never overwrite the main checkpoint. ``tag`` adds a readable
+    ``_<tag>``."""
     if not isinstance(cfg, StudyConfig):
         raise TypeError("cfg must be a unetq.config.StudyConfig (build it with unetq.config.get_preset)")
     ident = run_identity(arch, cfg, start, **model_kw)
     ref = run_identity(arch, cfg.baseline())
     name = f"{arch}_{cfg.preset}"
+    if ident["data"]["dataset"] != SYNTHETIC:
+        name += f"_{ident['data']['dataset']}"
     if tag:
         name += f"_{tag}"
     if ident != ref:
@@ -75,6 +85,30 @@ def start_identity(ckpt: dict) -> dict:
     """What a run initialised from the model of ``ckpt`` records about it."""
     return normalise(dict(identity=ckpt.get("identity"), best_val_loss=ckpt.get("best_val_loss"),
                           checkpoint=ckpt.get("checkpoint_name")))
+
+
+def _plain(metrics: dict) -> dict:
+    return {k: (int(v) if k in ("n", "tp", "fp", "fn", "tolerance_px") else float(v)) for k, v in metrics.items()}
+
+
+def test_metrics(model, splits: dict, tcfg: TrainConfig, device) -> tuple[dict, dict, float | None]:
+    """``(test at 0.5, test at the validation threshold, that threshold)``: the decision
+    threshold with the best validation Dice (``unetq.metrics.best_threshold``), and the test
+    split scored at 0.5 and at it, both with the boundary-tolerance precision / recall / F1
+    (:data:`TOLERANCE_PX`). Empty dicts and None where a split is missing."""
+    if "test" not in splits or not len(splits["test"]):
+        return {}, {}, None
+    bs = tcfg.eval_batch_size or tcfg.batch_size
+    test = evaluate(model, splits["test"], batch_size=bs, device=device, amp=tcfg.amp, tolerance=TOLERANCE_PX)
+    if "val" not in splits or not len(splits["val"]):
+        return _plain(test), {}, None
+    val = splits["val"]
+    images = torch.stack([torch.as_tensor(val[i][0]) for i in range(len(val))])
+    masks = torch.stack([torch.as_tensor(val[i][1]) for i in range(len(val))])
+    threshold, _ = best_threshold(predict(model, images, batch_size=bs, device=device, amp=tcfg.amp), masks)
+    at = evaluate(model, splits["test"], batch_size=bs, device=device, amp=tcfg.amp, threshold=threshold,
+                  tolerance=TOLERANCE_PX)
+    return _plain(test), _plain(at), float(threshold)
 
 
 def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits: dict | None = None,
@@ -118,8 +152,7 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
         model.load_state_dict(start[0].state_dict(), strict=True)  # same parameters, other quantizers
     result = fit(model, splits, tcfg, path, keep_state=True,
                  meta=dict(identity=identity, arch=arch, preset=cfg.preset))
-    test = evaluate(model, splits["test"], batch_size=tcfg.eval_batch_size or tcfg.batch_size,
-                    device=device, amp=tcfg.amp) if "test" in splits and len(splits["test"]) else {}
+    test, test_at, threshold = test_metrics(model, splits, tcfg, device)
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0].to_dict()
     ckpt = write_checkpoint(
         path, model_config=model.config, state_dict=model.state_dict(), train_config=tcfg.to_dict(),
@@ -127,7 +160,7 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
         best_val_loss=result.best_val_loss,
         arch=arch, preset=cfg.preset, checkpoint_name=path.name, data_config=data_config(cfg), identity=identity,
         best_val=dict(loss=float(best["val_loss"]), iou=float(best["val_iou"]), dice=float(best["val_dice"])),
-        test_metrics={k: (int(v) if k in ("n", "tp", "fp", "fn") else float(v)) for k, v in test.items()},
+        test_metrics=test, val_threshold=threshold, test_metrics_at_val_threshold=test_at,
         total_time_s=result.total_time_s, device=result.device,
         split_sizes={k: len(v) for k, v in splits.items()},
         n_params=int(sum(p.numel() for p in model.parameters())),
