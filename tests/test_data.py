@@ -489,3 +489,28 @@ def test_too_few_images_is_a_clear_error(tmp_path, monkeypatch):
     root = _kaggle(tmp_path / "k", n=4)
     with pytest.raises(DataError, match=r"the val and test splits are empty \(train 4, val 0, test 0"):
         prepare_splits(root, n=None, image_size=16, seed=0)
+
+
+def test_generator_appearance_is_in_the_real_range(tmp_path):
+    """Crack fraction, label width and crack contrast of the generator's defaults fall in the range
+    of real road-crack sets (unetq.data.stats.REAL_RANGES); labels hug the visible crack."""
+    from unetq.data.stats import REAL_RANGES, appearance_summary, crack_appearance
+
+    root = make_synthetic_cracks(tmp_path / "g", 40, 448, seed=0, progress=False)
+    s = appearance_summary(crack_appearance(find_samples(root))).set_index("statistic")
+    lo, hi = REAL_RANGES["crack_fraction"]
+    assert lo <= s.loc["crack_fraction", "mean"] <= hi
+    lo, hi = REAL_RANGES["label_width_px"]
+    assert lo <= s.loc["label_width_px", "median"] <= hi
+    assert s.loc["contrast_bg_std", "q1"] > REAL_RANGES["contrast_bg_std"][0]
+    # the older style (labels 3-7 px wider than the crack on each side) fails the same checks
+    wide = make_synthetic_cracks(tmp_path / "w", 10, 448, seed=0, progress=False, label_margin=5.0)
+    sw = appearance_summary(crack_appearance(find_samples(wide))).set_index("statistic")
+    assert sw.loc["label_width_px", "median"] > 8 and sw.loc["contrast_bg_std", "median"] < 1
+
+
+def test_generator_non_square(tmp_path):
+    root = make_synthetic_cracks(tmp_path / "ns", 3, 64, seed=1, progress=False, width=96)
+    img = Image.open(root / "images" / "00000.jpg")
+    mask = Image.open(root / "masks" / "00000.jpg")
+    assert img.size == (96, 64) and mask.size == (96, 64)

@@ -8,16 +8,20 @@ threshold-100 binarisation matters.
 
 What an image holds (all vectorised numpy / Pillow, no per-pixel Python):
 
-- asphalt: a tinted grey base with low-frequency mottling, aggregate (bright stones, dark pits,
-  a few px across) and per-pixel grain;
+- asphalt: a tinted grey base with faint low-frequency mottling, fine aggregate (bright stones,
+  dark pits, a few px across) and per-pixel grain, kept sharp (real road photographs are
+  fine-grained, not blotchy);
 - distractors that are *not* labelled: straight sealed joints, lane paint (white or yellow,
   worn), oil stains, cast shadows (half-planes and pole bands), an illumination gradient;
-- cracks (labelled): meandering random-walk polylines with branches, width 1-6 px varying along
-  the crack, contrast varying per crack and along it (some are faint); some images hold a dense
-  network of short cracks. The label is drawn 3-7 px wider on each side than the visible crack
-  (a per-image margin, at 448 px), as generous human annotations are, so the exact boundary is
-  not learnable and a model cannot saturate the Dice score;
-- about 15 % of the images are crack-free.
+- cracks (labelled): meandering random-walk polylines with branches, dark and sharp, width
+  ``crack_width`` px (at 448 px) varying along the crack, contrast varying per crack and along
+  it; some images hold a network of short cracks. The label covers the visible crack and
+  nothing more (``label_margin`` px wider on each side, default 0), as the annotations of
+  CrackForest, Crack500 and the Kaggle crack set do; ``crack_density`` scales the number of
+  cracks. The defaults put the crack fraction, label width and contrast in the range of those
+  datasets (``unetq.data.stats.REAL_RANGES``; notebook 01 measures them);
+- about 15 % of the images are crack-free. ``width`` gives non-square images (the generator
+  draws ``size`` x ``size`` and keeps the left ``width`` columns, or pads to them).
 """
 from __future__ import annotations
 
@@ -37,11 +41,15 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output changes, so a cached dataset of an older version is
 #: regenerated instead of trusted.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Fixed encoder settings: with the same Pillow/libjpeg build the files are byte-identical.
 JPEG_IMAGE = dict(quality=90, subsampling=2, optimize=False, progressive=False)
 JPEG_MASK = dict(quality=97, optimize=False, progressive=False)
 P_CRACK_FREE = 0.15
+#: Appearance defaults (widths in px at 448 px; they scale with the image size).
+CRACK_WIDTH = (2.5, 6.5)
+LABEL_MARGIN = 0.0
+CRACK_DENSITY = 1.0
 _MARKER = "COMPLETE.json"
 
 
@@ -77,7 +85,7 @@ def _asphalt(rng, size):
     """RGB float32 asphalt texture in [0, 255]."""
     s = size / 448.0  # texture scales with the image so every size looks like the same road
     base = rng.uniform(95, 150)
-    lum = base + 10 * _smooth(rng, size, 90 * s) + 5 * _smooth(rng, size, 20 * s)
+    lum = base + 4 * _smooth(rng, size, 90 * s) + 2 * _smooth(rng, size, 20 * s)
     stones = _smooth(rng, size, max(1.5, 2.6 * s))
     bright = np.clip((stones - 0.8) / 0.5, 0, 1)
     dark = np.clip((-stones - 1.0) / 0.5, 0, 1)
@@ -152,46 +160,50 @@ def _profile(rng, n):
 
 
 def _draw_crack(draws, pts, width, contrast, margin, rng, ss):
-    """Draw one polyline: visible darkness on ``draws[0]``, label on ``draws[1]`` (both at ``ss``×)."""
+    """Draw one polyline: visible darkness on ``draws[0]``, label on ``draws[1]`` (both at ``ss``×);
+    the label is the visible stroke, ``margin`` px wider on each side."""
     vis, lab = draws
     n = len(pts)
     w = width * _profile(rng, n)
-    c = contrast * _profile(rng, n)
+    c = contrast * (0.8 + 0.2 * _profile(rng, n))
     p = pts * ss
     for i in range(n - 1):
         seg = [tuple(p[i]), tuple(p[i + 1])]
         wv = max(1, int(round(w[i] * ss)))
         vis.line(seg, fill=int(255 * c[i]), width=wv)
-        wl = (w[i] + margin) * ss
-        lab.line(seg, fill=255, width=max(1, int(round(wl))))
-        # round caps: the label is a smooth band, not a chain of beads
-        r = wl / 2
-        lab.ellipse([p[i + 1][0] - r, p[i + 1][1] - r, p[i + 1][0] + r, p[i + 1][1] + r], fill=255)
+        wl = max(1, int(round((w[i] + 2 * margin) * ss)))
+        lab.line(seg, fill=255, width=wl)
+        # round caps on both: smooth bands, not chains of beads
+        for d, ww, f in ((vis, wv, int(255 * c[i])), (lab, wl, 255)):
+            r = ww / 2
+            d.ellipse([p[i + 1][0] - r, p[i + 1][1] - r, p[i + 1][0] + r, p[i + 1][1] + r], fill=f)
     return w
 
 
-def _cracks(rng, size, ss):
+def _cracks(rng, size, ss, crack_width=CRACK_WIDTH, label_margin=LABEL_MARGIN, density=CRACK_DENSITY):
     """Supersampled crack canvases: (darkness alpha, label), both float32 in [0, 1] at ``size``."""
     big = size * ss
     vis_im = Image.new("L", (big, big), 0)
     lab_im = Image.new("L", (big, big), 0)
     draws = (ImageDraw.Draw(vis_im), ImageDraw.Draw(lab_im))
     s = size / 448.0
-    margin = rng.uniform(6.0, 14.0) * s  # annotators draw the label wider than the crack
+    margin = label_margin * s
     style = rng.random()
-    n_main = 2 + rng.poisson(2.0) if style > 0.3 else 6 + rng.poisson(3)  # last: crack network
+    lam = (2.0 if style > 0.25 else 6.0) * density
+    n_main = max(1, int(round(density))) + rng.poisson(lam)  # style <= 0.25: a network of short cracks
     for _ in range(n_main):
         start = rng.uniform(-0.05, 1.05, 2) * size
         angle = rng.uniform(0, 2 * np.pi)
         # aim roughly across the image
         to_centre = np.arctan2(size / 2 - start[1], size / 2 - start[0])
         angle = to_centre + rng.normal(0, 0.6) if rng.random() < 0.7 else angle
-        length = rng.uniform(0.4, 1.3) * size if style > 0.3 else rng.uniform(0.2, 0.5) * size
-        width = (1.0 + 5.0 * rng.beta(1.8, 2.2)) * max(s, 0.5)
-        contrast = rng.uniform(0.3, 0.8)
+        length = rng.uniform(0.4, 1.2) * size if style > 0.25 else rng.uniform(0.15, 0.4) * size
+        lo, hi = crack_width
+        width = (lo + (hi - lo) * rng.beta(2.0, 2.0)) * max(s, 0.5)
+        contrast = rng.uniform(0.45, 0.85)
         pts = _walk(rng, start, angle, length, 3.0 * s)
         _draw_crack(draws, pts, width, contrast, margin, rng, ss)
-        for _ in range(rng.poisson(2.5)):  # branches, and sometimes their own branches
+        for _ in range(rng.poisson(2.0)):  # branches, and sometimes their own branches
             i = rng.integers(1, len(pts) - 1)
             b_ang = angle + rng.choice([-1, 1]) * rng.uniform(0.4, 1.2)
             bpts = _walk(rng, pts[i], b_ang, length * rng.uniform(0.15, 0.5), 3.0 * s)
@@ -207,8 +219,11 @@ def _cracks(rng, size, ss):
 
 
 # --------------------------------------------------------------------------- one image
-def synth_crack_pair(seed: int, index: int, size: int = 448) -> tuple[Image.Image, Image.Image]:
-    """The ``index``-th image of the dataset ``seed`` as (RGB image, L mask before JPEG)."""
+def synth_crack_pair(seed: int, index: int, size: int = 448, width: int | None = None,
+                     crack_width=CRACK_WIDTH, label_margin: float = LABEL_MARGIN,
+                     crack_density: float = CRACK_DENSITY) -> tuple[Image.Image, Image.Image]:
+    """The ``index``-th image of the dataset ``seed`` as (RGB image, L mask before JPEG),
+    ``size`` px high and ``width`` px wide (default ``size``); see the module docstring."""
     rng = _rng(seed, index)
     x, y = _grid(size)
     rgb = _asphalt(rng, size)
@@ -220,7 +235,7 @@ def synth_crack_pair(seed: int, index: int, size: int = 448) -> tuple[Image.Imag
         _stain(rng, size, x, y, rgb)
     has_crack = rng.random() >= P_CRACK_FREE
     if has_crack:
-        vis, lab = _cracks(rng, size, ss=2)
+        vis, lab = _cracks(rng, size, 2, crack_width, label_margin, crack_density)
         grain = 0.85 + 0.15 * rng.random((size, size), dtype=np.float32)
         rgb *= (1 - vis * grain)[..., None]
     else:
@@ -230,20 +245,39 @@ def synth_crack_pair(seed: int, index: int, size: int = 448) -> tuple[Image.Imag
     g = rng.normal(0, 0.12, 2)
     rgb *= (1 + g[0] * (x / size - 0.5) + g[1] * (y / size - 0.5))[..., None]
     img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
-    blur = rng.uniform(0.0, 0.9) * size / 448
+    blur = rng.uniform(0.0, 0.4) * size / 448
     if blur > 0.2:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     noise = rng.normal(0, rng.uniform(1.5, 4.0), (size, size, 3))
     img = Image.fromarray(np.clip(np.asarray(img, np.float32) + noise, 0, 255).astype(np.uint8), "RGB")
     mask = Image.fromarray(np.clip(lab * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+    if width is not None and int(width) != size:
+        img, mask = _to_width(img, int(width)), _to_width(mask, int(width))
     return img, mask
 
 
-def make_synthetic_cracks(out_dir, n: int, size: int = 448, seed: int = 0, progress: bool = True) -> Path:
+def _to_width(im: Image.Image, width: int) -> Image.Image:
+    """Keep the left ``width`` columns (or extend by mirroring the image, for a wider one)."""
+    if width <= im.width:
+        return im.crop((0, 0, width, im.height))
+    out = Image.new(im.mode, (width, im.height))
+    x = 0
+    flip = False
+    while x < width:
+        out.paste(im.transpose(Image.FLIP_LEFT_RIGHT) if flip else im, (x, 0))
+        x += im.width
+        flip = not flip
+    return out
+
+
+def make_synthetic_cracks(out_dir, n: int, size: int = 448, seed: int = 0, progress: bool = True,
+                          width: int | None = None, **appearance) -> Path:
     """Write ``n`` synthetic crack images and masks into ``out_dir`` (Kaggle layout) and return it.
 
     Files are ``images/{i:05d}.jpg`` and ``masks/{i:05d}.jpg``; the RNG of image ``i`` is seeded
-    from ``(seed, i)``, so the output is deterministic and ``n=10`` is a prefix of ``n=20``."""
+    from ``(seed, i)``, so the output is deterministic and ``n=10`` is a prefix of ``n=20``.
+    ``width`` makes them ``size`` high and ``width`` wide; ``appearance``: ``crack_width``,
+    ``label_margin``, ``crack_density`` (see :func:`synth_crack_pair`)."""
     from tqdm.auto import tqdm
 
     if n < 1:
@@ -254,7 +288,7 @@ def make_synthetic_cracks(out_dir, n: int, size: int = 448, seed: int = 0, progr
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(n), desc=f"synthetic cracks {size}px", disable=not progress, leave=False):
-        img, mask = synth_crack_pair(seed, i, size)
+        img, mask = synth_crack_pair(seed, i, size, width, **appearance)
         img.save(out / "images" / f"{i:05d}.jpg", "JPEG", **JPEG_IMAGE)
         mask.save(out / "masks" / f"{i:05d}.jpg", "JPEG", **JPEG_MASK)
     return out

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from .. import results
 from ..config import StudyConfig
 from ..data import data_stats_table, dataset_identity
+from ..data.stats import appearance_summary, crack_appearance
 from ..data.imageio import binarize, read_image, read_mask
 from ..data.stats import per_image_crack_fraction
 
@@ -29,13 +30,26 @@ def describe(cfg: StudyConfig) -> dict:
                 dataset=dataset_identity(cfg.source), resize=cfg.resize)
 
 
-def record_stats(cfg: StudyConfig, splits, proportions: pd.DataFrame) -> pd.DataFrame:
-    """The ``data_stats.csv`` rows of this run (crack fraction per split, mask pixel values),
-    upserted; returns this run's rows."""
+def appearance(splits: Mapping) -> pd.DataFrame:
+    """How the cracks look (``unetq.data.stats.crack_appearance`` over every image of every
+    split, at the source resolution), summarised next to the range of real crack datasets."""
+    samples = [s for ds in splits.values() for s in ds.samples]
+    return appearance_summary(crack_appearance(samples))
+
+
+def record_stats(cfg: StudyConfig, splits, proportions: pd.DataFrame,
+                 appearance: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The ``data_stats.csv`` rows of this run (crack fraction per split, mask pixel values and,
+    when given, the medians of :func:`appearance`), upserted; returns this run's rows."""
     stats = data_stats_table(splits, proportions, dataset=dataset_identity(cfg.source), source=dataset_name(cfg),
                              preset=cfg.preset,
                              n_images=cfg.n_images, source_size=cfg.source_size, image_size=cfg.image_size,
                              seed=cfg.seed)
+    if appearance is not None:
+        extra = pd.DataFrame([dict(split="all", statistic=f"{r.statistic}_{q}", value=getattr(r, q))
+                              for r in appearance.itertuples() for q in ("median", "q1", "q3")])
+        meta = stats.drop(columns=["split", "statistic", "value"]).iloc[:1]
+        stats = pd.concat([stats, meta.merge(extra, how="cross")], ignore_index=True)
     results.write(results.DATA_STATS, stats)
     return stats
 
