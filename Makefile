@@ -14,7 +14,7 @@ EXTRAS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu),test
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: all test env refresh-notebooks
+.PHONY: all test env refresh-notebooks lr-sweep
 
 all: env
 	$(PY) -m unetq.cli.pipeline --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
@@ -34,6 +34,11 @@ $(STAMP): pyproject.toml
 	# A kernel named python3 inside the venv, so papermill and nbval run this interpreter.
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (unetq)"
 	touch $@
+
+# The learning-rate sweep every architecture gets (training seed 0, the preset's procedure); its
+# rows in reports/results/training.csv choose each architecture's learning rate for `make all`.
+lr-sweep: env
+	$(PY) -m unetq.cli.lr_sweep --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
 
 # Re-execute the committed notebooks with their default (ci) parameters, refreshing the stored
 # outputs that nbval compares.

@@ -231,7 +231,7 @@ def test_bench_settings():
     assert s["bench_preset"] == "ci" and s["image_sizes"] == [32] and s["batch_sizes"] == [1, 2]
     assert s["repeats"] == 3 and s["warmup"] == 1
     q = suite.bench_settings(get_preset("quick"), "quick", batch_sizes=[8, 1, 8], repeats=None)
-    assert q["batch_sizes"] == [1, 8] and 128 in q["image_sizes"] and q["repeats"] == 20
+    assert q["batch_sizes"] == [1, 8] and 96 in q["image_sizes"] and q["repeats"] == 20
     with pytest.raises(ValueError, match="divisible by 16"):
         suite.bench_settings(get_preset("ci"), image_sizes=[30])
     with pytest.raises(ValueError, match="unknown benchmark preset"):
@@ -412,7 +412,7 @@ def test_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", crashing)
     with pytest.raises(KeyboardInterrupt):
-        suite.write_benchmark(pd.DataFrame([dict(preset="ci", arch="unet", width=4, backend="torch",
+        suite.write_benchmark(pd.DataFrame([dict(preset="ci", dataset="synthetic-v3", arch="unet", width=4, backend="torch",
                                                  precision="fp32", batch_size=1, image_size=32,
                                                  device="cpu", gpu="none", status="measured")]))
     assert p.read_text() == before

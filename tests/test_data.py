@@ -445,7 +445,7 @@ def test_resize_modes_keep_aspect_and_thin_cracks():
 
 
 def test_dataset_identity_is_layout_and_content(tmp_path):
-    from unetq.data import dataset_identity
+    from unetq.data import SYNTHETIC, dataset_identity
 
     a = _kaggle(tmp_path / "a", n=3)
     ida = dataset_identity(a)
@@ -453,7 +453,7 @@ def test_dataset_identity_is_layout_and_content(tmp_path):
     b = _kaggle(tmp_path / "b", n=3)
     assert dataset_identity(b) == ida  # same files elsewhere: same dataset
     c = _kaggle(tmp_path / "c", n=4)
-    assert dataset_identity(c) != ida and dataset_identity("synthetic") == dataset_identity(None) == "synthetic"
+    assert dataset_identity(c) != ida and dataset_identity("synthetic") == dataset_identity(None) == SYNTHETIC and SYNTHETIC.startswith("synthetic-v")
 
 
 def test_split_file_written_once_reused_and_user_supplied(tmp_path, monkeypatch):

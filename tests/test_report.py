@@ -63,7 +63,7 @@ def test_load_table_missing_corrupt_and_preset(results):
 
 def test_every_section_survives_missing_tables(results):
     secs = report.build_report("quick")
-    assert len(secs) == 12
+    assert len(secs) == 13 and secs[0].title == "The answer"
     assert all(not s.ok and report.NOT_RUN in s.message for s in secs)
     st = report.section_status(secs)
     assert (st["shown"] == "no").all()
@@ -137,7 +137,7 @@ def test_recommendations_fall_back_on_training_dice(results):
                   dict(preset="quick", arch="unet", lr=1e-2, val_loss=0.2, test_dice=0.55, test_iou=0.4)]
                  ).to_csv(results / "training.csv", index=False)
     c = report.candidates("quick").df.set_index(["arch", "backend", "precision"])
-    assert c.loc[("unet", "torch", "fp32"), "dice"] == pytest.approx(0.61)  # the preset's lr (1e-3)
+    assert c.loc[("unet", "torch", "fp32"), "dice"] == pytest.approx(0.55)  # the lr chosen on validation (1e-2)
     assert np.isnan(c.loc[("unet", "onnxruntime", "int8"), "dice"])
     lr = report.lr_sweep("quick")
     assert lr.ok and list(lr.table.index) == [1e-2, 1e-3]
@@ -190,3 +190,18 @@ def test_mbu_accuracy_feeds_the_candidates(results):
     assert c.loc[("mbu_unet", "torch", "fp32"), "dice"] == pytest.approx(0.58)
     assert c.loc[("mbu_unet", "bitpack", "binary"), "dice"] == pytest.approx(0.57)
     assert "mbu_accuracy" in c.loc[("mbu_unet", "bitpack", "binary"), "accuracy_source"]
+
+
+def test_answer_states_conditions_and_ties(results):
+    _bench_rows().to_csv(results / "benchmark.csv", index=False)
+    _accuracy_rows().to_csv(results / "accuracy_by_format.csv", index=False)
+    rows = [dict(preset="quick", dataset="synthetic-v3", arch=a, lr=1e-3, image_size=128, width=16, epochs=20,
+                 patience=4, train_seed=s, test_dice=d + 0.004 * s, test_iou=0.5)
+            for a, d in (("unet", 0.66), ("ghost_unet", 0.665)) for s in range(3)]
+    pd.DataFrame(rows).to_csv(results / "training.csv", index=False)
+    rec = report.recommendations("quick").table.set_index("priority")
+    # ghost fp32 0.67 vs unet fp32 0.66: within 2 x the seed std (0.004): a tie, and said so
+    assert "unet" in rec.loc["best accuracy", "ties within the seed spread"]
+    ans = report.answer("quick")
+    assert ans.ok and "3 training seeds" in ans.text and "128x128" in ans.text and "Most accurate" in ans.text
+    assert "±" in ans.text

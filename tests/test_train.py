@@ -75,7 +75,7 @@ def cfg_fast(**kw):
 # --------------------------------------------------------------------------------------------
 def test_train_config_from_preset_and_validation():
     c = TrainConfig.from_preset(get_preset("quick"), lr=None, amp="bf16")
-    assert (c.lr, c.epochs, c.batch_size, c.amp, c.optimizer) == (1e-3, 12, 8, "bf16", "adam")
+    assert (c.lr, c.epochs, c.batch_size, c.amp, c.optimizer) == (1e-3, 20, 8, "bf16", "adam")
     assert TrainConfig.from_preset(get_preset("ci", lr=0.1)).lr == 0.1
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="sgd")
@@ -344,3 +344,22 @@ def test_recalibrate_batchnorm_sets_stats_of_current_weights_and_keeps_rng():
     want = torch.stack([f.mean(dim=(0, 2, 3)) for f in feats]).mean(0)  # cumulative average of batch means
     torch.testing.assert_close(bn.running_mean, want)
     assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 2
+
+
+def test_early_stopping_and_plateau_schedule(tmp_path):
+    # an lr far below float32 resolution: the weights never change, so the validation loss never
+    # improves after epoch 1; patience 4 stops after epoch 5, the plateau schedule (wait 2) cut
+    # the lr tenfold after epoch 4
+    def frozen():  # no BatchNorm: nothing changes between epochs but the (negligible) weights
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
+
+    res = fit(frozen(), tiny_splits(), cfg_fast(epochs=12, lr=1e-12, patience=4, lr_schedule="plateau"),
+              tmp_path / "p.pt")
+    h = res.history
+    assert len(h) == 5 and res.best_epoch == 1
+    assert h["lr"].iloc[3] == pytest.approx(1e-12) and h["lr"].iloc[4] == pytest.approx(1e-13)
+    full = fit(frozen(), tiny_splits(), cfg_fast(epochs=6, lr=1e-12), tmp_path / "c.pt")
+    assert len(full.history) == 6  # no patience: the whole budget
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine")

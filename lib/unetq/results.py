@@ -75,7 +75,8 @@ S, I, F, B = "str", "int", "float", "bool"
 
 DATA_STATS = Table("data_stats", dict(dataset=S, preset=S, n_images=I, source_size=I, image_size=I, seed=I,
                                       split=S, statistic=S), doc="notebook 01: pixel values, crack fraction")
-TRAINING = Table("training", dict(arch=S, preset=S, dataset=S, width=I, image_size=I, lr=F, epochs=I, amp=S),
+TRAINING = Table("training", dict(arch=S, preset=S, dataset=S, width=I, image_size=I, lr=F, epochs=I, amp=S,
+                                  train_seed=I),
                  ("test_dice",), "one row per training run (seed 000 Tables 3-6)")
 AMP = Table("amp", dict(arch=S, preset=S, dataset=S, width=I, image_size=I, batch_size=I, amp=S, device=S),
             ("speedup_vs_off", "mem_reduction_vs_off"), "AMP vs float32 training (seed 003 Tables 2-5)")
@@ -84,7 +85,8 @@ PARAMS = Table("params_{arch}", dict(arch=S, width=I, image_size=I, block=S), ("
 PROFILE = Table("profile_{arch}", dict(arch=S, preset=S, width=I, image_size=I, device=S, block=S), (),
                 "per-block forward time (seed 002 Tables 5-6)")
 MBU_COST_RANKING = Table("mbu_cost_ranking", dict(preset=S, layer=S), ("score",), "seed 001 Table A.4")
-MBU_ACCURACY = Table("mbu_accuracy", dict(preset=S, dataset=S, config=S), ("test_dice",), "seed 001 Table 1")
+MBU_ACCURACY = Table("mbu_accuracy", dict(preset=S, dataset=S, config=S, train_seed=I), ("test_dice",),
+                     "seed 001 Table 1")
 MBU_SPARSITY = Table("mbu_sparsity", dict(preset=S, dataset=S, config=S, layer=S), ("zero_fraction",), "seed 001 Figure 3a")
 MBU_SPEED = Table("mbu_speed", dict(preset=S, dataset=S, case=S), ("median_ms",), "packed engine vs its peers")
 MBU_PARETO = Table("mbu_pareto", dict(preset=S, dataset=S, config=S), ("masked_layers", "test_dice", "fps"),
@@ -140,8 +142,8 @@ def _keys(df: pd.DataFrame, table: Table) -> list[tuple]:
 
 
 #: Values of key columns that tables written before the column existed lack: every run before the
-#: ``dataset`` column used the built-in generator.
-LEGACY_KEY_VALUES = {"dataset": "synthetic"}
+#: ``dataset`` column used the built-in generator, in a version older than any recorded one.
+LEGACY_KEY_VALUES = {"dataset": "synthetic", "train_seed": 0}
 
 
 def _upgrade(df: pd.DataFrame, table: Table | None) -> pd.DataFrame:
@@ -226,6 +228,18 @@ def read(table: Table | str, preset: str | None = None, *, dataset: str | None =
                 return Loaded(None, f"{NOT_RUN}: {stem}.csv has no rows for {col} {want!r} (has: {have})")
             df = sub.reset_index(drop=True)
     return Loaded(df, f"{stem}.csv: {len(df)} rows")
+
+
+def seed_summary(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean, standard deviation (ddof 1; NaN for one seed) and number of seeds of ``metrics``
+    per group ``by``: columns ``<metric>_mean``, ``<metric>_std`` and ``seeds``."""
+    by = [c for c in by if c in df.columns]
+    metrics = [m for m in metrics if m in df.columns]
+    g = df.groupby(by, sort=False, dropna=False)
+    out = g[metrics].agg(["mean", "std"])
+    out.columns = [f"{m}_{stat}" for m, stat in out.columns]
+    out["seeds"] = g.size()
+    return out.reset_index()
 
 
 def files(table: Table, root: str | os.PathLike | None = None) -> list[Path]:

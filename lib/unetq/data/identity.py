@@ -8,12 +8,16 @@ from pathlib import Path
 
 from ..config import StudyConfig
 from .layouts import detect_layout, find_samples
+from .synthetic import GENERATOR_VERSION
 
-SYNTHETIC = "synthetic"
+#: The identity of the built-in generator's data: the generator version is part of it, so rows
+#: of an older generator (``"synthetic"``, before versions were recorded) never mix with new ones.
+SYNTHETIC = f"synthetic-v{GENERATOR_VERSION}"
 
 
 def is_synthetic(source) -> bool:
-    return source is None or str(source) == SYNTHETIC
+    """Whether ``source`` names the built-in generator (``None`` or ``"synthetic"``)."""
+    return source is None or str(source) == "synthetic"
 
 
 @functools.lru_cache(maxsize=64)
@@ -28,7 +32,8 @@ def _identity(root: str, mtime_ns: int) -> str:
 
 
 def dataset_identity(source) -> str:
-    """``"synthetic"`` for the built-in generator; for a real dataset folder
+    """:data:`SYNTHETIC` (``"synthetic-v<generator version>"``) for the built-in generator; for a
+    real dataset folder
     ``"<layout>-<8 hex digits>"``: the detected layout and a hash of every image and mask file's
     relative path and size (the same files in another folder give the same identity; one changed
     file gives another)."""

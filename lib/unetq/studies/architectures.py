@@ -32,6 +32,7 @@ from ..train import amp_comparison as _amp_comparison
 from ..train import amp_modes, load_or_train, resolve_device
 from ..train import sample_predictions as _sample_predictions
 from .figures import ERROR_COLOURS, to_hw
+from .tuning import chosen_lr
 
 #: The width and image size of the papers' parameter tables.
 PAPER_WIDTH, PAPER_IMAGE_SIZE = 64, 256
@@ -45,10 +46,21 @@ def device(cfg: StudyConfig) -> torch.device:
     return resolve_device(cfg.device)
 
 
+def with_lr(arch: str, cfg: StudyConfig, lr: float | None = None) -> tuple[StudyConfig, str]:
+    """``(cfg, why)``: ``cfg`` at the learning rate ``lr`` when given (a sweep point), else at the
+    one chosen on validation from the learning-rate sweep (``unetq.studies.tuning``)."""
+    if lr is not None:
+        return cfg.replace(lr=float(lr)), "set by the notebook's lr parameter"
+    chosen, why = chosen_lr(arch, cfg)
+    return cfg.replace(lr=chosen), why
+
+
 def describe_run(arch: str, cfg: StudyConfig, dev) -> str:
     return (f"{arch}: preset {cfg.preset}, width {cfg.width}, {cfg.image_size} px, "
             f"{cfg.n_images} images, {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"lr {cfg.lr:g}, training precision {cfg.amp}, device {dev}")
+            f"lr {cfg.lr:g}, training precision {cfg.amp}, device {dev}; {cfg.seeds} training seed(s), "
+            f"early stopping {cfg.patience or 'off'}, schedule {cfg.lr_schedule}, "
+            f"BatchNorm re-estimation {'on' if cfg.bn_recalibration else 'off'}")
 
 
 def param_tables(arch: str, cfg: StudyConfig) -> dict[tuple[int, int], pd.DataFrame]:
@@ -74,9 +86,32 @@ def profile(arch: str, cfg: StudyConfig, dev) -> pd.DataFrame:
     return prof
 
 
-def train(arch: str, cfg: StudyConfig, **kw):
-    """``(model, ckpt)``: the run's model, trained if its checkpoint is missing."""
-    return load_or_train(arch, cfg, **kw)
+def train(arch: str, cfg: StudyConfig, **kw) -> list[tuple]:
+    """``[(model, ckpt), ...]``, one per training seed (``train_seed`` 0 .. ``cfg.seeds`` - 1, the
+    same data and split), each trained if its checkpoint is missing."""
+    return [load_or_train(arch, cfg.replace(train_seed=s), **kw) for s in range(cfg.seeds)]
+
+
+def describe_training(runs: list[tuple]) -> str:
+    lines = []
+    for _, ck in runs:
+        t, h = ck.get("test_metrics", {}), ck["history"]
+        stop = " (stopped early)" if len(h) < ck["train_config"]["epochs"] else ""
+        lines.append(f"seed {ck['train_config']['seed']}: best epoch {ck['best_epoch']} of {len(h)}{stop}, "
+                     f"test Dice {t.get('dice', float('nan')):.4f}, {ck['total_time_s']:.0f} s on {ck['device']}")
+    return "\n".join(lines)
+
+
+#: The columns of :func:`training_summary`.
+SUMMARY_METRICS = ["val_loss", "val_dice", "test_loss", "test_iou", "test_dice", "test_dice_at_val_threshold",
+                   "test_f1_tol", "epochs_trained", "train_time_s"]
+
+
+def training_summary(table: pd.DataFrame, arch: str | None = None) -> pd.DataFrame:
+    """Mean and standard deviation over training seeds of the ``training.csv`` rows (of ``arch``)."""
+    t = table if arch is None else table[table["arch"] == arch]
+    return results.seed_summary(t, ["arch", "preset", "dataset", "width", "image_size", "lr", "epochs", "amp"],
+                                SUMMARY_METRICS)
 
 
 def sample_predictions(model, cfg: StudyConfig, n: int = 4, dev="cpu"):
@@ -104,7 +139,9 @@ def training_row(arch: str, cfg: StudyConfig, ckpt: dict) -> dict:
         arch=arch, preset=cfg.preset, dataset=dc.get("dataset") or dataset_identity(cfg.source),
         width=ckpt["model_config"].get("width"),
         image_size=dc.get("image_size"), lr=tc["lr"], epochs=tc["epochs"], amp=tc["amp"],
-        batch_size=tc["batch_size"], optimizer=tc["optimizer"], seed=tc["seed"],
+        batch_size=tc["batch_size"], optimizer=tc["optimizer"], train_seed=tc["seed"],
+        data_seed=dc.get("seed"), patience=tc.get("patience"), lr_schedule=tc.get("lr_schedule", "constant"),
+        bn_recalibration=tc.get("bn_recalibration", False), epochs_trained=len(ckpt.get("history", [])),
         n_train=sizes.get("train"), n_val=sizes.get("val"), n_test=sizes.get("test"),
         params=ckpt.get("n_params"), best_epoch=ckpt.get("best_epoch"),
         val_loss=best.get("loss"), val_iou=best.get("iou"), val_dice=best.get("dice"),
@@ -123,9 +160,11 @@ def training_row(arch: str, cfg: StudyConfig, ckpt: dict) -> dict:
     return row
 
 
-def record_training(arch: str, cfg: StudyConfig, ckpt: dict) -> pd.DataFrame:
-    """Upsert this run's row into ``training.csv``; returns the whole table."""
-    return results.write(results.TRAINING, pd.DataFrame([training_row(arch, cfg, ckpt)]))
+def record_training(arch: str, cfg: StudyConfig, ckpt) -> pd.DataFrame:
+    """Upsert the row of a run (``ckpt``), or of every seed's run (a list of ``(model, ckpt)``),
+    into ``training.csv``; returns the whole table."""
+    ckpts = [c for _, c in ckpt] if isinstance(ckpt, list) else [ckpt]
+    return results.write(results.TRAINING, pd.DataFrame([training_row(arch, cfg, c) for c in ckpts]))
 
 
 def record_amp(df: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from ..machine import (busy_cores, busy_warning, choose_threads, cuda_available,
 from ..models import list_models
 from ..train import load_or_train
 from .mbu import DEFAULT_STEM, train_main
+from .tuning import tuned
 
 # ----------------------------------------------------------------------------------------------
 # the suite: every architecture x backend x precision that available_runners() allows
@@ -49,9 +50,10 @@ MODEL_KW: dict[str, dict] = {"mbu_unet": {"masked": 4} if DEFAULT_STEM == "binar
 
 
 def load_model(arch: str, cfg: StudyConfig, splits, **model_kw):
-    """``(model, ckpt)`` of an architecture as the notebooks train it: the MBU-Net with notebook
-    05's schedule (:func:`unetq.studies.mbu.train_main`, cached there), the others with
-    :func:`unetq.train.load_or_train`."""
+    """``(model, ckpt)`` of an architecture as the notebooks train it (training seed 0, its
+    learning rate chosen on validation): the MBU-Net by :func:`unetq.studies.mbu.train_main`
+    (cached there), the others by :func:`unetq.train.load_or_train`."""
+    cfg = tuned(arch, cfg)
     if arch == "mbu_unet":
         return train_main(cfg, model_kw, splits)
     return load_or_train(arch, cfg, splits=splits, **model_kw)

@@ -32,6 +32,8 @@ from ..models import weight_bytes
 from ..models.binary_layers import BNSign
 from ..models.mbu_unet import LAYER_NAMES, zero_fraction
 from ..train import load_or_train
+from .architectures import record_training
+from .tuning import tuned
 
 PAPER_LABELS = {"fp": "Full precision", "int8": "INT8", "int4": "INT4", "mbu": "MBU-Net", "binary": "Binary"}
 
@@ -47,12 +49,12 @@ PAPER_LABELS = {"fp": "Full precision", "int8": "INT8", "int4": "INT4", "mbu": "
 DEFAULT_STEM = "thermo"
 
 
-#: Learning rate of the main MBU-Net relative to the preset's (the full-precision U-Net's), the
-#: ``lr_factor`` parameter of notebook 05. Binary latent weights must cross zero to change a
-#: sign, so the binary network may want a larger step; a sweep of notebooks 02 and 05 over the
-#: learning rate (``python -m unetq.cli.sweep``) shows which one each model prefers. Epochs,
-#: data, batch and image size are shared.
-DEFAULT_LR_FACTOR = 2.0
+#: Learning rate of the main MBU-Net relative to the preset's (every other model's), the
+#: ``lr_factor`` parameter of notebook 05: 1, the same procedure as every architecture. Binary
+#: latent weights must cross zero to change a sign, so the binary network may prefer another
+#: step; a sweep of notebooks 02 and 05 over the learning rate (``python -m unetq.cli.sweep``)
+#: shows which one each model prefers, and a factor other than 1 is then an ablation row.
+DEFAULT_LR_FACTOR = 1.0
 
 
 def resolve_masked(masked="cost-aware-top-k", k: int = 4):
@@ -101,12 +103,19 @@ def schedule(cfg: StudyConfig, decay_epochs: int = 3, decay_factor: float = 0.1,
     return base.replace(epochs=epochs - d, lr=lr), base.replace(epochs=d, lr=lr * decay_factor)
 
 
-def train_main(cfg: StudyConfig, model_kw: dict, splits=None, decay_epochs: int = 3, decay_factor: float = 0.1,
+def train_main(cfg: StudyConfig, model_kw: dict, splits=None, decay_epochs: int = 0, decay_factor: float = 0.1,
                lr_factor: float = DEFAULT_LR_FACTOR):
-    """The main MBU-Net (``create_model`` keywords ``model_kw``) trained from scratch within the
-    preset's epochs (:func:`schedule`: constant learning rate, then ``decay_epochs`` at
-    ``lr * decay_factor``); both phases cached. Returns ``(model, ckpt)`` whose ``history``
-    covers all epochs and whose ``training`` says how it was trained."""
+    """The main MBU-Net (``create_model`` keywords ``model_kw``) trained from scratch. With
+    ``decay_epochs=0`` (default) by the same procedure as every architecture (the preset's
+    epochs cap, early stopping, learning-rate schedule and BatchNorm re-estimation) at
+    ``lr * lr_factor``; with ``decay_epochs > 0`` by :func:`schedule` (constant learning rate,
+    then ``decay_epochs`` at ``lr * decay_factor``, both phases cached), an ablation. Returns
+    ``(model, ckpt)`` whose ``history`` covers all epochs and whose ``training`` says how it was
+    trained."""
+    if decay_epochs <= 0:
+        run = cfg.replace(lr=cfg.lr * lr_factor)
+        model, ck = load_or_train("mbu_unet", run, splits=splits, **model_kw)
+        return model, dict(ck, training=_procedure(run, ck))
     cfg1, cfg2 = schedule(cfg, decay_epochs, decay_factor, lr_factor)
     model, ck1 = load_or_train("mbu_unet", cfg1, splits=splits, **model_kw)
     how = f"from scratch: {_epochs(cfg1.epochs)} lr {cfg1.lr:g}"
@@ -119,9 +128,53 @@ def train_main(cfg: StudyConfig, model_kw: dict, splits=None, decay_epochs: int 
                        training=f"{how} + {_epochs(cfg2.epochs)} lr {cfg2.lr:g}")
 
 
+def _procedure(cfg: StudyConfig, ck: dict) -> str:
+    stop = f", early stopping {cfg.patience}" if cfg.patience else ""
+    return (f"from scratch: {len(ck['history'])} of {_epochs(cfg.epochs)}{stop}, lr {cfg.lr:g} "
+            f"({cfg.lr_schedule}), seed {cfg.train_seed}")
+
+
 def fp_reference(cfg: StudyConfig, splits=None):
     """The full-precision U-Net of seed 000 with the same preset (shared with ``02_unet``)."""
-    return load_or_train("unet", cfg, splits=splits)
+    model, ck = load_or_train("unet", cfg, splits=splits)
+    return model, dict(ck, training=_procedure(cfg, ck))
+
+
+def train_compared(cfg: StudyConfig, model_kw: dict, splits, decay_epochs: int = 0,
+                   lr_factor: float = DEFAULT_LR_FACTOR) -> tuple[list, list]:
+    """``(fps, mains)``: the full-precision U-Net and the main MBU-Net for every training seed
+    (``train_seed`` 0 .. ``cfg.seeds`` - 1, same data), each ``(model, ckpt)``, each at its own
+    learning rate chosen on validation (``unetq.studies.tuning.tuned``)."""
+    fps, mains = [], []
+    for s in range(cfg.seeds):
+        run = cfg.replace(train_seed=s)
+        fps.append(fp_reference(tuned("unet", run), splits))
+        mains.append(train_main(tuned("mbu_unet", run), model_kw, splits, decay_epochs=decay_epochs,
+                                lr_factor=lr_factor))
+        record_training("unet", run, fps[-1][1])
+        if decay_epochs <= 0:  # the common procedure: a training.csv row like every architecture's
+            record_training("mbu_unet", run, mains[-1][1])
+    return fps, mains
+
+
+def describe_compared(fps: list, mains: list) -> str:
+    lines = []
+    for name, runs in (("full-precision U-Net", fps), ("MBU-Net", mains)):
+        for m, ck in runs:
+            t = ck["test_metrics"]
+            lines.append(f"{name:22s} best epoch {ck['best_epoch']:>2} of {len(ck['history'])}: test Dice "
+                         f"{t['dice']:.4f}, IoU {t['iou']:.4f}  ({ck.get('training', '')})")
+    return "\n".join(lines)
+
+
+def gap_summary(acc: pd.DataFrame) -> str:
+    """Test Dice of the full-precision U-Net minus the MBU-Net's, per seed, and their mean and
+    standard deviation (``acc``: :func:`accuracy_table`)."""
+    a = acc[acc["config"].isin(["fp", "mbu"])].pivot_table(index="train_seed", columns="config", values="test_dice")
+    gaps = (a["fp"] - a["mbu"]).dropna()
+    spread = f" ± {gaps.std(ddof=1):.4f} (std over {len(gaps)} seeds)" if len(gaps) > 1 else " (one seed)"
+    return (f"Dice drop of MBU-Net against the full-precision U-Net: {gaps.mean():+.4f}{spread}; "
+            "seed 001 reports 0.029 on average")
 
 
 def finetune(start_model, start_ckpt: dict, cfg: StudyConfig, label: str, epochs: int, splits, **model_kw):
@@ -164,7 +217,7 @@ def train_variants(cfg: StudyConfig, main_model, main_ckpt: dict, variants: dict
     """Fine-tune every ``label -> create_model keywords`` variant from the trained main MBU-Net
     for ``finetune_epochs`` at ``preset lr * main_lr_factor * lr_factor`` (the end of the main
     run's schedule; cached); returns ``label -> (model, ckpt)``."""
-    ft_cfg = cfg.replace(lr=cfg.lr * main_lr_factor * lr_factor)
+    ft_cfg = cfg.replace(lr=tuned("mbu_unet", cfg).lr * main_lr_factor * lr_factor)
     out = {}
     for label, kw in tqdm(list(variants.items()), desc="MBU-Net variants", unit="config"):
         if label == "mbu":
@@ -173,16 +226,23 @@ def train_variants(cfg: StudyConfig, main_model, main_ckpt: dict, variants: dict
     return out
 
 
-def accuracy_table(cfg: StudyConfig, fp, main, variants: dict, finetune_epochs: int, splits) -> pd.DataFrame:
-    """Seed 001 Table 1 on this data: the full-precision U-Net, the main MBU-Net and every
-    fine-tuned variant, with the packed engine's Dice next to PyTorch's for packable models."""
+def accuracy_table(cfg: StudyConfig, fps: list, mains: list, variants: dict, finetune_epochs: int,
+                   splits) -> pd.DataFrame:
+    """Seed 001 Table 1 on this data: the full-precision U-Net and the main MBU-Net of every
+    training seed, and every variant fine-tuned from the seed-0 MBU-Net, with the packed
+    engine's Dice next to PyTorch's for packable models (column ``train_seed``)."""
     bs = cfg.batch_size
-    rows = [accuracy_row("fp", fp[0], fp[1], cfg, f"from scratch: {_epochs(cfg.epochs)} lr {cfg.lr:g}")]
-    items = [("mbu", main, main[1].get("training", "from scratch (preset)"))] + [
-        (k, v, f"fine-tuned {_epochs(finetune_epochs)} from the MBU-Net, lr {v[1]['train_config']['lr']:g}")
-        for k, v in variants.items()]
+    items = []
+    for (fp, main) in zip(fps, mains):
+        items += [("fp", fp, fp[1].get("training", "")), ("mbu", main, main[1].get("training", ""))]
+    items += [(k, v, f"fine-tuned {_epochs(finetune_epochs)} from the seed-0 MBU-Net, "
+                     f"lr {v[1]['train_config']['lr']:g}") for k, v in variants.items()]
+    rows = []
     for label, (model, ck), how in tqdm(items, desc="accuracy", unit="config"):
-        rows.append(accuracy_row(label, model, ck, cfg, how, packed_metrics(model, splits["test"], bs)))
+        packed = None if label == "fp" else packed_metrics(model, splits["test"], bs)
+        row = accuracy_row(label, model, ck, cfg, how, packed)
+        row["train_seed"] = int(ck["train_config"]["seed"])
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -193,7 +253,7 @@ def pareto_table(acc: pd.DataFrame, speed: pd.DataFrame, case_of: dict) -> pd.Da
     rows = []
     for config, case in case_of.items():
         r = acc.set_index("config").loc[config]
-        rows.append(dict(preset=r["preset"], dataset=r["dataset"], config=config, masked_layers=int(r["masked_layers"]),
+        rows.append(dict(preset=r["preset"], dataset=r.get("dataset"), config=config, masked_layers=int(r["masked_layers"]),
                          masked=r["masked"], test_dice=r["test_dice"], test_iou=r["test_iou"],
                          packed_dice=r["packed_dice"], case=case, fps=sp.loc[case, "fps"],
                          median_ms=sp.loc[case, "median_ms"], image_size=sp.loc[case, "image_size"],

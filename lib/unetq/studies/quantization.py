@@ -31,6 +31,8 @@ from ..deploy.quantmath import quantize, scale_zero_point
 from ..deploy.sensitivity import evaluate_configs, mixed_precision_search
 from ..machine import cuda_available, machine_info
 from ..models import weight_bytes
+from ..train import load_or_train
+from .tuning import tuned
 
 
 REPRESENTATIONS = (
@@ -67,6 +69,13 @@ class ModelFiles:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def load_model(arch: str, cfg: StudyConfig, splits=None):
+    """``(model, ckpt)``: training seed 0 of ``arch`` at its chosen learning rate, the model the
+    architecture notebooks trained (trained here if its checkpoint is missing), on the CPU."""
+    model, ckpt = load_or_train(arch, tuned(arch, cfg), splits=splits)
+    return model.cpu().eval(), ckpt
 
 
 def export_representations(arch: str, model, splits: dict, cfg: StudyConfig, quant_config: QuantConfig | None = None,

@@ -25,10 +25,10 @@ from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
 from .. import results
-from ..config import PRESETS
 from ..results import NOT_RUN, Loaded
 from ..results import read as load_table
 from .figures import figure_image, save_figure
+from .tuning import chosen_lrs
 METRICS = ("loss", "iou", "dice")
 
 
@@ -502,13 +502,10 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
     tr = load_table(results.TRAINING, preset, dataset=dataset)
     if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
         best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
-        if preset is not None and "lr" in best.columns:  # the run the benchmark's checkpoint comes from
-            lr = PRESETS.get(preset, {}).get("lr")
-            if lr is not None and np.isclose(best["lr"], lr).any():
-                best = best[np.isclose(best["lr"], lr)]
-        if "val_loss" in best:
-            best = best.sort_values("val_loss")
-        best = best.drop_duplicates("arch").set_index("arch")
+        if "lr" in best.columns:  # the runs at each architecture's chosen learning rate
+            lrs = chosen_lrs(best)
+            best = best[np.isclose(best["lr"], best["arch"].map(lrs))]
+        best = best.groupby("arch")[[c for c in ("test_dice", "test_iou") if c in best]].mean()  # over seeds
         for i, r in out.iterrows():
             if np.isnan(r["dice"]) and (r["backend"], r["precision"]) == ("torch", "fp32") and r["arch"] in best.index:
                 out.at[i, "dice"] = best.loc[r["arch"], "test_dice"]
@@ -519,7 +516,7 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
         m = _num(mbu.df, "test_dice", "test_iou", "packed_dice", "packed_iou")
         m = m[m["config"].astype(str) == "mbu"]  # notebook 05's main MBU-Net configuration
         if len(m):
-            r = m.iloc[-1]
+            r = m[[c for c in ("test_dice", "test_iou", "packed_dice", "packed_iou") if c in m]].mean()  # over seeds
             for i, c in out.iterrows():
                 if c["arch"] != "mbu_unet" or not np.isnan(c["dice"]):
                     continue
@@ -529,6 +526,26 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
                 out.at[i, "accuracy_source"] = "mbu_accuracy.csv (config mbu)"
     out["image_size"] = size
     return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
+
+
+#: Two accuracies closer than this many seed standard deviations are reported as a tie.
+TIE_STDS = 2.0
+
+
+def seed_spread(preset: str | None = None, *, dataset: str | None = None) -> tuple[float, int, pd.DataFrame | None]:
+    """``(noise, seeds, summary)``: the largest standard deviation over training seeds of any
+    architecture's test Dice (``training.csv``; NaN with fewer than two seeds), the fewest seeds
+    of an architecture, and the per-architecture mean/std table."""
+    t = load_table(results.TRAINING, preset, dataset=dataset)
+    if t.df is None or "test_dice" not in t.df:
+        return float("nan"), 0, None
+    df = _num(t.df, "test_dice", "test_iou", "lr")
+    if "lr" in df:  # the runs at each architecture's chosen learning rate (not the other sweep points)
+        df = df[np.isclose(df["lr"], df["arch"].map(chosen_lrs(df)))]
+    s = results.seed_summary(df, ["arch"], ["test_dice", "test_iou"])
+    if s.empty:
+        return float("nan"), 0, None
+    return float(s["test_dice_std"].max()), int(s["seeds"].min()), s
 
 
 def recommendations(preset: str | None = None, latency_budget_ms: float | None = None,
@@ -557,6 +574,17 @@ def recommendations(preset: str | None = None, latency_budget_ms: float | None =
         rows.append(dict(priority=priority, criterion=criterion, arch=r["arch"], representation=r["format"],
                          value=f"{r[col]:.4g} {_UNITS.get(col, '')}".strip(), dice=r["dice"]))
 
+    noise, n_seeds, _ = seed_spread(preset, dataset=dataset)
+
+    def ties(pool, row):
+        """Other candidates whose Dice is within TIE_STDS seed standard deviations of the pick."""
+        if not (noise == noise) or row["arch"] == "-" or not np.isfinite(row["dice"]):
+            return ""
+        near = pool.dropna(subset=["dice"])
+        near = near[(near["dice"] - row["dice"]).abs() <= TIE_STDS * noise]
+        return ", ".join(f"{r.arch} {r.format}" for r in near.itertuples()
+                         if (r.arch, r.format) != (row["arch"], row["representation"]))
+
     pick("lowest latency", df, "latency_ms_per_image", "min", "median ms per image at the smallest batch")
     pick("highest throughput", df, "throughput_ips", "max", "images/s at the best batch size")
     pick("smallest model", df, "model_size_mb", "min", "size on disk")
@@ -577,10 +605,70 @@ def recommendations(preset: str | None = None, latency_budget_ms: float | None =
         rows.append(dict(priority="accuracy-aware choices", criterion="", arch="-", representation="-",
                          value=f"{NOT_RUN}: no accuracy per representation", dice=np.nan))
     table = pd.DataFrame(rows)
+    pools = {"best accuracy": df}
+    if not has.empty:
+        pools.update({"best accuracy within a latency budget": has[has["latency_ms_per_image"] <= lat],
+                      "best accuracy within a size budget": has[has["model_size_mb"] <= size]})
+    table["ties within the seed spread"] = [ties(pools[r["priority"]], r) if r["priority"] in pools else ""
+                                            for _, r in table.iterrows()]
     text = (f"Computed from {c.message}; latency and memory from benchmark.csv, accuracy from "
             f"{', '.join(sorted(set(df['accuracy_source']) - {''})) or 'no accuracy table'}.")
-    return Section(title, text, table, notes=["Timings depend on the machine in the benchmark rows; "
-                                              "compare representations, not absolute numbers."])
+    if noise == noise:
+        note = (f"Accuracy differences under {TIE_STDS:g} x {noise:.4f} (the largest standard deviation of test Dice "
+                f"over {n_seeds} training seeds) are ties: the candidates listed are as accurate as the pick "
+                "within the noise of training.")
+    else:
+        note = ("Accuracy from one training seed: differences between models cannot be told from the noise of "
+                "training here (run a preset with seeds >= 3).")
+    return Section(title, text, table, notes=[note, "Timings depend on the machine in the benchmark rows; "
+                                                    "compare representations, not absolute numbers."])
+
+
+def answer(preset: str | None = None, *, dataset: str | None = None) -> Section:
+    """The study's answer in a few sentences, with the conditions it holds for (data, image size,
+    width, epochs, seeds, machine), from :func:`recommendations` and ``training.csv``."""
+    title = "The answer"
+    rec = recommendations(preset, dataset=dataset)
+    if not rec.ok:
+        return _missing(title, rec.message)
+    r = rec.table.set_index("priority")
+    noise, n_seeds, spread = seed_spread(preset, dataset=dataset)
+    tr = load_table(results.TRAINING, preset, dataset=dataset).df
+    bench = load_table(results.BENCHMARK, preset, dataset=dataset).df
+    cond = []
+    if tr is not None:
+        first = tr.iloc[0]
+        cond.append(f"dataset {first.get('dataset', '?')}, {int(first['image_size'])}x{int(first['image_size'])} px "
+                    f"inputs, width {int(first['width'])}, up to {int(first['epochs'])} epochs"
+                    + (f" with early stopping (patience {int(first['patience'])})"
+                       if "patience" in tr and pd.notna(first.get("patience")) else "")
+                    + f", {n_seeds} training seed{'s' if n_seeds != 1 else ''}")
+    if bench is not None and "cpu" in bench and "status" in bench:
+        bench = bench[bench["status"] == "measured"].dropna(subset=["cpu"])
+    if bench is not None and "cpu" in bench and len(bench):
+        b = bench.iloc[0]
+        cond.append(f"timed on {b['cpu']} ({int(b['threads_pinned']) if 'threads_pinned' in b and pd.notna(b['threads_pinned']) else '?'} "
+                    f"threads, GPU: {b.get('gpu', 'none')})")
+    lines = []
+
+    def say(priority, what):
+        if priority in r.index and r.loc[priority, "arch"] != "-":
+            row = r.loc[priority]
+            tie = row.get("ties within the seed spread", "")
+            lines.append(f"- **{what}**: {row['arch']} as {row['representation']} ({row['value']})"
+                         + (f"; as accurate within the seed spread: {tie}" if tie else ""))
+
+    say("best accuracy", "Most accurate")
+    say("fastest at (near) best accuracy", "Fastest at (near) the best accuracy")
+    say("lowest latency", "Lowest latency")
+    say("smallest model", "Smallest model")
+    if spread is not None:
+        parts = [f"{s.arch} {s.test_dice_mean:.3f}" + (f" ± {s.test_dice_std:.3f}" if s.seeds > 1 else "")
+                 for s in spread.sort_values("test_dice_mean", ascending=False).itertuples()]
+        lines.append(f"- Test Dice in PyTorch FP32 (mean ± std over seeds): {', '.join(parts)}.")
+    text = ("Under these conditions: " + "; ".join(cond) + ".\n\n" if cond else "") + "\n".join(lines)
+    notes = rec.notes[:1]
+    return Section(title, text, notes=notes)
 
 
 _UNITS = {"latency_ms_per_image": "ms/image", "throughput_ips": "images/s", "model_size_mb": "MiB",
@@ -612,6 +700,7 @@ def build_report(preset: str | None = None, dataset: str | None = None, **kw) ->
     """Every section, in report order, from the rows of ``preset`` and ``dataset`` (a dataset
     identity, ``unetq.data.dataset_identity``; None: all rows)."""
     return [
+        answer(preset, dataset=dataset),
         latency_by_format(preset, dataset=dataset),
         memory_by_format(preset, dataset=dataset),
         accuracy_by_format(preset, dataset=dataset),

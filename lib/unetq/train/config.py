@@ -11,6 +11,7 @@ from ..config import StudyConfig
 
 AMP_MODES = ("off", "fp16", "bf16")
 OPTIMIZERS = ("adam", "rmsprop")
+LR_SCHEDULES = ("constant", "plateau")
 
 
 @dataclass
@@ -23,6 +24,11 @@ class TrainConfig:
     ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     ``optimizer``: ``"adam"`` (seed 000, seed 001's quantized training) or ``"rmsprop"`` (seed
     001's full-precision baseline). ``eval_batch_size`` defaults to ``batch_size``.
+    ``patience``: stop when the validation loss has not improved for that many epochs
+    (``epochs`` is then the cap; None: always train ``epochs``). ``lr_schedule``: ``"constant"``
+    or ``"plateau"`` (learning rate x 0.1 when the validation loss has not improved for
+    ``max(1, patience // 2)`` epochs, 2 without a patience). ``bn_recalibration``: re-estimate
+    BatchNorm statistics after every epoch (:func:`unetq.train.recalibrate_batchnorm`).
     """
 
     lr: float = 1e-3
@@ -38,6 +44,8 @@ class TrainConfig:
     eval_batch_size: int | None = None
     progress: bool = True
     bn_recalibration: bool = False
+    patience: int | None = None
+    lr_schedule: str = "constant"
 
     # The fields that change the trained weights (device, workers and progress bars do not).
     IDENTITY_FIELDS = ("lr", "epochs", "batch_size", "optimizer", "weight_decay", "amp", "seed",
@@ -56,6 +64,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience must be an integer >= 1 or None, got {self.patience!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
         self.lr = float(self.lr)
@@ -67,6 +79,8 @@ class TrainConfig:
         of settings), then ``overrides`` (``None`` values ignored, as in ``get_preset``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         values = cfg.to_dict() if isinstance(cfg, StudyConfig) else dict(cfg)
+        if "train_seed" in values:  # the study's data seed is not the training seed
+            values["seed"] = values.pop("train_seed")
         kw = {k: v for k, v in values.items() if k in names and v is not None}
         unknown = set(overrides) - names
         if unknown:
@@ -81,6 +95,10 @@ class TrainConfig:
         out = {k: getattr(self, k) for k in self.IDENTITY_FIELDS}
         if self.bn_recalibration:  # only when on, so earlier checkpoints keep their identity
             out["bn_recalibration"] = True
+        if self.patience is not None:
+            out["patience"] = self.patience
+        if self.lr_schedule != "constant":
+            out["lr_schedule"] = self.lr_schedule
         return out
 
 

@@ -58,6 +58,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opti
     return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """``ReduceLROnPlateau`` on the validation loss for ``lr_schedule="plateau"``, else None."""
+    if cfg.lr_schedule != "plateau":
+        return None
+    wait = max(1, cfg.patience // 2) if cfg.patience else 2
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=wait)
+
+
 def make_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     """Loss scaling for fp16 on CUDA; a disabled (pass-through) scaler otherwise."""
     return torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))
@@ -282,6 +290,7 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
     state_path = resume_state_path(ckpt_path)
     model.to(device)
     optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
     scaler = make_scaler(device, cfg.amp)
     fingerprint = _fingerprint(model, cfg, splits, meta)
     eval_bs = cfg.eval_batch_size or cfg.batch_size
@@ -299,6 +308,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
             model.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
             scaler.load_state_dict(st["scaler"])
+            if scheduler is not None and st.get("scheduler") is not None:
+                scheduler.load_state_dict(st["scheduler"])
             _set_rng_state(st["rng"])
             start_epoch, history = st["epoch"], st["history"]
             best_loss, best_epoch, best_state = st["best_val_loss"], st["best_epoch"], st["best_state"]
@@ -312,6 +323,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
                       disable=not cfg.progress, unit="epoch")
     pin = device.type == "cuda"
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience is not None and history and epoch - best_epoch >= cfg.patience:
+            break  # early stop: no improvement of the validation loss for `patience` epochs
         loader = epoch_loader(splits["train"], cfg.batch_size, cfg.seed, epoch, cfg.num_workers, pin)
         with PeakMemory(device) as mem:
             tr = train_epoch(model, loader, optimizer, scaler, device, cfg.amp, cfg.grad_clip,
@@ -328,6 +341,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
                    val_time_s=val_time, images_per_s=tr["n"] / tr["time_s"],
                    peak_mem_mb=mem.peak_mb, peak_mem_kind=mem.kind)
         history.append(row)
+        if scheduler is not None:
+            scheduler.step(val["loss"] if math.isfinite(val["loss"]) else math.inf)
         if best_state is None or _sort_key(val["loss"]) < _sort_key(best_loss):
             best_loss, best_epoch, best_state = val["loss"], epoch + 1, _cpu_state(model)
             write_checkpoint(ckpt_path, model_config=getattr(model, "config", None), state_dict=best_state,
@@ -335,6 +350,7 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
                              best_val_loss=best_loss, meta=meta or {})
         save_torch(dict(fingerprint=fingerprint, epoch=epoch + 1, model=_cpu_state(model),
                         optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                        scheduler=scheduler.state_dict() if scheduler is not None else None,
                         rng=_rng_state(), history=history, best_val_loss=best_loss,
                         best_epoch=best_epoch, best_state=best_state, elapsed_s=elapsed),
                    state_path)

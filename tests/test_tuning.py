@@ -1,0 +1,27 @@
+"""The learning rate of each architecture is chosen on validation from the sweep rows."""
+import pandas as pd
+
+from unetq.config import get_preset
+from unetq.data import dataset_identity
+from unetq.studies import tuning
+
+
+def _rows(cfg, arch, lr_val):
+    return [dict(arch=arch, preset=cfg.preset, dataset=dataset_identity(cfg.source), width=cfg.width,
+                 image_size=cfg.image_size, epochs=cfg.epochs, amp=cfg.amp, lr=lr, train_seed=s, val_loss=v + 0.01 * s,
+                 test_dice=0.9 - v)  # test Dice favours another lr: it must play no part
+            for lr, v in lr_val.items() for s in range(2)]
+
+
+def test_chosen_lr_is_the_lowest_validation_loss():
+    cfg = get_preset("quick")
+    t = pd.DataFrame(_rows(cfg, "unet", {3e-4: 0.40, 1e-3: 0.30, 3e-3: 0.35})
+                     + _rows(cfg, "ghost_unet", {3e-4: 0.20, 1e-3: 0.30})
+                     + _rows(cfg.replace(width=8), "unet", {3e-3: 0.01}))  # other settings: not counted
+    lr, why = tuning.chosen_lr("unet", cfg, t)
+    assert lr == 1e-3 and "sweep" in why
+    assert tuning.chosen_lr("ghost_unet", cfg, t)[0] == 3e-4
+    assert tuning.tuned("ghost_unet", cfg, t).lr == 3e-4
+    lr, why = tuning.chosen_lr("squeeze_unet", cfg, t)  # never swept: the preset's rate, and it says so
+    assert lr == cfg.lr and "preset" in why
+    assert tuning.chosen_lrs(t[t.width == cfg.width]) == {"ghost_unet": 3e-4, "unet": 1e-3}
