@@ -278,10 +278,7 @@ def sparsity_table(models: dict, cfg: StudyConfig) -> pd.DataFrame:
         z = zero_fraction(m)
         z.insert(0, "config", label)
         parts.append(z)
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    for i, (k, v) in enumerate(run_columns(cfg).items()):
-        df.insert(i, k, v)
-    return df
+    return stamp(pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(), cfg)
 
 
 def stamp(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
