@@ -25,3 +25,10 @@ def test_chosen_lr_is_the_lowest_validation_loss():
     lr, why = tuning.chosen_lr("squeeze_unet", cfg, t)  # never swept: the preset's rate, and it says so
     assert lr == cfg.lr and "preset" in why
     assert tuning.chosen_lrs(t[t.width == cfg.width]) == {"ghost_unet": 3e-4, "unet": 1e-3}
+
+
+def test_lr_sweep_flags_a_choice_at_the_edge_of_the_grid():
+    from unetq.cli.lr_sweep import at_grid_edge
+    t = pd.DataFrame(dict(arch=["a"] * 3 + ["b"] * 3, lr=[1e-3, 3e-3, 1e-2] * 2,
+                          chosen=[False, False, True, False, True, False]))
+    assert at_grid_edge(t) == ["a"]

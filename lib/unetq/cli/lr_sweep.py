@@ -51,6 +51,17 @@ def run(preset: str = "quick", data: str | None = None, lrs=LR_GRID, archs=ARCHS
     return pd.DataFrame(out)
 
 
+def at_grid_edge(table: pd.DataFrame) -> list[str]:
+    """The architectures whose chosen learning rate is the smallest or largest of those swept
+    (the optimum may lie outside the grid)."""
+    out = []
+    for arch, g in table.groupby("arch", sort=False):
+        chosen = g.loc[g["chosen"], "lr"]
+        if len(g) > 1 and len(chosen) and float(chosen.iloc[0]) in (g["lr"].min(), g["lr"].max()):
+            out.append(str(arch))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unetq.cli.lr_sweep", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="quick")
@@ -62,6 +73,9 @@ def main(argv=None) -> int:
     table = run(a.preset, data, [float(v) for v in a.lrs.split(",") if v.strip()],
                 [v.strip() for v in a.archs.split(",") if v.strip()])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for arch in at_grid_edge(table):
+        print(f"warning: {arch}'s chosen learning rate is at the edge of the grid; widen --lrs past it",
+              file=sys.stderr)
     return 0
 
 
