@@ -20,7 +20,7 @@ all: env
 	$(PY) -m unetq.cli.pipeline --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
 
 test: env
-	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
+	UNETQ_REPORTS_DIR=build/test-reports UNETQ_PUBLISHED_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
 	  $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 env: $(STAMP)
@@ -43,7 +43,7 @@ lr-sweep: env
 # Re-execute the committed notebooks with their default (ci) parameters, refreshing the stored
 # outputs that nbval compares.
 refresh-notebooks: env
-	UNETQ_REPORTS_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
+	UNETQ_REPORTS_DIR=build/test-reports UNETQ_PUBLISHED_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
 	  $(PY) -m unetq.cli.pipeline --refresh-notebooks
 
 # Performance goals of the study, each printed as ratios measured side by side in one run.
@@ -51,3 +51,9 @@ refresh-notebooks: env
 bench: env
 	$(PY) -m unetq.cli.deploy_benchmark
 	$(PY) -m unetq.cli.bitpack_benchmark
+
+# Every CUDA path in one prepared run (AMP training, eager/compiled FP32/FP16/BF16 inference, the
+# Triton MBU-Net kernel) for a GPU lent for a few minutes; writes reports/results/gpu_check_<gpu>.csv.
+.PHONY: gpu-check
+gpu-check: env
+	$(PY) -m unetq.cli.gpu_check

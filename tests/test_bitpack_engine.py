@@ -235,3 +235,25 @@ def test_threshold_pack_float_is_exact_at_ties():
     th, d = theta.reshape(1, -1, 1, 1), direction.reshape(1, -1, 1, 1)
     want = np.where(d > 0, yd >= th, np.where(d < 0, yd <= th, th < 0))
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("stem", ["binary", "int8", "float", "thermo"])
+def test_nonfinite_input_is_rejected_by_the_engine_and_its_runner(stem):
+    """The int8 stem's outputs differed from the model's on NaN input (an undefined integer
+    cast): non-finite input is an error of every engine (the packed engine and its runner)."""
+    from unetq.deploy import make_runner
+
+    torch.manual_seed(0)
+    model = randomize_model_bn(create_model("mbu_unet", width=4, stem=stem), seed=1)
+    packed = pack_mbu(model)
+    x = torch.rand(2, 3, 16, 16).numpy()
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[1, 2, 3, 4] = bad
+        with pytest.raises(ValueError, match="NaN/Inf"):
+            packed(y)
+        with pytest.raises(ValueError, match="first in image 1"):
+            make_runner("bitpack", "binary", model=model)(y)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(packed(x), ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()))

@@ -514,3 +514,77 @@ def test_generator_non_square(tmp_path):
     img = Image.open(root / "images" / "00000.jpg")
     mask = Image.open(root / "masks" / "00000.jpg")
     assert img.size == (96, 64) and mask.size == (96, 64)
+
+
+# ----------------------------------------------------------------------------- more bad input
+def test_decompression_bomb_is_a_data_error_naming_the_file(tmp_path, monkeypatch):
+    import warnings
+
+    root = _kaggle(tmp_path / "k", n=3)  # 20x16 = 320 pixels each
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's error above 200 pixels
+    with pytest.raises(DataError, match=r"3 bad sample\(s\)(.|\n)*image file .*000\.png claims too many pixels"):
+        find_samples(root)  # validation collects them all instead of aborting on the first
+    with pytest.raises(DataError, match=r"image file .*000\.png claims too many pixels"):
+        CrackDataset(find_samples(root, validate=False), size=8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)  # above the limit, below twice: a warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        find_samples(root)
+    named = [str(w.message) for w in caught if issubclass(w.category, Image.DecompressionBombWarning)
+             and "000.png" in str(w.message)]
+    assert named, [str(w.message) for w in caught]
+
+
+def test_other_image_extensions_load_and_other_files_are_listed(tmp_path):
+    root = tmp_path / "k"
+    for i, ext in enumerate((".webp", ".jpe", ".jfif", ".tif")):
+        fmt = {".webp": "WEBP", ".tif": "TIFF"}.get(ext, "JPEG")
+        _img(root / "images" / f"{i:03d}{ext}", fmt=fmt)
+        _mask(root / "masks" / f"{i:03d}.png")
+    (root / "images" / "004.psd").write_bytes(b"an image type Pillow does not list")
+    (root / "masks" / "003.heic").write_bytes(b"not readable here")
+    (root / "images" / "notes.txt").write_text("a document: skipped without a warning")
+    (root / "images" / ".DS_Store").write_bytes(b"hidden: ignored")
+    with pytest.warns(UserWarning, match=r"2 file\(s\) skipped.*images/004\.psd, masks/003\.heic \("):
+        s = find_samples(root)
+    assert [x.image.suffix for x in s] == [".webp", ".jpe", ".jfif", ".tif"]
+    assert CrackDataset(s, size=8)[0][0].shape == (3, 8, 8)
+    from unetq.data import skipped_files
+
+    assert skipped_files(root) == [root / "images" / "004.psd", root / "images" / "notes.txt",
+                                   root / "masks" / "003.heic"]
+
+
+def test_pairs_in_sub_folders_are_found(tmp_path):
+    root = _kaggle(tmp_path / "k", n=2)
+    for site in ("site_a", "site_b/deeper"):
+        _img(root / "images" / site / "000.png")
+        _mask(root / "masks" / site / "000.png")
+    s = find_samples(root)
+    assert [x.id for x in s] == ["000", "001", "site_a/000", "site_b/deeper/000"]
+    assert s[2].mask == root / "masks" / "site_a" / "000.png"
+    _img(root / "images" / "site_c" / "000.png")  # nested, but without its mask: named
+    with pytest.raises(DataError, match=r"without a mask.*site_c/000\.png"):
+        find_samples(root)
+
+
+def test_zero_one_masks_are_crack_not_background(tmp_path, caplog):
+    from unetq.data import load_pair
+
+    root = tmp_path / "k"
+    _img(root / "images" / "000.png")
+    _mask(root / "masks" / "000.png", value=1, box=(2, 2, 8, 8))  # a 0/1 label map
+    with caplog.at_level(logging.INFO, logger="unetq.data"):
+        _, m = load_pair(root / "images" / "000.png", root / "masks" / "000.png", size=20, threshold=100)
+    assert m.sum() == 36 and "0/1 masks" in caplog.text  # 6x6 box, 20x16 padded to 20x20: kept
+    assert binarize(np.array([0, 1, 1, 0], np.uint8)).tolist() == [0, 1, 1, 0]
+    assert binarize(np.array([0, 1, 2, 101], np.uint8)).tolist() == [0, 0, 0, 1]  # a 0-255 mask as before
+    props = pixel_value_proportions([root / "masks" / "000.png"])
+    assert float(props.query("stage == 'binarised' and value == '255'")["pixels"].iloc[0]) == 36
+
+
+def test_nonfinite_mask_values_are_rejected():
+    with pytest.raises(DataError, match="NaN"):
+        binarize(np.array([[0.0, np.nan], [255.0, 0.0]], np.float32))
+    with pytest.raises(DataError, match="NaN/Inf"):
+        binarize(np.array([0.0, np.inf], np.float32))

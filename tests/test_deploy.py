@@ -191,7 +191,8 @@ def test_available_runners_table():
     df = available_runners()
     assert list(df.columns) == ["backend", "precision", "available", "reason"]
     assert len(df) == sum(len(v) for v in SUPPORTED.values())
-    assert set(df.backend) == {"torch", "torch_compile", "onnxruntime", "onnxruntime_cuda", "tensorrt", "bitpack"}
+    assert set(df.backend) == {"torch", "torch_compile", "onnxruntime", "onnxruntime_cuda", "tensorrt", "openvino",
+                               "openvino_nncf", "bitpack"}
     row = df[(df.backend == "onnxruntime") & (df.precision == "fp32")].iloc[0]
     assert row.available and row.reason == ""
     assert df[df.backend == "torch"].query("precision == 'fp32'").available.all()
@@ -206,6 +207,6 @@ def test_available_runners_table():
 
 def test_unknown_backend_or_precision():
     with pytest.raises(ValueError, match="unknown backend"):
-        runner_unavailable_reason("openvino", "fp32")
+        runner_unavailable_reason("tflite", "fp32")
     with pytest.raises(ValueError, match="no precision"):
         runner_unavailable_reason("onnxruntime_cuda", "int8")

@@ -23,3 +23,46 @@ def test_interleaved_timings_order():
     assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "b", "b", "a", "a", "b"]
     s = bench.variant_summary(t.assign(variant=t.variant.map({"a": "fp32", "b": "int8"})))
     assert list(s.columns[:5]) == ["median_s", "p25_s", "p75_s", "min_s", "n"] and s.loc["fp32", "speedup_vs_fp32"] == 1
+
+
+def test_goals_print_pass_fail_and_a_busy_machine_warning(monkeypatch):
+    from unetq.bench import goals
+    v = goals.verdict([goals.Goal("a", 4.0, 3.5), goals.Goal("b", 0.5, 1 / 3.5, at_least=False, unit=""),
+                       goals.Goal("c", float("nan"), 1.5)])
+    lines = v.splitlines()
+    assert lines[0].startswith("PASS") and "4x (goal >= 3.5x)" in lines[0]
+    assert lines[1].startswith("FAIL") and lines[2].startswith("NOT MEASURED") and lines[3] == "1 of 3 goals met"
+    assert "busy" in goals.load_note(2, 0.1, 1.2) and goals.load_note(2, 0.0, 0.1) == ""
+
+
+def test_benchmark_cli_prints_its_goals(capsys):
+    benchmark.main(["--width", "4", "--image-size", "32", "--repeats", "2", "--warmup", "1", "--calib-images", "4",
+                    "--threads", "1", "--block", "2", "--variants", "fp32,int8,openvino-int8,openvino-nncf-int8"])
+    out = capsys.readouterr().out
+    assert "== goals" in out and "ONNX Runtime INT8 vs FP32" in out and "goals met" in out
+    assert "vs OpenVINO + NNCF INT8" in out  # the study's INT8 path is compared with the engine a CPU user picks
+
+
+def test_bitpack_benchmark_takes_its_documented_default_stem(capsys):
+    from unetq.cli import bitpack_benchmark
+    from unetq.studies.mbu import DEFAULT_STEM
+    assert DEFAULT_STEM == "thermo"
+    rc = bitpack_benchmark.main(["--width", "4", "--image-size", "32", "--repeats", "2", "--warmup", "1",
+                                 "--layer-channels", "64", "--layer-size", "8", "--threads", "1",
+                                 "--stem", "thermo", "--no-ort"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "stem 'thermo'" in out and "goals met" in out
+    assert "NOT MEASURED  MBU-Net bitpack" in out  # --no-ort: that goal is not measured, not failed silently
+
+
+def test_gpu_check_dry_runs_on_the_cpu(tmp_path, capsys):
+    """`make gpu-check` is prepared on the CPU: the same plan at toy sizes, CUDA rows say why."""
+    from unetq.cli import gpu_check
+    out = tmp_path / "gpu.csv"
+    assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert set(df["step"]) == {"amp training", "inference", "triton"}
+    assert {"train off", "train bf16"} <= set(df["case"])
+    ok = df[(df["step"] == "inference") & (df["status"] == "ok")]
+    assert len(ok) >= 2 and (ok["median_ms"] > 0).all()  # eager fp32 and bf16 on the CPU
+    assert df.loc[df["step"] == "triton", "status"].str.startswith("not measured on this machine").all()

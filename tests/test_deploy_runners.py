@@ -19,7 +19,7 @@ TOL = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 6e-2, "int8": 0.25}
 def _cheap_pairs():
     df = available_runners()
     return [(r.backend, r.precision) for r in df.itertuples()
-            if r.available and r.backend in ("torch", "onnxruntime")]
+            if r.available and r.backend in ("torch", "onnxruntime", "openvino", "openvino_nncf")]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,26 @@ def test_runner_agrees_with_torch_fp32(ghost, batch, backend, precision, tmp_pat
     y1 = r(batch[:1])  # another batch size through the same runner
     np.testing.assert_allclose(y1, y[:1], rtol=0, atol=max(1e-5, TOL[precision] * 0.1))
     r.close()
+
+
+def test_openvino_says_its_precision_and_runs_the_study_int8_file(ghost, batch, tmp_path):
+    pytest.importorskip("openvino", reason="openvino not installed")
+    if runner_unavailable_reason("openvino", "int8"):
+        pytest.skip(runner_unavailable_reason("openvino", "int8"))
+    calib = np.random.default_rng(1).random((8, 3, 32, 32), dtype=np.float32)
+    f32 = make_runner("openvino", "fp32", model=ghost, image_size=32, workdir=tmp_path / "f")
+    # FP32 is asked for explicitly; what OpenVINO would pick by itself is recorded beside it
+    assert f32.details["inference_precision"] == "f32" and f32.details["openvino_default_precision"]
+    ort8 = make_runner("onnxruntime", "int8", model=ghost, image_size=32, calib_data=calib, workdir=tmp_path / "o")
+    ov8 = make_runner("openvino", "int8", onnx_path=ort8.onnx_path, workdir=tmp_path / "v")
+    assert ov8.model_path == ort8.onnx_path and ov8.model_size_bytes == ort8.model_size_bytes
+    a, b = ort8(batch), ov8(batch)
+    # the same quantized graph: the two engines agree far more closely than INT8 agrees with FP32
+    assert np.abs(a - b).max() / max(1.0, np.abs(a).max()) < 0.05
+    nn8 = make_runner("openvino_nncf", "int8", model=ghost, image_size=32, calib_data=calib, workdir=tmp_path / "n")
+    assert nn8.backend == "openvino_nncf" and nn8.model_path.suffix == ".xml"
+    assert nn8.model_path.with_suffix(".bin").stat().st_size < f32.model_size_bytes  # int8 weights
+    assert nn8.model_size_bytes > nn8.model_path.with_suffix(".bin").stat().st_size  # size = .xml + .bin
 
 
 def test_ort_session_settings(ghost, tmp_path):
@@ -277,3 +297,109 @@ def test_bitpack_runner_wraps_packed_mbu():
     assert np.mean((y > 0) == (ref > 0)) > 0.99
     with pytest.raises(ValueError, match="needs model"):
         make_runner("bitpack", "binary")
+
+
+# --------------------------------------------------------------------------- non-finite input, collapse
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_runners_reject_nonfinite_input(ghost, batch, backend, bad, tmp_path):
+    r = make_runner(backend, "fp32", model=ghost, image_size=32, workdir=tmp_path, device="cpu")
+    x = batch.copy()
+    x[2, 1, 5, 7] = bad
+    with pytest.raises(ValueError, match=r"1 NaN/Inf value\(s\) \(first in image 2 of the batch of 3\)"):
+        r(x)
+    assert np.isfinite(r(batch)).all()  # finite input still runs
+    huge = np.full((1, 3, 32, 32), 3e38, np.float32)  # finite, though its float32 sum overflows
+    assert r(huge).shape == (1, 1, 32, 32)
+    r.close()
+
+
+class ConstantRunner:
+    """A stand-in for a collapsed INT8 model: the same logit everywhere, whatever the image."""
+    name = "constant"
+
+    def __init__(self, value=-2.5):
+        self.value = value
+
+    def __call__(self, x):
+        return np.full((x.shape[0], 1, *x.shape[2:]), self.value, np.float32)
+
+
+def test_output_collapse_detects_constant_and_input_independent_models():
+    from unetq.deploy.evaluate import output_collapse
+
+    rng = np.random.default_rng(0)
+    live = rng.normal(size=(4, 1, 8, 8)).astype(np.float32)
+    assert output_collapse(live) is None
+    assert "constant" in output_collapse(np.full((4, 1, 8, 8), 0.3, np.float32))
+    level = np.float32(0.0472)  # an INT8 output one quantization level wide: near-constant
+    assert "constant" in output_collapse([np.full((2, 1, 8, 8), -60 * level), np.full((2, 1, 8, 8), -61 * level)])
+    same_map = np.repeat(live[:1], 4, axis=0)  # varies over pixels, not with the image
+    assert "same output map" in output_collapse(same_map)
+    assert output_collapse(np.full((2, 1, 4, 4), np.nan, np.float32)) == "no finite output"
+
+
+def test_evaluate_runner_flags_a_collapsed_model(trained):
+    model, splits, fp32, d = trained
+    got = evaluate_runner(ConstantRunner(), splits["val"], batch_size=4)
+    assert got["collapsed"] and "constant output" in got["collapse_reason"]
+    ok = evaluate_runner(make_runner("torch", "fp32", model=model, device="cpu"), splits["val"], batch_size=4)
+    assert not ok["collapsed"] and ok["collapse_reason"] == ""
+
+
+def test_quantization_study_records_a_collapsed_int8_model_without_scoring_it(trained, tmp_path, monkeypatch):
+    """A constant-output "INT8" model gets status "collapsed: ...", collapsed=True and no metrics
+    in int8_accuracy (and the sensitivity tables), never a Dice."""
+    from onnx import TensorProto, helper
+
+    from unetq.config import get_preset
+    from unetq.deploy.sensitivity import _row
+    from unetq.studies.quantization import ModelFiles, int8_accuracy
+
+    monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path / "results"))
+    _, splits, fp32, d = trained
+    # the collapsed model: ReduceMean over channels, times 0, minus 3 (the same logit everywhere)
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("Mul", ["m", "zero"], ["z"]), helper.make_node("Add", ["z", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "collapsed",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1, 32, 32])],
+                              [helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+                               helper.make_tensor("c", TensorProto.FLOAT, [], [-3.0])])
+    collapsed = tmp_path / "int8_collapsed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(collapsed))
+    files = ModelFiles("unet", "ci", 32, tmp_path, fp32, fp32,
+                       int8={"collapsed": (QuantConfig(method="entropy"), collapsed),
+                             "working": (QuantConfig(), fp32)})
+    df = int8_accuracy("unet", files, splits["val"], get_preset("ci"), batch_size=4).set_index("int8_name")
+    bad, good = df.loc["collapsed"], df.loc["working"]
+    assert bad["status"].startswith("collapsed: constant output") and bool(bad["collapsed"])
+    assert np.isnan(bad[["loss", "iou", "dice", "iou_img", "dice_img", "delta_dice_vs_fp32"]].astype(float)).all()
+    assert good["status"] == "ok" and not bool(good["collapsed"]) and np.isfinite(float(good["dice"]))
+    row = _row(dict(evaluate_runner(ConstantRunner(), splits["val"], 4)), dict(dice=0.5, iou=0.4, loss=0.3))
+    assert row["collapsed"] and np.isnan(row["dice"]) and np.isnan(row["delta_dice"])
+
+
+@pytest.mark.parametrize("pad", [-1.0, 1.0])
+def test_openvino_binary_convolution_is_the_sign_convolution(pad):
+    pytest.importorskip("openvino", reason="openvino not installed")
+    import torch.nn.functional as F
+
+    from unetq.deploy.openvino_engine import binary_conv3x3
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((1, 64, 8, 8)) > 0.5, 1.0, -1.0).astype(np.float32)  # 64*9 bits: several words
+    w = rng.standard_normal((32, 64, 3, 3)).astype(np.float32)
+    ref = F.conv2d(F.pad(torch.from_numpy(x), (1, 1, 1, 1), value=pad), torch.from_numpy(np.sign(w))).numpy()
+    np.testing.assert_array_equal(binary_conv3x3(w, 8, 8, threads=1, pad_value=pad)(x), ref)
+
+
+def test_torch_bf16_on_the_cpu_runs_bf16_weights_channels_last(ghost, batch):
+    if runner_unavailable_reason("torch", "bf16"):
+        pytest.skip(runner_unavailable_reason("torch", "bf16"))
+    r = make_runner("torch", "bf16", model=ghost, device="cpu")
+    assert r.details["memory_format"] == "channels_last" and r.channels_last
+    w = next(r.module.parameters())
+    assert w.dtype == torch.bfloat16 and w.is_contiguous(memory_format=torch.channels_last)
+    plain = make_runner("torch", "fp32", model=ghost, device="cpu")
+    assert plain.details["memory_format"] == "contiguous"
+    assert np.abs(r(batch) - plain(batch)).max() / max(1.0, np.abs(plain(batch)).max()) <= TOL["bf16"]

@@ -1,5 +1,7 @@
 """Pipeline and sweep: tiny throwaway notebooks executed with papermill and the python3 kernel."""
+import base64
 import json
+import os
 
 import nbformat
 import pandas as pd
@@ -162,14 +164,71 @@ def test_refresh_notebooks_in_place(nbdir):
         pipeline.refresh_notebooks(nbdir, only="02", progress=False)
 
 
-def test_pipeline_cell_timeout_fails_the_notebook(nbdir, tmp_path):
-    _nb(nbdir / "01_slow.ipynb", "import time\ntime.sleep(30)")
+def test_a_stalled_kernel_fails_but_a_slow_working_one_finishes(nbdir, tmp_path):
+    # stalled: no CPU, no output -> stopped with the reason and the cell, long before the sleep ends
+    _nb(nbdir / "01_slow.ipynb", "import time\ntime.sleep(120)")
     with pytest.raises(pipeline.PipelineError) as ei:
         pipeline.run_pipeline("quick", notebooks_dir=nbdir, root=tmp_path / "reports", progress=False,
-                              cell_timeout_s=2)
+                              stall_s=4)
     r = ei.value.result
-    assert r.status == "failed" and r.seconds < 25 and "01_slow.ipynb" in str(ei.value)
-    assert pipeline.CELL_TIMEOUT_S["quick"] >= 600  # far above the longest quick cell
+    assert r.status == "failed" and r.seconds < 60 and "01_slow.ipynb" in str(ei.value)
+    assert "stalled" in r.error and r.cell_index is not None and "sleep" in r.cell_source
+    assert "stalled" in r.describe() and "time.sleep(120)" not in r.describe().split(":")[0]
+    # slow but working (busy for longer than the stall limit, printing nothing): finishes, and
+    # progress lines name the running cell
+    lines = []
+    busy = _nb(nbdir / "02_busy.ipynb", "import time\nt = time.time()\nwhile time.time() - t < 8:\n    pass")
+    res = sweep.execute(busy, tmp_path / "busy.ipynb", {}, stall_s=3, report=lines.append)
+    assert res.status == "ok", res.error
+    assert any("02_busy" in ln and "kernel CPU" in ln for ln in lines)
+    assert pipeline.STALL_S >= 300  # a stall limit, not a time limit: no CELL_TIMEOUT_S any more
+    assert not hasattr(pipeline, "CELL_TIMEOUT_S")
+
+
+def test_sweep_rows_are_written_as_each_configuration_ends(nbdir, tmp_path, monkeypatch):
+    """A configuration's summary row (status, seconds, headline metrics) is in sweep.csv before
+    the next configuration starts; each configuration writes into its own run folder; a skipped
+    configuration keeps the row of the run that did the work."""
+    out = tmp_path / "sweeps"
+    monkeypatch.setenv("SWEEP_OUT", str(out))
+    nb = _nb(nbdir / "02_t.ipynb",
+             "import os, pathlib, pandas as pd\nfrom unetq import paths\n"
+             "here = paths.reports_dir()\n"
+             "assert here.name == f'02_t__preset=ci__width={width}', here\n"
+             "if width == 16:  # the first configuration's row is already there\n"
+             "    s = pd.read_csv(pathlib.Path(os.environ['SWEEP_OUT']) / 'sweep.csv')\n"
+             "    assert list(s['param_width']) == [8] and s['status'][0] == 'ok', s\n"
+             "pd.DataFrame([{'test_dice': width / 100, 'test_iou': 0.1}, {'test_dice': width / 50, 'test_iou': 0.3}]"
+             ").to_csv(paths.results_dir() / 'training.csv', index=False)")
+    res = sweep.run_sweep(nb, {"width": [8, 16]}, preset="ci", out_dir=out, notebooks_dir=nbdir, progress=False)
+    assert [r.status for r in res] == ["ok", "ok"], [r.error for r in res]
+    s = pd.read_csv(out / "sweep.csv").set_index("param_width")
+    assert s.loc[16, "test_dice"] == pytest.approx(0.24) and s.loc[8, "test_iou"] == pytest.approx(0.2)
+    assert s.loc[8, "training_rows"] == 2 and s.loc[8, "seconds"] > 0
+    first = s.loc[8].copy()
+    res2 = sweep.run_sweep(nb, {"width": [8]}, preset="ci", out_dir=out, notebooks_dir=nbdir, progress=False)
+    assert res2[0].status == "skipped (already done)"
+    s2 = pd.read_csv(out / "sweep.csv").set_index("param_width")
+    assert len(s2) == 2 and s2.loc[8, "status"] == "ok" and s2.loc[8, "seconds"] == first["seconds"]
+    # a summary lost: the skipped configuration's row is rebuilt from its output, metrics included
+    (out / "sweep.csv").unlink()
+    sweep.run_sweep(nb, {"width": [8]}, preset="ci", out_dir=out, notebooks_dir=nbdir, progress=False)
+    s3 = pd.read_csv(out / "sweep.csv")
+    assert s3["status"].tolist() == ["ok (earlier run)"] and s3["test_dice"][0] == pytest.approx(0.12)
+    assert s3["seconds"][0] > 0
+
+
+def test_an_unwritable_output_folder_is_one_clear_line(nbdir, tmp_path, monkeypatch, capsys):
+    _nb(nbdir / "05_x.ipynb", "x = 1")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = sweep.main(["05", "-p", "lr", "0.5", "--out", str(blocker / "o"), "--notebooks-dir", str(nbdir)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and str(blocker / "o") in err and "Traceback" not in err
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(blocker / "reports"))
+    rc = pipeline.main(["--preset", "ci", "--notebooks-dir", str(nbdir)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and str(blocker / "reports") in err
 
 
 def test_unknown_parameter_is_an_error(nbdir, tmp_path):
@@ -224,3 +283,106 @@ def test_main_job_on_a_real_dataset_folder(tmp_path, monkeypatch):
     assert figures and all(p.stem.endswith(ds) for p in figures)
     stats = pd.read_csv(reports / "results" / "data_stats.csv")
     assert set(stats["source"]) == {str(root.resolve())}
+
+
+# --------------------------------------------------------------------------- the HTML pages
+def _reader_notebook(path, title="03 · A small study"):
+    """An executed-looking notebook: a heading, a stderr stream, a figure (with and without its own
+    alt text), a pandas table, a bare object repr."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from nbformat.v4 import new_output
+
+    from unetq.studies.figures import figure_image
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.plot([1, 2], [3, 4])
+    ax.set(title="loss per epoch", xlabel="epoch", ylabel="loss (BCE + Dice)")
+    fig.suptitle("Training loss of the small model")
+    img = figure_image(fig)
+    assert img.metadata["alt"].startswith("Training loss of the small model.")  # read off the titles
+    b64 = base64.b64encode(img.data).decode()
+    df = pd.DataFrame(dict(arch=["unet", "ghost_unet"], latency_ms=[1.5, 2.5], batch_size=[1, 1]))
+    c1 = new_code_cell("x")
+    c1.outputs = [new_output("stream", name="stderr", text="USDT: profiler_start\n"),
+                  new_output("display_data", data={"image/png": b64, "text/plain": "<Figure>"},
+                             metadata={"image/png": {"alt": "Training loss of the small model."}}),
+                  new_output("display_data", data={"image/png": b64, "text/plain": "<Figure size 300x200>"})]
+    c2 = new_code_cell("df")
+    c2.outputs = [new_output("execute_result", data={"text/html": df._repr_html_(), "text/plain": repr(df)},
+                             execution_count=2),
+                  new_output("execute_result", data={"text/plain": "[<matplotlib.lines.Line2D at 0x7f00>]"},
+                             execution_count=3)]
+    nb = new_notebook(cells=[new_markdown_cell(f"# {title}\n\nText."), new_markdown_cell("## Training"), c1, c2])
+    nbformat.write(nb, path)
+    return path
+
+
+def test_render_html_is_written_for_a_reader(tmp_path):
+    from nbconvert import HTMLExporter
+
+    nb = _reader_notebook(tmp_path / "03_small.ipynb")
+    # what nbconvert alone gives: the checker finds every defect
+    raw, _ = HTMLExporter(exclude_input=True).from_notebook_node(nbformat.read(nb, as_version=4))
+    problems = pipeline.check_page(raw)
+    for what in ("page title", "index.html", "alt text", "stderr", "repr", "index column"):
+        assert any(what in p for p in problems), (what, problems)
+    # the rendered page
+    page = pipeline.render_html(nb, tmp_path / "notebooks" / "03_small.html").read_text()
+    assert pipeline.check_page(page) == []
+    assert "<title>03 · A small study</title>" in page
+    nav = page.index('href="../index.html"')
+    assert nav < page.index("<h1") and nav < page.index('<div class="jp-OutputArea')
+    assert 'alt="Training loss of the small model."' in page  # the figure's own alt text
+    assert 'alt="Figure 2 of “Training”"' in page  # else the section it sits in
+    assert "profiler_start" not in page and 'data-mime-type="application/vnd.jupyter.stderr"' not in page
+    assert "Line2D" not in page
+    assert "latency_ms (ms)" in page and "<th>0</th>" not in page  # units, no row-number index
+    assert "overflow-x:auto" in page  # wide tables scroll in their own box
+
+
+def test_index_page_has_the_study_title_and_no_link_to_itself(tmp_path):
+    root = tmp_path / "reports"
+    (root / "notebooks").mkdir(parents=True)
+    nb = _reader_notebook(tmp_path / "08_report.ipynb", title="08 · Report: which model")
+    pipeline.render_html(nb, root / "notebooks" / "08_report.html")
+    rec = [dict(notebook="08_report.ipynb", status="ok", seconds=1.0, html="notebooks/08_report.html", note=""),
+           dict(notebook="09_gone.ipynb", status="ok (earlier run)", seconds=1.0, html="notebooks/09_gone.html",
+                note="")]
+    page = pipeline.write_index(rec, root, preset="quick").read_text()
+    assert pipeline.check_page(page, index=True) == []
+    assert f"<title>{pipeline.INDEX_TITLE} (preset quick)</title>" in page
+    assert 'class="unetq-nav"' not in page  # the report's own link back to the index is left out
+    assert 'href="notebooks/08_report.html"' in page and 'href="notebooks/09_gone.html"' not in page  # no dead link
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no headless browser: {CHROMIUM} is absent "
+                                                          "(apt-get install chromium)")
+def test_rendered_page_in_a_headless_browser(tmp_path):
+    """Chromium loads the rendered page: the title is the notebook's and nothing is wider than the
+    window (a wide table scrolls in its own box)."""
+    import re
+    import subprocess
+
+    nb = _reader_notebook(tmp_path / "03_small.ipynb")
+    wide = nbformat.read(nb, as_version=4)
+    df = pd.DataFrame({f"column_number_{i}_ms": [1.5, 2.5] for i in range(40)})
+    wide.cells[3].outputs[0]["data"]["text/html"] = df._repr_html_()
+    nbformat.write(wide, nb)
+    page = pipeline.render_html(nb, tmp_path / "03_small.html")
+    probe = ("<script>window.addEventListener('load',function(){var p=document.createElement('div');"
+             "p.id='probe';p.setAttribute('data-scroll',document.documentElement.scrollWidth);"
+             "p.setAttribute('data-window',window.innerWidth);document.body.appendChild(p);});</script>")
+    page.write_text(page.read_text().replace("</body>", probe + "</body>"))
+    out = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=700,600",
+                          "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert "<title>03 · A small study</title>" in out
+    m = re.search(r'id="probe" data-scroll="(\d+)" data-window="(\d+)"', out)
+    assert m and int(m.group(1)) <= int(m.group(2)), m and m.groups()

@@ -61,12 +61,43 @@ def test_load_table_missing_corrupt_and_preset(results):
     assert list(g["table"]) == ["mbu_a", "mbu_b"]
 
 
-def test_every_section_survives_missing_tables(results):
+def test_every_section_survives_missing_tables(results, monkeypatch):
+    monkeypatch.setattr(report.machine, "cuda_available", lambda: False)
     secs = report.build_report("quick")
     assert len(secs) == 13 and secs[0].title == "The answer"
-    assert all(not s.ok and report.NOT_RUN in s.message for s in secs)
+    assert all(not s.ok for s in secs)
     st = report.section_status(secs)
     assert (st["shown"] == "no").all()
+
+
+def test_missing_sections_say_not_run_yet_with_the_command(results, monkeypatch):
+    """"Not measured on this machine" only for absent hardware; work that could run here is
+    "not run yet" with the command, its preset included."""
+    monkeypatch.setattr(report.machine, "cuda_available", lambda: False)
+    secs = {s.title: s for s in report.build_report("quick")}
+    gpu = secs.pop("Benchmarks on GPUs")
+    assert gpu.message.startswith(report.NOT_MEASURED) and "CUDA" in gpu.message
+    for s in secs.values():
+        assert s.message.startswith(report.NOT_RUN_YET), s.message
+        assert report.NOT_MEASURED not in s.message, s.message
+        assert "`make all PRESET=quick`" in s.message or "`make lr-sweep PRESET=quick`" in s.message, s.message
+    st = report.section_status(report.build_report("quick")).set_index("section")
+    assert st.loc["Benchmarks on GPUs", "status"] == report.NOT_MEASURED
+    assert st.loc["Latency by format", "status"] == report.NOT_RUN_YET
+    assert "make all PRESET=quick" in st.loc["Latency by format", "reason"]
+    # a machine with a GPU that has not run the GPU benchmark: not run yet
+    monkeypatch.setattr(report.machine, "cuda_available", lambda: True)
+    assert report.gpu_tables("paper").message.startswith(report.NOT_RUN_YET)
+    assert "make all PRESET=paper" in report.gpu_tables("paper").message
+    # benchmark rows that exist only as "not measured on this machine" (TensorRT absent): said so
+    rows = _bench_rows()
+    rows[rows.backend == "tensorrt"].to_csv(results / "benchmark.csv", index=False)
+    lat = report.latency_by_format("quick")
+    assert lat.message.startswith(report.NOT_MEASURED) and "tensorrt not installed" in lat.message
+    # the learning-rate sweep names its own command
+    pd.DataFrame([dict(preset="quick", arch="unet", lr=1e-3, test_dice=0.5)]).to_csv(results / "training.csv",
+                                                                                     index=False)
+    assert "`make lr-sweep PRESET=quick`" in report.lr_sweep("quick").message
 
 
 def test_sections_from_tables(results):
@@ -109,7 +140,7 @@ def test_recommendations_answers_from_tables(results):
     within = tight.loc["best accuracy within a latency budget"]
     assert (within["arch"], within["representation"]) == ("ghost_unet", "onnxruntime int8")
     none = report.recommendations("quick", latency_budget_ms=0.1).table.set_index("priority")
-    assert none.loc["best accuracy within a latency budget", "value"] == report.NOT_RUN
+    assert none.loc["best accuracy within a latency budget", "value"] == report.NO_CANDIDATE
 
 
 def test_accuracy_schema_of_the_quantization_notebook(results):
@@ -205,3 +236,161 @@ def test_answer_states_conditions_and_ties(results):
     ans = report.answer("quick")
     assert ans.ok and "3 training seeds" in ans.text and "128x128" in ans.text and "Most accurate" in ans.text
     assert "±" in ans.text
+
+
+def _mbu_rows():
+    return pd.DataFrame([dict(preset="quick", config="mbu", train_seed=s, test_loss=0.3, test_iou=0.5 + 0.01 * s,
+                              test_dice=0.6 + 0.01 * s, packed_dice=0.6 + 0.01 * s, packed_iou=0.5 + 0.01 * s)
+                         for s in range(2)] + [dict(preset="quick", config="binary", test_dice=0.1, test_iou=0.05)])
+
+
+def _amp_rows():
+    return pd.DataFrame([dict(preset="quick", arch=a, amp=m, device="cpu", batch_size=8, epoch_time_s=t, peak_mem_mb=pm,
+                              speedup_vs_off=s, mem_reduction_vs_off=r)
+                         for a in ("unet", "ghost_unet")
+                         for m, t, pm, s, r in (("off", 10, 100, 1.0, 1.0), ("bf16", 8, 70, 1.25, 1.43))])
+
+
+def _all_tables(results):
+    _bench_rows().to_csv(results / "benchmark.csv", index=False)
+    _accuracy_rows().to_csv(results / "accuracy_by_format.csv", index=False)
+    _mbu_rows().to_csv(results / "mbu_accuracy.csv", index=False)
+    _amp_rows().to_csv(results / "amp.csv", index=False)
+    pd.DataFrame(dict(preset="quick", masked_layers=[0, 4, 8], fps=[10.0, 9.0, 6.0],
+                      test_dice=[0.40, 0.55, 0.54])).to_csv(results / "mbu_pareto.csv", index=False)
+
+
+def _legend_colours(fig):
+    """{label: hex colour} of every legend entry of ``fig`` (figure and axes legends)."""
+    from matplotlib.colors import to_hex
+
+    out = {}
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    for leg in legends:
+        for h, t in zip(leg.legend_handles, leg.get_texts()):
+            c = h.get_facecolor() if hasattr(h, "get_facecolor") else None
+            if c is None or (hasattr(c, "__len__") and len(c) == 0) or getattr(h, "get_color", None):
+                c = h.get_color() if hasattr(h, "get_color") else c
+            out[t.get_text()] = to_hex(c[0] if hasattr(c, "ndim") and c.ndim == 2 else c)
+    return out
+
+
+def test_one_colour_per_format_in_every_figure_and_mbu_in_accuracy(results):
+    from unetq.deploy.availability import SUPPORTED
+    from unetq.studies.figures import FORMAT_COLOURS
+
+    # every representation of the study has its own colour
+    keys = [f"{b} {p}" for b, ps in SUPPORTED.items() for p in ps]
+    assert set(keys) <= set(FORMAT_COLOURS) and len(set(FORMAT_COLOURS.values())) == len(FORMAT_COLOURS)
+    _all_tables(results)
+    figs = {name: f("quick").figure for name, f in (("latency", report.latency_by_format),
+                                                     ("memory", report.memory_by_format),
+                                                     ("accuracy", report.accuracy_by_format),
+                                                     ("throughput", report.throughput_vs_batch))}
+    for name, fig in figs.items():
+        colours = _legend_colours(fig)
+        assert colours, name
+        for label, colour in colours.items():
+            assert colour == FORMAT_COLOURS[label], (name, label, colour)
+    # the MBU-Net (notebook 05's mbu_accuracy.csv) is a panel of the accuracy figure
+    acc = report.accuracy_by_format("quick")
+    assert "mbu_unet" in [ax.get_title() for ax in acc.figure.axes]
+    assert acc.table.loc[("mbu_unet", "bitpack binary"), "dice"] == pytest.approx(0.605)
+    assert any("mbu_accuracy.csv" in n for n in acc.notes)
+
+
+def test_figures_have_sentence_titles_legends_outside_and_no_overlapping_labels(results):
+    _all_tables(results)
+    secs = [s for s in report.build_report("quick") if s.figure is not None]
+    assert len(secs) >= 6
+    for s in secs:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        fig = s.figure
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        title = fig._suptitle.get_text() if fig._suptitle else ""
+        assert " " in title and ".csv" not in title, (s.title, title)
+        assert not any(".csv" in ax.get_title() for ax in fig.axes), s.title
+        boxes = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible()]
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        for leg in legends:
+            lb = leg.get_window_extent(renderer)
+            assert not any(lb.overlaps(b) for b in boxes), f"{s.title}: legend over the data"
+            if fig._suptitle:
+                assert not lb.overlaps(fig._suptitle.get_window_extent(renderer)), f"{s.title}: legend over the title"
+        for ax in fig.axes:
+            labels = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+            assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:]), \
+                f"{s.title}: x tick labels overlap"
+
+
+def test_section_tables_have_units_and_no_index_column(results):
+    from unetq.cli.pipeline import check_page
+
+    _all_tables(results)
+    shown = [s for s in report.build_report("quick") if s.ok and s.table is not None]
+    assert len(shown) >= 6
+    for s in shown:
+        page = f"<html><head><title>{s.title}</title></head><body>{s.table_html()}</body></html>"
+        assert check_page(page, index=True, units=True) == [], s.title
+    # what the sections showed before: the DataFrame as pandas renders it (index column, no units)
+    lat = report.latency_by_format("quick")
+    old = f"<html><head><title>x y</title></head><body>{lat.table.reset_index(drop=True)._repr_html_()}</body></html>"
+    problems = check_page(old, index=True, units=True)
+    assert any("index column" in p for p in problems) and any("no unit" in p for p in problems)
+
+
+def test_report_notebook_displays_every_section(results):
+    """The section-status table lists every section of build_report as shown or not: the report
+    notebook must display each of them."""
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / "08_report.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    displayed = set(re.findall(r'by_title\["([^"]+)"\]', code))
+    titles = {s.title for s in report.build_report("quick")}
+    assert titles == displayed, f"computed but not displayed: {titles - displayed}; unknown: {displayed - titles}"
+
+
+def test_choose_preset_falls_back_to_the_committed_study(results):
+    shown, why = report.choose_preset("ci")
+    assert shown == "ci" and "`make all`" in why  # nothing anywhere: the first step
+    _all_tables(results)
+    shown, why = report.choose_preset("ci")
+    assert shown == "quick"
+    assert "`ci`" in why and "`quick`" in why and "make all PRESET=ci" in why
+    assert report.choose_preset("quick")[0] == "quick"
+    # the larger study wins over a smoke test when the notebook's own preset has nothing
+    pd.concat([_bench_rows(), _bench_rows().assign(preset="ci")]).to_csv(results / "benchmark.csv", index=False)
+    assert report.choose_preset("paper")[0] == "quick"
+    assert report.choose_preset("ci")[0] == "ci"
+    # the notebook shows the chosen preset's sections
+    assert report.latency_by_format(report.choose_preset("paper")[0]).ok
+
+
+def test_smoke_test_notice_only_for_ci(capsys):
+    from unetq.studies.notice import show_preset_notice, smoke_test_notice
+
+    assert "Smoke-test output" in smoke_test_notice("ci") and "make all PRESET=quick" in smoke_test_notice("ci")
+    assert smoke_test_notice("quick") == "" and smoke_test_notice("paper") == ""
+    assert show_preset_notice("quick") is None and show_preset_notice("ci", "a `note`") is None
+
+
+def test_every_notebook_labels_ci_output_as_a_smoke_test():
+    """Each committed notebook calls the notice right after its configuration, and its stored
+    (ci) outputs start with the smoke-test line."""
+    from pathlib import Path
+
+    import nbformat
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        first = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
+        assert "show_preset_notice(" in first.source or "report.show_preset(" in first.source, path.name
+        html_out = "".join(o.get("data", {}).get("text/html", "") for o in first.outputs[:1])
+        assert "Smoke-test output" in html_out, path.name

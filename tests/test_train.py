@@ -363,3 +363,121 @@ def test_early_stopping_and_plateau_schedule(tmp_path):
     assert len(full.history) == 6  # no patience: the whole budget
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="cosine")
+
+
+# --------------------------------------------------------------------------------------------
+# non-finite numbers: a NaN pixel, a NaN mask, a diverging learning rate
+# --------------------------------------------------------------------------------------------
+class NamedTensors(TensorDataset):
+    """A TensorDataset whose items know their files, as a CrackDataset's do."""
+
+    def __init__(self, x, y):
+        from unetq.data import Sample
+
+        super().__init__(x, y)
+        self.samples = [Sample(f"s{i}", Path(f"img_{i}.png"), (Path(f"mask_{i}.png"),)) for i in range(len(x))]
+
+
+def test_nonfinite_pixel_stops_training_naming_the_epoch_and_file(tmp_path):
+    from unetq.train import NonFiniteError
+
+    sp = tiny_splits()
+    x, y = sp["train"].tensors
+    x = x.clone()
+    x[7, 1, 3, 3] = float("nan")
+    sp["train"] = NamedTensors(x, y)
+    ck = tmp_path / "nan_img.pt"
+    with pytest.raises(NonFiniteError, match=r"epoch 1.*image of sample 7 \(img_7\.png\)"):
+        fit(tiny_model(), sp, cfg_fast(), ck)
+    assert not ck.exists()  # never saved as the best checkpoint
+    # an Inf pixel in the validation split: named, after the first (finite) training epoch
+    sp = tiny_splits()
+    xv, yv = sp["val"].tensors
+    xv = xv.clone()
+    xv[2, 0, 0, 0] = float("inf")
+    sp["val"] = NamedTensors(xv, yv)
+    with pytest.raises(NonFiniteError, match=r"epoch 1, validation.*image of sample 2 \(img_2\.png\)"):
+        fit(tiny_model(), sp, cfg_fast(), tmp_path / "inf_val.pt")
+    assert not (tmp_path / "inf_val.pt").exists()
+
+
+def test_nonfinite_mask_stops_training_and_is_rejected_by_the_metrics(tmp_path):
+    from unetq.metrics import SegmentationMeter
+    from unetq.train import NonFiniteError
+
+    sp = tiny_splits()
+    x, y = sp["train"].tensors
+    y = y.clone()
+    y[4, 0, 5, 5] = float("nan")
+    sp["train"] = NamedTensors(x, y)
+    with pytest.raises(NonFiniteError, match=r"epoch 1.*mask of sample 4 \(mask_4\.png\)"):
+        fit(tiny_model(), sp, cfg_fast(), tmp_path / "nan_mask.pt")
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 1, 2] = float("nan")  # passed the [0, 1] range check before (NaN < 0 is False)
+    with pytest.raises(ValueError, match="NaN"):
+        SegmentationMeter().update(torch.zeros(1, 1, 4, 4), target)
+
+
+def test_diverging_learning_rate_is_a_clear_error_without_checkpoint(tmp_path):
+    from unetq.train import NonFiniteError
+
+    ck = tmp_path / "diverged.pt"
+    # an lr so large that the weights overflow float32 within a few Adam steps
+    with pytest.raises(NonFiniteError, match=r"epoch 1, batch \d+: .*diverged at lr=1e\+37"):
+        fit(tiny_model(), tiny_splits(), cfg_fast(lr=1e37), ck)
+    assert not ck.exists()
+
+
+def test_nonfinite_weights_never_become_the_best_checkpoint(tmp_path):
+    from unetq.train import NonFiniteError, write_checkpoint
+
+    model = tiny_model()
+
+    def poison(epoch, batch):  # weights go NaN in the middle of the second epoch
+        if epoch == 1 and batch == 1:
+            with torch.no_grad():
+                model[0].weight[0, 0, 0, 0] = float("nan")
+
+    ck = tmp_path / "poisoned.pt"
+    with pytest.raises(NonFiniteError, match="epoch 2"):
+        fit(model, tiny_splits(), cfg_fast(epochs=3), ck, on_batch=poison)
+    saved = torch.load(ck, weights_only=True)
+    assert saved["best_epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["state_dict"].values()
+                                            if v.is_floating_point())
+    bad = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteError, match="0.weight"):
+        write_checkpoint(tmp_path / "bad.pt", model_config=None, state_dict=bad, train_config={}, history=[],
+                         best_epoch=1, best_val_loss=float("nan"))
+    assert not (tmp_path / "bad.pt").exists()
+
+
+def test_stale_temp_files_of_a_killed_write_are_cleaned(tmp_path):
+    import time
+
+    import psutil
+
+    from unetq.io import clean_stale_temps
+    from unetq.train import write_checkpoint
+
+    ck = tmp_path / "m.pt"
+    dead = max(psutil.pids()) + 10_000
+    assert not psutil.pid_exists(dead)
+    old = time.time() - 10 * 24 * 3600  # long before this process started
+    names = {
+        "dead": f".m.pt.{dead}-abc123de.tmp",        # a killed writer: removed
+        "legacy": ".m.pt.k2j4h5g6.tmp",              # the older naming (mkstemp, no pid): removed
+        "alive": f".m.pt.{os.getppid()}-zz11yy22.tmp",  # a running process may still write it: kept
+        "other": f".m.pt.x.{dead}-abc123de.tmp",     # another target's temp file: kept
+        "plain": "m.pt.bak",                          # not a temp file: kept
+    }
+    for n in names.values():
+        (tmp_path / n).write_bytes(b"partial")
+        os.utime(tmp_path / n, (old, old))
+    fresh = tmp_path / f".m.pt.{dead + 1}-fresh000.tmp"  # written after this process started: kept
+    fresh.write_bytes(b"partial")
+    write_checkpoint(ck, model_config=None, state_dict=tiny_model().state_dict(), train_config={}, history=[],
+                     best_epoch=1, best_val_loss=0.5)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert names["dead"] not in left and names["legacy"] not in left
+    assert {names["alive"], names["other"], names["plain"], fresh.name, "m.pt"} <= left
+    assert clean_stale_temps(ck) == []  # nothing stale left

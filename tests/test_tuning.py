@@ -32,3 +32,21 @@ def test_lr_sweep_flags_a_choice_at_the_edge_of_the_grid():
     t = pd.DataFrame(dict(arch=["a"] * 3 + ["b"] * 3, lr=[1e-3, 3e-3, 1e-2] * 2,
                           chosen=[False, False, True, False, True, False]))
     assert at_grid_edge(t) == ["a"]
+
+
+def test_lr_sweep_records_a_diverged_learning_rate_and_goes_on(monkeypatch, tmp_path):
+    from unetq.cli import lr_sweep
+    monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path))  # no rows of other tests' runs
+    from unetq.train import NonFiniteError
+    tried = []
+
+    def diverge(arch, cfg, **kw):
+        tried.append(cfg.lr)
+        raise NonFiniteError(f"epoch 1: training loss is nan (lr {cfg.lr:g})")
+
+    monkeypatch.setattr(lr_sweep, "load_or_train", diverge)
+    monkeypatch.setattr(lr_sweep, "splits_from_preset", lambda cfg: {})
+    t = lr_sweep.run("ci", lrs=[0.1, 1.0], archs=["unet"], progress=False)
+    assert tried == [0.1, 1.0]  # the first divergence did not stop the sweep
+    assert list(t["lr"]) == [0.1, 1.0] and not t["chosen"].any()
+    assert t["note"].str.startswith("diverged: epoch 1").all()

@@ -70,3 +70,37 @@ def test_plot_amp_units_and_factors():
     plt.close(fig)
     with pytest.raises(ValueError, match="peak_mem_mb"):
         viz.plot_amp(df.drop(columns="peak_mem_mb"))
+
+
+def test_one_palette_for_formats_and_engines():
+    """A representation has one colour wherever it is named: in the report's ``format`` labels,
+    the explorer's ``backend/precision`` and notebook 05's engine cases."""
+    from matplotlib.colors import to_hex
+
+    from unetq.studies import mbu
+    from unetq.studies.figures import FORMAT_COLOURS, format_colour, format_key, format_palette
+
+    assert format_key("onnxruntime int8") == format_key("U-Net ONNX Runtime INT8") == "onnxruntime int8"
+    assert format_key("torch/fp32") == format_key("U-Net torch FP32") == "torch fp32"
+    assert format_key("MBU-Net bitpack (k=4)") == "bitpack binary" and format_key("data loading") is None
+    pal = format_palette(["onnxruntime int8 (percentile)", "onnxruntime int8", "torch fp32"])
+    assert pal["onnxruntime int8"] == FORMAT_COLOURS["onnxruntime int8"]
+    assert len(set(pal.values())) == 3  # a variant gets a shade of its format's colour, never the same
+    speed = pd.DataFrame(dict(case=["MBU-Net bitpack (k=4)", "U-Net torch FP32", "U-Net ONNX Runtime INT8"],
+                              median_ms=[1.0, 10.0, 3.0], q1_ms=[0.9, 9.0, 2.8], q3_ms=[1.1, 11.0, 3.2],
+                              batch_size=1))
+    fig = mbu.plot_speed(speed)
+    ax = fig.axes[0]
+    bars = {t.get_text(): to_hex(p.get_facecolor()) for t, p in zip(ax.get_yticklabels(), ax.patches)}
+    assert bars == {c: format_colour(c) for c in speed.sort_values("median_ms")["case"]}
+    # the legend sits outside the bars
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    assert not ax.get_legend().get_window_extent(r).overlaps(ax.get_window_extent(r))
+    plt.close(fig)
+    # a training precision (notebooks 02-04's AMP figure) has the colour of PyTorch in that precision
+    amp = pd.DataFrame(dict(amp=["off", "bf16"], epoch_time_s=[10.0, 8.0], peak_mem_mb=[200.0, 120.0]))
+    fig = viz.plot_amp(amp)
+    assert [to_hex(p.get_facecolor()) for p in fig.axes[0].patches] == [FORMAT_COLOURS["torch fp32"],
+                                                                        FORMAT_COLOURS["torch bf16"]]
+    plt.close(fig)

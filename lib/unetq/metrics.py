@@ -77,6 +77,9 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def _check_binary_target(target: torch.Tensor) -> None:
+    if target.is_floating_point() and not bool(torch.isfinite(target).all()):
+        n = int((~torch.isfinite(target)).sum())
+        raise ValueError(f"target must hold values in [0, 1] (a binary mask); {n} value(s) are NaN or Inf")
     if target.numel() and (target.min() < 0 or target.max() > 1):
         raise ValueError(
             f"target must hold values in [0, 1] (a binary mask); got range "

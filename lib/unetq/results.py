@@ -141,6 +141,14 @@ def _keys(df: pd.DataFrame, table: Table) -> list[tuple]:
     return list(zip(*cols)) if cols else [() for _ in range(len(df))]
 
 
+def has_key(table: Table, df: pd.DataFrame | None, row) -> bool:
+    """Whether ``df`` holds a row with the key of ``row`` (a mapping), compared as :func:`write`
+    compares keys."""
+    if df is None or df.empty:
+        return False
+    return _keys(pd.DataFrame([dict(row)]), table)[0] in set(_keys(df, table))
+
+
 #: Values of key columns that tables written before the column existed lack: every run before the
 #: ``dataset`` column used the built-in generator, in a version older than any recorded one.
 LEGACY_KEY_VALUES = {"dataset": "synthetic", "train_seed": 0}
@@ -192,26 +200,44 @@ def read(table: Table | str, preset: str | None = None, *, dataset: str | None =
          root: str | os.PathLike | None = None, **parts) -> Loaded:
     """The table as :class:`Loaded`. ``table`` is a :class:`Table` (with its name ``parts``), or
     a file stem, possibly a glob (``"mbu_*"``: every match concatenated with a ``table``
-    column). With ``preset``, rows of other presets are dropped when the table has a ``preset``
+    column). Outside the main job (``paths.is_published()`` false) and with no ``root``, the
+    committed table is read beneath this run's own rows. With ``preset``, rows of other presets are dropped when the table has a ``preset``
     column (and the message says so if none is left); likewise ``dataset``."""
-    root = Path(root or paths.results_dir())
+    own = Path(root or paths.results_dir())
     if isinstance(table, Table):
         stem, schema = table.file_name(**parts)[:-4], table
     else:
         stem = table[:-4] if table.endswith(".csv") else table
         schema = TABLES.get(stem)
-    files = sorted(root.glob(f"{stem}.csv"))
-    if not files:
-        return Loaded(None, f"{NOT_RUN}: no {stem}.csv in {root}")
-    frames = []
-    for p in files:
-        try:
-            df = pd.read_csv(p)
-        except Exception as e:  # a corrupt file must not stop a report
-            return Loaded(None, f"{NOT_RUN}: {p} could not be read ({type(e).__name__}: {e})")
-        if "*" in stem or "?" in stem:
-            df.insert(0, "table", p.stem)
-        frames.append(df)
+    # A run folder (an interactive session, a sweep's configuration) sees the committed tables
+    # beneath its own rows: its rows replace committed rows of the same key.
+    roots = [own]
+    committed = paths.published_dir() / "results"
+    if root is None and not paths.is_published() and committed.resolve() != own.resolve():
+        roots.insert(0, committed)
+    loaded = []
+    for r in roots:
+        frames = []
+        for p in sorted(r.glob(f"{stem}.csv")):
+            try:
+                df = pd.read_csv(p)
+            except pd.errors.EmptyDataError:
+                continue
+            except Exception as e:  # a corrupt file must not stop a report
+                return Loaded(None, f"{NOT_RUN}: {p} could not be read ({type(e).__name__}: {e})")
+            if "*" in stem or "?" in stem:
+                df.insert(0, "table", p.stem)
+            frames.append(df)
+        if frames:
+            loaded.append(_upgrade(pd.concat(frames, ignore_index=True), schema))
+    if not loaded:
+        return Loaded(None, f"{NOT_RUN}: no {stem}.csv in {own}")
+    frames = loaded[:1]
+    for df in loaded[1:]:
+        if schema is not None and all(c in df.columns and c in frames[0].columns for c in schema.key):
+            frames = [merge(frames[0], df, schema)]
+        else:
+            frames = [pd.concat([frames[0], df], ignore_index=True)]
     df = _upgrade(pd.concat(frames, ignore_index=True), schema)
     if df.empty:
         return Loaded(None, f"{NOT_RUN}: {stem}.csv is empty")

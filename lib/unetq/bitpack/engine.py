@@ -25,6 +25,11 @@ Masked layers use the single-popcount form ``a.b = popc(m) - 2 popc((a' ^ s') & 
 
 Sizes: the full network needs H, W divisible by 16 (four poolings, each undone by a
 transposed conv); single packed layers accept any size (max-pool floors odd sizes).
+
+Non-finite input: ``PackedMBU`` (and the CUDA engine) reject images holding NaN or Inf with a
+``ValueError`` (:func:`check_finite_input`), as every ``unetq.deploy`` runner does: a NaN has no
+defined binary activation (the int8 stem's integer cast of NaN is undefined, and the engine's and
+the model's outputs differed on it), so no output is given for it.
 """
 from __future__ import annotations
 
@@ -185,10 +190,30 @@ def maxpool(inp: np.ndarray, in_segments: Segments, seg: int, out: np.ndarray, o
 # --------------------------------------------------------------------------------------------
 # the whole network
 # --------------------------------------------------------------------------------------------
+def check_finite_input(x, who: str = "PackedMBU") -> None:
+    """``ValueError`` when the image batch ``x`` (numpy or torch) holds NaN or Inf. Fast path: a
+    finite sum proves every value finite; the element-wise count only runs when it is not."""
+    if isinstance(x, torch.Tensor):
+        if x.numel() == 0 or not x.is_floating_point() or bool(torch.isfinite(x.sum())):
+            return
+        bad = int((~torch.isfinite(x)).sum())
+    else:
+        x = np.asarray(x)
+        if x.size == 0 or not np.issubdtype(x.dtype, np.floating):
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.sum(x, dtype=np.float32)):
+                return
+        bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{who} input holds {bad} NaN/Inf value(s); non-finite input is rejected "
+                         "(the packed engine and the model would disagree on it)")
+
+
 class PackedMBU:
-    """A packed MBU-Net: callable on float32 NCHW numpy images (H, W divisible by 16),
-    returns float32 logits NCHW. ``nbytes``: bytes of everything it holds (bit planes,
-    thresholds, the float first and last layers)."""
+    """A packed MBU-Net: callable on float32 NCHW numpy images (H, W divisible by 16, finite:
+    NaN / Inf raise ``ValueError``), returns float32 logits NCHW. ``nbytes``: bytes of
+    everything it holds (bit planes, thresholds, the float first and last layers)."""
 
     def __init__(self, model: nn.Module, masked_form: str = "xor_and"):
         if not isinstance(model, MBUNet):
@@ -326,6 +351,7 @@ class PackedMBU:
         if h % 16 or w % 16:
             raise ValueError(f"PackedMBU needs H and W divisible by 16, got {h}x{w}")
         x = np.ascontiguousarray(x, dtype=np.float32)
+        check_finite_input(x)
         c = self.channels
         b = self._plan(n, h, w)
         y = self._first_conv(x)

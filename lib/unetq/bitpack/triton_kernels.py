@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..machine import cuda_available
-from .engine import PackedConvT2x2
+from .engine import PackedConvT2x2, check_finite_input
 from .packing import Segments, valid_bits
 
 try:  # pragma: no cover - needs triton
@@ -225,7 +225,8 @@ def unpack_cuda(buf: torch.Tensor, off: int, c: int) -> torch.Tensor:
 
 class PackedMBUCuda:
     """The packed MBU-Net on a CUDA device (Triton kernels). Built from a CPU ``PackedMBU``;
-    callable on float32 NCHW (numpy or tensor), returns float32 numpy logits."""
+    callable on float32 NCHW (numpy or tensor; NaN / Inf raise ``ValueError``), returns float32
+    numpy logits."""
 
     def __init__(self, packed, device="cuda"):
         why = unavailable_reason()
@@ -280,6 +281,7 @@ class PackedMBUCuda:
         n, _, h, w = x.shape
         if h % 16 or w % 16:
             raise ValueError(f"PackedMBUCuda needs H and W divisible by 16, got {h}x{w}")
+        check_finite_input(x, "PackedMBUCuda")
         c = self.packed.channels
         b = self._plan(n, h, w)
         y = self.first_conv(x).double()[:, self.src]

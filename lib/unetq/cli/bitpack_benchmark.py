@@ -25,12 +25,14 @@ import torch.nn.functional as F
 
 from .. import results
 from ..bench import measure_interleaved, speed_table
+from ..bench.goals import Goal, load_note, verdict
 from ..bitpack import PackedConv3x3, Segments, new_buffer, pack_activations, pack_mbu
 from ..bitpack import triton_kernels as tk
 from ..bitpack.kernels import popcount_instruction
 from ..deploy import TorchRunner
+from ..deploy.openvino_engine import binary_conv3x3, openvino_reason
 from ..io import write_csv
-from ..machine import pin_threads
+from ..machine import busy_cores, pin_threads
 from ..models import create_model, weight_bytes
 from ..models.binary_layers import BNSign, QuantConv2d, make_weight_quantizer
 from ..studies.mbu import DEFAULT_STEM, speed_cases
@@ -43,6 +45,9 @@ def _fmt(df: pd.DataFrame, ref: str | None = None, ref2: str | None = None) -> s
     if ref2 is not None and ref2 in set(df["case"]):
         d[f"x vs {ref2}"] = float(df.set_index("case").loc[ref2, "median_ms"]) / df["median_ms"]
     return d.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+OV_BINARY = "conv3x3 OpenVINO BinaryConvolution"
 
 
 def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warmup: int = 3,
@@ -67,6 +72,10 @@ def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warm
         layer = PackedConv3x3.from_torch(conv, BNSign(channels).eval(), masked_form=form)
         out = new_buffer(1, size, size, Segments([channels]))
         cases[name] = (lambda _, layer=layer, out=out: layer(inp, out))
+    if openvino_reason("fp32") is None:  # OpenVINO's own xnor-popcount convolution, same shape and padding
+        ov_conv = binary_conv3x3(w.numpy(), size, size, threads, pad_value=1.0)
+        x_pm1 = x.numpy()
+        cases[OV_BINARY] = (lambda _: ov_conv(x_pm1))
     df = speed_table(cases, image_size=size, repeats=repeats, warmup=warmup, threads=threads)
     df.insert(1, "what", f"layer {channels}->{channels}, {size}x{size}, batch 1")
     return df
@@ -121,20 +130,23 @@ def cuda_benchmark(width: int, image_size: int, batch_size: int, masked: int, re
     return pd.DataFrame(rows), ""
 
 
-def accuracy_gap() -> str:
+def accuracy_gap() -> tuple[str, dict]:
+    """``(text, {preset: gap})``: per preset of ``mbu_accuracy.csv``, the test Dice of the
+    full-precision U-Net minus the MBU-Net's (means over training seeds)."""
     loaded = results.read(results.MBU_ACCURACY)
     if loaded.df is None:
-        return f"{loaded.message}: run notebooks/05_mbu_net.ipynb for the accuracy comparison"
+        return f"{loaded.message}: run notebooks/05_mbu_net.ipynb for the accuracy comparison", {}
     acc = loaded.df
-    lines = []
+    lines, gaps = [], {}
     for preset, d in acc.groupby("preset"):
-        d = d.set_index("config")
-        if "fp" in d.index and "mbu" in d.index:
-            fp, mbu = float(d.loc["fp", "test_dice"]), float(d.loc["mbu", "test_dice"])
-            lines.append(f"preset {preset}: test Dice full-precision U-Net {fp:.4f}, MBU-Net {mbu:.4f} "
-                         f"({d.loc['mbu', 'masked_layers']} masked layers), gap {fp - mbu:+.4f} "
-                         f"(target <= 0.03)")
-    return "\n".join(lines) or "mbu_accuracy.csv: no preset with both 'fp' and 'mbu' rows"
+        by = d.groupby("config")
+        if {"fp", "mbu"} <= set(by.groups):
+            fp, mbu = (float(pd.to_numeric(by.get_group(c)["test_dice"]).mean()) for c in ("fp", "mbu"))
+            n = {c: len(by.get_group(c)) for c in ("fp", "mbu")}
+            gaps[str(preset)] = fp - mbu
+            lines.append(f"preset {preset}: test Dice full-precision U-Net {fp:.4f} ({n['fp']} run(s)), MBU-Net "
+                         f"{mbu:.4f} ({n['mbu']} run(s)), gap {fp - mbu:+.4f} (target <= 0.03)")
+    return "\n".join(lines) or "mbu_accuracy.csv: no preset with both 'fp' and 'mbu' rows", gaps
 
 
 def main(argv=None) -> int:
@@ -154,6 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default=None, help="also write the timing rows to this CSV")
     a = ap.parse_args(argv)
 
+    busy_before = busy_cores(1.0)
     threads = pin_threads(a.threads)
     print(f"threads: {threads} (torch, ONNX Runtime, numba); popcount compiles to: {popcount_instruction()}\n")
     lay = layer_benchmark(a.layer_channels, a.layer_size, a.repeats, a.warmup, threads)
@@ -192,7 +205,24 @@ def main(argv=None) -> int:
     print(_fmt(cuda, "U-Net torch FP16 (CUDA)") if cuda is not None else f"not measured on this machine: {why}")
     print()
     print("== accuracy (notebook 05) ==")
-    print(accuracy_gap())
+    text, gaps = accuracy_gap()
+    print(text)
+    t_lay, t_net = lay.set_index("case")["median_ms"], net.set_index("case")["median_ms"]
+    goals = [Goal("one packed binary 3x3 conv vs the same layer in PyTorch FP32",
+                  t_lay["conv3x3 torch FP32"] / t_lay["conv3x3 packed binary"], 8),
+             Goal("one packed binary 3x3 conv vs OpenVINO's BinaryConvolution of the same shape",
+                  t_lay[OV_BINARY] / t_lay["conv3x3 packed binary"] if OV_BINARY in t_lay else float("nan"), 1.5),
+             Goal(f"MBU-Net bitpack (k={a.masked}) vs the ONNX Runtime INT8 U-Net of the same width",
+                  t_net["U-Net ONNX Runtime INT8"] / t_net[main_case] if "U-Net ONNX Runtime INT8" in t_net
+                  else float("nan"), 1.5),
+             Goal("packed MBU-Net weights vs their FP32 weights, times smaller", fp32_mbu / sizes[main_case], 12)]
+    goals += [Goal(f"test Dice gap, full-precision U-Net minus MBU-Net (preset {p})", g, 0.03, at_least=False,
+                   unit="") for p, g in gaps.items()]
+    print("\n== goals (ratios from this run) ==")
+    print(verdict(goals))
+    note = load_note(threads, busy_before, busy_cores(1.0))
+    if note:
+        print(note)
     if a.csv:
         write_csv(pd.concat([lay, net], ignore_index=True), a.csv)
         print(f"\nwrote {a.csv}")

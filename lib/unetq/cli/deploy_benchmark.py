@@ -14,7 +14,10 @@ maths), ``int8`` (default INT8: u8 activations / s8 per-channel weights, QDQ, Co
 rewritten in the NHWC-friendly "transpose" form), ``int8-norewrite`` (ConvTranspose left float),
 ``int8-dcr`` (rewritten with a DepthToSpace node), and ``int8-qoperator``, ``int8-s8s8`` (int8
 activations), ``int8-pertensor``, ``int8-reducerange``, ``int8-sharedconcat`` (one scale per
-Concat).
+Concat); and, where OpenVINO is installed (default), ``openvino-fp32`` (f32 inference precision),
+``openvino-int8`` (the study's ``int8`` QDQ file run by OpenVINO) and ``openvino-nncf-int8``
+(NNCF post-training INT8 from the same calibration images). The goals printed at the end include
+"the study's fastest INT8 path is at least as fast as OpenVINO + NNCF".
 """
 from __future__ import annotations
 
@@ -28,11 +31,13 @@ import pandas as pd
 import torch
 
 from ..bench import interleaved_timings, variant_summary
+from ..bench.goals import Goal, load_note, verdict
 from ..data import prepare_splits
-from ..deploy import (OrtRunner, QuantConfig, calibration_images, export_onnx, onnx_file_bytes, prepare_model,
+from ..deploy import (OrtRunner, QuantConfig, calibration_images, export_onnx, prepare_model,
                       quantize_int8)
+from ..deploy.openvino_engine import OpenVinoRunner, ir_bytes, nncf_quantize, openvino_reason
 from ..io import write_csv
-from ..machine import available_cores, machine_info
+from ..machine import available_cores, busy_cores, machine_info
 from ..models import create_model
 
 VARIANTS: dict[str, dict | None] = {
@@ -46,8 +51,14 @@ VARIANTS: dict[str, dict | None] = {
     "int8-s8s8": dict(activation_type="int8"),
     "int8-pertensor": dict(per_channel=False),
     "int8-reducerange": dict(reduce_range=True),
+    # OpenVINO (CPU): the float model with f32 inference precision, the study's INT8 QDQ file
+    # ("int8" above) as OpenVINO runs it, and NNCF's post-training INT8 of the float model.
+    "openvino-fp32": None,
+    "openvino-int8": None,
+    "openvino-nncf-int8": None,
 }
-DEFAULT_VARIANTS = ("fp32", "int8", "int8-dcr", "int8-norewrite")
+DEFAULT_VARIANTS = ("fp32", "int8", "int8-dcr", "int8-norewrite") + (
+    ("openvino-fp32", "openvino-int8", "openvino-nncf-int8") if openvino_reason("int8", nncf=True) is None else ())
 
 
 def crack_calibration_images(n: int, image_size: int, seed: int = 0) -> np.ndarray:
@@ -65,8 +76,13 @@ def build_variants(model, image_size: int, calib: np.ndarray, workdir: Path, var
     for name in variants:
         if name not in VARIANTS:
             raise ValueError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
-        if name == "fp32":
+        if name in ("fp32", "openvino-fp32"):
             paths[name] = fp32
+        elif name == "openvino-int8":
+            paths[name] = quantize_int8(fp32, workdir / "int8.onnx", calib, QuantConfig(method=method),
+                                        cache_dir=workdir / "calib")
+        elif name == "openvino-nncf-int8":
+            paths[name] = nncf_quantize(fp32, workdir / "nncf_int8.xml", calib)
         elif name == "fp32-rewrite":
             prepare_model(fp32, workdir / "fp32_rewrite.onnx", rewrite=True)
             paths[name] = workdir / "fp32_rewrite.onnx"
@@ -99,14 +115,17 @@ def run(arch: str = "unet", width: int = 64, image_size: int = 256, batch: int =
             suffix = ("" if len(thread_list) == 1 else f"@{t or available_cores()}t") + \
                      ("" if len(spin_list) == 1 else f"@spin-{sp}")
             for k, p in paths.items():
-                r = OrtRunner(p, "int8" if k.startswith("int8") else "fp32", threads=t,
-                              spinning={"on": True, "off": False}[sp])
+                prec = "int8" if "int8" in k else "fp32"
+                if k.startswith("openvino"):  # no spinning setting: OpenVINO's own thread pool
+                    r = OpenVinoRunner(p, prec, threads=t or available_cores(), nncf="nncf" in k)
+                else:
+                    r = OrtRunner(p, prec, threads=t, spinning={"on": True, "off": False}[sp])
                 runners[k + suffix], files[k + suffix] = r, p
                 nthreads[k + suffix], spins[k + suffix] = r.details["threads"], sp
         times = interleaved_timings({k: (lambda r=r: r(x)) for k, r in runners.items()}, repeats, warmup, progress,
                                     block=block, settle_s=settle_s)
         summary = variant_summary(times)
-        summary["size_bytes"] = [onnx_file_bytes(files[k]) for k in summary.index]
+        summary["size_bytes"] = [ir_bytes(files[k]) for k in summary.index]
         summary["size_vs_fp32"] = np.nan
         for k in summary.index:  # ratios against the FP32 run with the same session settings
             base = "fp32" + k[len(k.split("@")[0]):]
@@ -148,6 +167,7 @@ def main(argv=None) -> pd.DataFrame:
     for v in spinning:
         if v not in ("on", "off"):
             p.error(f"--spinning: {v!r} is not one of on, off")
+    busy_before = busy_cores(1.0)
     summary, _ = run(a.arch, a.width, a.image_size, a.batch, a.repeats, a.warmup, a.calib_images, threads,
                      spinning if len(spinning) > 1 else spinning[0],
                      tuple(v.strip() for v in a.variants.split(",") if v.strip()), block=a.block, settle_s=a.settle)
@@ -165,6 +185,24 @@ def main(argv=None) -> pd.DataFrame:
                       f"{s.loc[base, 'min_s'] / s.loc[k, 'min_s']:.2f}x (minima); size "
                       f"{s.loc[k, 'size_bytes'] / s.loc[base, 'size_bytes']:.3f} of FP32 "
                       f"(1/{s.loc[base, 'size_bytes'] / s.loc[k, 'size_bytes']:.2f})")
+    for sfx in ("", "@spin-off", "@spin-on"):  # the runners' default session settings first
+        i8, f32 = "int8" + sfx, "fp32" + sfx
+        if i8 in s.index and f32 in s.index:
+            print(f"\n== goals (ratios from this run{', ' + sfx[1:] if sfx else ''}) ==")
+            goals = [Goal("ONNX Runtime INT8 vs FP32, medians", s.loc[f32, "median_s"] / s.loc[i8, "median_s"], 3.5),
+                     Goal("INT8 model size as a fraction of FP32",
+                          s.loc[i8, "size_bytes"] / s.loc[f32, "size_bytes"], 1 / 3.5, at_least=False, unit="")]
+            nncf = "openvino-nncf-int8" + sfx
+            if nncf in s.index:  # the study's best INT8 path must be at least as fast as OpenVINO + NNCF
+                best = min((k for k in s.index if k.split("@")[0] in ("int8", "openvino-int8") and k.endswith(sfx)),
+                           key=lambda k: s.loc[k, "median_s"])
+                goals.append(Goal(f"the study's fastest INT8 path ({best}) vs OpenVINO + NNCF INT8",
+                                  s.loc[nncf, "median_s"] / s.loc[best, "median_s"], 1.0))
+            print(verdict(goals))
+            break
+    note = load_note(int(summary["threads"].max()), busy_before, busy_cores(1.0))
+    if note:
+        print(note)
     if a.csv:
         out = summary.reset_index().assign(arch=a.arch, width=a.width, image_size=a.image_size, batch=a.batch,
                                            **machine_info())

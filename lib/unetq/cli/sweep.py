@@ -9,11 +9,20 @@ given), passing ``preset`` and the grid values as papermill parameters. ``NOTEBO
 file name, a stem (``02_unet``) or just its number (``02``).
 
 - **Outputs** are named by their parameters:
-  ``reports_dir()/sweeps/<nb>/<nb>__lr=0.01__width=16.ipynb`` (values written as Python writes
-  them, so ``1e-2`` becomes ``0.01`` and ``1e-5`` becomes ``1e-05``), and a summary table of the
-  runs, ``reports_dir()/sweeps/<nb>/sweep.csv`` (parameters, status, seconds, output).
-- **Results are appended**: the notebooks upsert their own rows (keyed by their parameters) into the
-  results tables, so a sweep adds rows without clobbering earlier runs.
+  ``reports/runs/sweeps/<nb>/<nb>__lr=0.01__width=16.ipynb`` (values written as Python writes
+  them, so ``1e-2`` becomes ``0.01`` and ``1e-5`` becomes ``1e-05``; ``--out`` moves the folder).
+- **Each configuration has its own run folder** ``<out>/<nb>__preset=quick__lr=0.01__width=16/``
+  holding its result tables and figures; it reads the committed tables beneath its own rows
+  (``unetq.paths``), so a sweep never changes the committed ``reports/``. Trained weights go to
+  the shared cache, named by what trained them.
+- **The summary** ``<out>/sweep.csv`` gets each configuration's row as soon as it ends:
+  parameters, status, seconds, output, its run folder and headline metrics (mean test Dice, IoU,
+  loss, epochs trained of the runs it trained, ...). Rows are upserted by parameters compared by
+  value, so re-runs and other sweeps into the same folder keep every other row; a configuration
+  skipped as already done keeps the row of the run that did the work.
+- **Progress**: a line per running cell (which cell, time so far, kernel CPU use, last output
+  line) every minute. A notebook is stopped only when its kernel *stalls* (no CPU use and no
+  output for ``--stall-minutes``), never because it is slow.
 - **Re-running skips configurations already done**: a configuration is done when its output
   notebook exists, papermill recorded no exception and an end time in it, and the parameters it
   recorded (preset included) are the requested ones. Outputs are written under a temporary name
@@ -26,11 +35,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import itertools
 import json
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +50,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import nbformat
 import pandas as pd
 import papermill as pm
+import psutil
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
-from .. import results
-from ..paths import REPO_ROOT, reports_dir
+from .. import paths, results
+from ..paths import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -167,13 +179,133 @@ def check_parameters(notebook: str | os.PathLike, parameters: Mapping[str, Any])
                                f"its parameters are {', '.join(declared) or 'none'}")
 
 
+#: A notebook whose kernel used no CPU and wrote no output for this long is stalled (seconds).
+STALL_S = 600.0
+
+
+class Liveness:
+    """Watches one running notebook from a thread: the CPU time of its kernel (and the kernel's
+    children, e.g. data-loader workers) and the partial output file papermill rewrites whenever a
+    cell's output changes. A kernel that neither used CPU nor wrote output for ``stall_s``
+    seconds is stalled: it is killed (so papermill stops) and :attr:`stalled` says why. A slow
+    kernel that works is never stopped, however long it takes. Every ``report_s`` seconds (and
+    when the running cell changes) ``report(line)`` gets a progress line: the cell, how long it
+    has run, the kernel's CPU use and its last line of text output."""
+
+    def __init__(self, name: str, partial: Path, stall_s: float = STALL_S, interval_s: float = 5.0,
+                 report=None, report_s: float = 60.0, min_cpu_s: float = 0.05):
+        self.name, self.partial, self.stall_s, self.interval_s = name, Path(partial), float(stall_s), interval_s
+        self.report, self.report_s, self.min_cpu_s = report, report_s, min_cpu_s
+        self.stalled = ""
+        self.stalled_cell: tuple[int | None, str] = (None, "")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name=f"liveness {name}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _kernels() -> list:
+        me = psutil.Process()
+        out = []
+        for p in me.children(recursive=False):
+            try:
+                if "ipykernel" in " ".join(p.cmdline()):
+                    out += [p, *p.children(recursive=True)]
+            except psutil.Error:
+                pass
+        return out
+
+    @classmethod
+    def _cpu(cls) -> float:
+        total = 0.0
+        for p in cls._kernels():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+
+    def _cell(self) -> tuple[int | None, int, str, str]:
+        """``(index, cells, first source line, last output line)`` of the running cell."""
+        try:
+            nb = nbformat.read(self.partial, as_version=4)
+        except Exception:
+            return None, 0, "", ""
+        for i, c in enumerate(nb.cells):
+            if c.get("metadata", {}).get("papermill", {}).get("status") == "running":
+                src = next((ln for ln in c.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+                text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream")
+                last = next((ln for ln in reversed(re.split(r"[\r\n]+", text)) if ln.strip()), "")
+                return i, len(nb.cells), src.strip()[:60], last.strip()[:100]
+        return None, len(nb.cells), "", ""
+
+    def _watch(self) -> None:
+        t0 = last_alive = last_report = time.monotonic()
+        cpu0 = last_cpu = self._cpu()
+        last_mtime, last_cell = None, None
+        while not self._stop.wait(self.interval_s):
+            now, cpu = time.monotonic(), self._cpu()
+            mtime = self.partial.stat().st_mtime if self.partial.exists() else None
+            if cpu - last_cpu >= self.min_cpu_s or mtime != last_mtime:
+                last_alive = now
+            last_cpu, changed, last_mtime = cpu, mtime != last_mtime, mtime
+            if now - last_alive > self.stall_s:
+                self.stalled_cell = _running_cell(self.partial)
+                self.stalled = (f"stalled: the kernel used no CPU and wrote no output for "
+                                f"{now - last_alive:.0f} s (limit {self.stall_s:.0f} s)")
+                for p in self._kernels():
+                    try:
+                        p.kill()
+                    except psutil.Error:
+                        pass
+                return
+            if self.report is not None and (changed or now - last_report >= self.report_s):
+                idx, n, src, last = self._cell() if mtime is not None else (None, 0, "", "")
+                if idx != last_cell or now - last_report >= self.report_s:
+                    last_cell, last_report = idx, now
+                    where = f"cell {idx + 1}/{n} `{src}`" if idx is not None else "starting"
+                    busy = 100 * (cpu - cpu0) / max(now - t0, 1e-9)
+                    self.report(f"  {self.name}: {where}, {_minutes(now - t0)} so far, kernel CPU "
+                                f"{busy:.0f}% on average" + (f" | {last}" if last else ""))
+
+
+def _minutes(s: float) -> str:
+    return f"{int(s // 60)} min {int(s % 60):02d} s" if s >= 60 else f"{s:.0f} s"
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str] | None):
+    """``os.environ`` with ``values`` set (inherited by the kernels started inside), restored after."""
+    values = dict(values or {})
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, parameters: Mapping | None = None,
             kernel_name: str = "python3", cwd: str | os.PathLike | None = None,
-            log_output: bool = False, cell_timeout_s: float | None = None) -> RunResult:
+            log_output: bool = False, cell_timeout_s: float | None = None, stall_s: float | None = STALL_S,
+            report=None, env: Mapping[str, str] | None = None) -> RunResult:
     """Run one notebook with papermill into ``output_path`` (written under a temporary name and
     renamed at the end, whether it failed or not). Never raises for errors inside the notebook:
-    the returned :class:`RunResult` says which cell failed and why. ``cell_timeout_s`` fails a
-    cell that runs (or waits on its kernel) longer than that."""
+    the returned :class:`RunResult` says which cell failed and why. A kernel that uses no CPU and
+    writes no output for ``stall_s`` seconds is stopped (:class:`Liveness`; None: never);
+    ``cell_timeout_s`` (default None) is an optional hard limit per cell. ``report(line)``
+    receives progress lines while it runs; ``env`` is set for the kernel."""
     input_path, output_path = Path(input_path), Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(f".{output_path.stem}.partial.ipynb")
@@ -184,12 +316,14 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
     except UnknownParameter as e:
         res.status, res.error = "failed", f"UnknownParameter: {e}"
         return res
+    watch = Liveness(input_path.stem, tmp, stall_s or float("inf"), report=report)
     try:
-        pm.execute_notebook(
-            str(input_path), str(tmp), parameters=dict(parameters or {}), kernel_name=kernel_name,
-            cwd=str(cwd or input_path.parent), progress_bar=False, log_output=log_output,
-            execution_timeout=int(cell_timeout_s) if cell_timeout_s else None,
-        )
+        with environment(env), watch:
+            pm.execute_notebook(
+                str(input_path), str(tmp), parameters=dict(parameters or {}), kernel_name=kernel_name,
+                cwd=str(cwd or input_path.parent), progress_bar=False, log_output=log_output,
+                execution_timeout=int(cell_timeout_s) if cell_timeout_s else None,
+            )
         res.status = "ok"
     except PapermillExecutionError as e:
         res.status = "failed"
@@ -198,36 +332,111 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
     except Exception as e:  # kernel died, bad notebook file, missing kernel...
         res.status = "failed"
         res.error = f"{type(e).__name__}: {e}"
+    if watch.stalled:
+        res.status, res.error = "failed", f"{watch.stalled}, so it was stopped"
+        if res.cell_index is None:
+            res.cell_index, res.cell_source = watch.stalled_cell
     res.seconds = time.perf_counter() - t0
     if tmp.exists():
         os.replace(tmp, output_path)
     return res
 
 
+def _running_cell(path: Path) -> tuple[int | None, str]:
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return None, ""
+    for i, c in enumerate(nb.cells):
+        if c.get("metadata", {}).get("papermill", {}).get("status") == "running":
+            return i, c.source
+    return None, ""
+
+
+#: Headline columns of the tables a configuration wrote, averaged into its summary row.
+HEADLINE = {"training": ("test_dice", "test_iou", "test_loss", "val_loss", "epochs_trained", "train_time_s"),
+            "accuracy_by_format": ("dice", "iou"), "mbu_accuracy": ("dice", "iou")}
+
+
+def headline(results_root: str | os.PathLike) -> dict:
+    """The headline metrics of one configuration's own result tables (``HEADLINE``; the mean over
+    its rows, e.g. over training seeds, with ``<table>_rows``); ``{}`` when it wrote none."""
+    out: dict = {}
+    for stem, cols in HEADLINE.items():
+        p = Path(results_root) / f"{stem}.csv"
+        if not p.exists():
+            continue
+        try:
+            df = pd.read_csv(p)
+        except Exception:
+            continue
+        out[f"{stem}_rows"] = len(df)
+        for c in cols:
+            if c in df:
+                v = pd.to_numeric(df[c], errors="coerce").mean()
+                out[c if stem == "training" else f"{stem}_{c}"] = round(float(v), 5) if pd.notna(v) else None
+    return out
+
+
+def _summary_table(point_names: Iterable[str]) -> results.Table:
+    return results.Table("sweep", {f"param_{k}": "str" for k in point_names})
+
+
+def _summary_row(r: RunResult, run_root: Path) -> dict:
+    return dict({f"param_{k}": format_value(v) for k, v in r.parameters.items()},
+                status=r.status, seconds=round(r.seconds, 2), output=Path(r.output).name,
+                results=str(run_root), finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                error=r.describe() if r.status == "failed" else "", **headline(run_root / "results"))
+
+
+def _recorded_seconds(path: Path) -> float:
+    try:
+        return float(_recorded(nbformat.read(path, as_version=4)).get("duration") or 0.0)
+    except Exception:
+        return 0.0
+
+
 def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Sequence[Any]], preset: str | None = "quick",
               out_dir: str | os.PathLike | None = None, force: bool = False, kernel_name: str = "python3",
-              notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, progress: bool = True) -> list[RunResult]:
+              notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, progress: bool = True,
+              stall_s: float | None = STALL_S) -> list[RunResult]:
     """Run ``notebook`` for every point of the grid ``params``; see the module docstring.
-    ``preset`` (when not None) is passed as the ``preset`` parameter of every run."""
+    ``preset`` (when not None) is passed as the ``preset`` parameter of every run.
+
+    Each configuration runs in its own folder ``<out>/<configuration>/`` (its result tables and
+    figures; trained weights stay in the shared cache), and its row of ``<out>/sweep.csv`` is
+    written as soon as it ends (status, seconds, headline metrics). A configuration skipped as
+    already done keeps the row of the run that did it."""
     nb = resolve_notebook(notebook, notebooks_dir)
     stem = nb.stem
-    out = Path(out_dir) if out_dir else reports_dir() / "sweeps" / stem
+    out = paths.writable(Path(out_dir) if out_dir else paths.runs_dir() / "sweeps" / stem)
+    cache = dict(UNETQ_CHECKPOINTS_DIR=str(paths.checkpoints_dir()), UNETQ_MODELS_DIR=str(paths.models_dir()),
+                 UNETQ_DATA_DIR=str(paths.data_dir()), UNETQ_PUBLISHED_DIR=str(paths.published_dir()))
     runs = []
     points = grid(params)
-    for point in tqdm(points, desc=f"sweep {stem}", disable=not progress):
+    bar = tqdm(points, desc=f"sweep {stem}", disable=not progress)
+    for point in bar:
         full = ({"preset": preset} if preset is not None else {}) | dict(point)
+        table = _summary_table(full)
+        name = output_name(stem, full)
         target = out / output_name(stem, point)
+        run_root = out / name[:-len(".ipynb")]
         if not force and is_done(target, full):
-            runs.append(RunResult(nb.name, str(target), full, status="skipped (already done)"))
+            r = RunResult(nb.name, str(target), full, status="skipped (already done)")
+            runs.append(r)
+            key = {f"param_{k}": format_value(v) for k, v in full.items()}
+            if not results.has_key(table, results.read(table, root=out).df, key):
+                # no row of the run that did the work (e.g. an older sweep): rebuild it
+                done = RunResult(nb.name, str(target), full, status="ok (earlier run)",
+                                 seconds=_recorded_seconds(target))
+                results.write(table, pd.DataFrame([_summary_row(done, run_root)]), root=out)
             continue
-        runs.append(execute(nb, target, full, kernel_name=kernel_name))
-    rows = [dict({f"param_{k}": format_value(v) for k, v in r.parameters.items()},
-                 status=r.status, seconds=round(r.seconds, 2), output=Path(r.output).name,
-                 error=r.describe() if r.status == "failed" else "") for r in runs]
-    if rows:
-        df = pd.DataFrame(rows)
-        summary = results.Table("sweep", {c: "str" for c in df.columns if c.startswith("param_")})
-        results.write(summary, df, root=out)
+        env = dict(cache, UNETQ_REPORTS_DIR=str(paths.writable(run_root)))
+        r = execute(nb, target, full, kernel_name=kernel_name, stall_s=stall_s, env=env,
+                    report=(lambda line: tqdm.write(line, file=sys.stderr)) if progress else None)
+        runs.append(r)
+        results.write(table, pd.DataFrame([_summary_row(r, run_root)]), root=out)
+        bar.set_postfix_str(f"{r.status} {r.seconds:.0f} s")
     return runs
 
 
@@ -247,15 +456,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
                     help="a parameter and its values, e.g. -p lr 1e-1 1e-2 (repeat for a grid)")
     ap.add_argument("--preset", default="quick", help="study preset passed to every run (default quick)")
-    ap.add_argument("--out", default=None, help="output folder (default reports_dir()/sweeps/<nb>)")
+    ap.add_argument("--out", default=None, help="output folder (default reports/runs/sweeps/<nb>)")
+    ap.add_argument("--stall-minutes", type=float, default=STALL_S / 60,
+                    help="stop a notebook whose kernel used no CPU and wrote no output this long (default 10)")
     ap.add_argument("--force", action="store_true", help="re-run configurations already done")
     ap.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR))
     args = ap.parse_args(argv)
     params = _params_arg(args.param)
     if not params:
         ap.error("give at least one -p NAME VALUE...")
-    res = run_sweep(args.notebook, params, preset=args.preset, out_dir=args.out, force=args.force,
-                    notebooks_dir=args.notebooks_dir)
+    try:
+        res = run_sweep(args.notebook, params, preset=args.preset, out_dir=args.out, force=args.force,
+                        notebooks_dir=args.notebooks_dir, stall_s=args.stall_minutes * 60)
+    except (paths.UnwritableFolder, FileNotFoundError, UnknownParameter) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     failed = [r for r in res if r.status == "failed"]
     for r in res:
         print(f"{r.status:>24}  {Path(r.output).name}  ({r.seconds:.1f} s)")

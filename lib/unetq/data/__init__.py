@@ -4,8 +4,9 @@ It owns reading, generating and splitting images; figures of the data live in
 ``unetq.studies.data``.
 
 - :mod:`.synthetic`  ``make_synthetic_cracks``, ``ensure_synthetic`` (cached, atomic)
-- :mod:`.layouts`    ``Sample``, ``find_samples`` (kaggle, deepcrack, carvana, isic2018, dsb2018)
-- :mod:`.imageio`    reading with clear errors, ``binarize`` (> 100), resizing, ``DataError``
+- :mod:`.layouts`    ``Sample``, ``find_samples`` (kaggle, deepcrack, carvana, isic2018, dsb2018;
+                     pairs in sub-folders too), ``skipped_files`` (what is not an image type)
+- :mod:`.imageio`    reading with clear errors, ``binarize`` (> 100; 0/1 masks: 1), resizing, ``DataError``
 - :mod:`.dataset`    ``CrackDataset`` (cached or lazy), ``make_loader``
 - :mod:`.splits`     ``split_samples``, ``prepare_splits`` (split files), ``splits_from_preset``
 - :mod:`.identity`   ``dataset_identity`` (layout + content hash of a dataset folder)
@@ -14,7 +15,7 @@ It owns reading, generating and splitting images; figures of the data live in
 from .dataset import CrackDataset, make_loader
 from .identity import SYNTHETIC, dataset_identity, is_synthetic, run_columns, run_tag
 from .imageio import DataError, binarize, load_pair, read_image, read_mask
-from .layouts import LAYOUTS, Sample, detect_layout, find_samples, validate_samples
+from .layouts import LAYOUTS, Sample, detect_layout, find_samples, skipped_files, validate_samples
 from .splits import check_splits, prepare_splits, read_split_file, split_file_path, split_samples, splits_from_preset
 from .stats import (crack_fraction_per_split, data_stats_table, per_image_crack_fraction,
                     pixel_value_proportions, split_sizes)
@@ -26,5 +27,5 @@ __all__ = [
     "data_stats_table", "detect_layout", "ensure_synthetic", "find_samples", "load_pair",
     "make_loader", "make_synthetic_cracks", "per_image_crack_fraction", "pixel_value_proportions",
     "prepare_splits", "read_image", "read_mask", "split_samples", "split_sizes", "splits_from_preset",
-    "synth_crack_pair", "validate_samples",
+    "synth_crack_pair", "validate_samples", "skipped_files",
 ]

@@ -10,8 +10,10 @@ Mode rules (documented conversions are logged; anything else is an error naming 
   16-bit and float masks are rejected.
 
 Preprocessing (``load_pair``): the raw mask is binarised at the source resolution (value
-``> threshold`` is crack; seed 000 uses 100); image and mask become ``size × size`` by one of
-:data:`RESIZE_MODES`:
+``> threshold`` is crack; seed 000 uses 100). A mask whose largest value is 1 is a 0/1 label map
+(PNG label masks often are): its 1s are crack whatever the threshold (logged once per folder),
+instead of the whole mask silently becoming background. Masks holding NaN or Inf are rejected.
+Image and mask become ``size × size`` by one of :data:`RESIZE_MODES`:
 
 - ``"pad"`` (default): scaled so the long side is ``size``, keeping the aspect ratio, then padded
   at the bottom/right with black image pixels and background mask pixels. Every labelled pixel
@@ -25,17 +27,27 @@ box filter), and pixels at least :data:`MASK_COVERAGE` covered are crack, so a c
 two wide shrunk 3-4x stays a connected line instead of breaking into dots (a half-coverage rule
 drops a thin crack wherever it straddles two output pixels). Output is uint8; the dataset
 divides the image by 255.
+
+Files: the extensions of :data:`IMAGE_EXTS` are read (JPEG in all its spellings, PNG, BMP, TIFF,
+GIF, WebP). An image whose header claims more than twice Pillow's decompression-bomb limit
+(``PIL.Image.MAX_IMAGE_PIXELS``: Pillow's error) is a :class:`DataError` naming the file (and is
+collected with the other bad files by ``validate_samples``); above the limit itself the header
+check warns, naming the file.
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+_JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 _IMAGE_OK = {"RGB"}
 _IMAGE_CONVERT = {"L": "grayscale", "1": "1-bit", "P": "palette", "RGBA": "alpha dropped",
@@ -62,13 +74,29 @@ def _truncated(path: Path) -> bool:
             tail = f.read()
     except OSError:
         return True
-    if suffix in (".jpg", ".jpeg"):
+    if suffix in _JPEG_EXTS:
         return b"\xff\xd9" not in tail
     if suffix == ".png":
         return b"IEND" not in tail[-32:]
     if suffix == ".gif":
         return b";" not in tail[-16:]
     return False
+
+
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)  # the warning when made an error
+
+
+def _bomb_error(path: Path, kind: str, e: Exception) -> DataError:
+    return DataError(f"{kind} file {path} claims too many pixels to decode safely ({e}); raise "
+                     "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted")
+
+
+def _warn_if_large(path: Path, kind: str, size: tuple[int, int]) -> None:
+    """Pillow's decompression-bomb warning (more than ``MAX_IMAGE_PIXELS``), naming the file."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        warnings.warn(f"{kind} file {path} has {size[0]}x{size[1]} pixels, more than PIL.Image.MAX_IMAGE_PIXELS "
+                      f"({limit}): it may be a decompression bomb", Image.DecompressionBombWarning, stacklevel=3)
 
 
 def inspect_file(path: Path, kind: str) -> tuple[tuple[int, int], str]:
@@ -84,8 +112,11 @@ def inspect_file(path: Path, kind: str) -> tuple[tuple[int, int], str]:
     try:
         with Image.open(path) as im:
             size, mode = im.size, im.mode
+    except _BOMB as e:
+        raise _bomb_error(path, kind, e) from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(f"unreadable {kind} file {path}: {e}") from e
+    _warn_if_large(path, kind, size)
     if _truncated(path):
         raise DataError(f"truncated {kind} file {path} (no end-of-image marker)")
     ok, convert = (_IMAGE_OK, _IMAGE_CONVERT) if kind == "image" else (_MASK_OK, _MASK_CONVERT)
@@ -101,6 +132,8 @@ def _decode(path: Path, kind: str) -> Image.Image:
         im = Image.open(path)
         im.load()
         return im
+    except _BOMB as e:
+        raise _bomb_error(path, kind, e) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"cannot decode {kind} file {path}: {e}") from e
 
@@ -141,9 +174,36 @@ def read_mask(paths) -> np.ndarray:
     return out
 
 
+def is_zero_one(mask: np.ndarray) -> bool:
+    """Whether ``mask`` is a 0/1 label map: its largest value is 1 (and none is negative)."""
+    a = np.asarray(mask)
+    return a.size > 0 and float(a.max()) == 1.0 and float(a.min()) >= 0.0
+
+
 def binarize(mask: np.ndarray, threshold: int = 100) -> np.ndarray:
-    """Seed 000's binarisation: uint8 1 where ``mask > threshold`` (so 100 → 0, 101 → 1), else 0."""
-    return (np.asarray(mask) > threshold).astype(np.uint8)
+    """Seed 000's binarisation: uint8 1 where ``mask > threshold`` (so 100 → 0, 101 → 1), else 0.
+
+    A 0/1 mask (:func:`is_zero_one`: largest value 1) has its 1s as crack whatever the threshold
+    (with the threshold it would be all background). A mask holding NaN or Inf is a
+    :class:`DataError`."""
+    a = np.asarray(mask)
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise DataError(f"mask holds {int((~np.isfinite(a)).sum())} NaN/Inf value(s); a mask must hold "
+                        "finite values (0-255, or 0/1)")
+    if threshold >= 1 and is_zero_one(a):
+        return (a >= 1).astype(np.uint8)
+    return (a > threshold).astype(np.uint8)
+
+
+_ZERO_ONE_FOLDERS: set = set()
+
+
+def _note_zero_one(path) -> None:
+    """Log (once per folder) that the masks there are 0/1 label maps."""
+    folder = Path(path).parent
+    if folder not in _ZERO_ONE_FOLDERS:
+        _ZERO_ONE_FOLDERS.add(folder)
+        log.info("0/1 masks in %s (first: %s): value 1 is crack", folder, Path(path).name)
 
 
 RESIZE_MODES = ("pad", "crop", "stretch")
@@ -204,6 +264,8 @@ def load_pair(image_path, mask_paths, size: int, threshold: int = 100,
         first = mask_paths if isinstance(mask_paths, (str, Path)) else list(mask_paths)[0]
         raise DataError(f"size mismatch: image {image_path} is {img.shape[1]}x{img.shape[0]}, "
                         f"mask {first} is {raw.shape[1]}x{raw.shape[0]}")
+    if threshold >= 1 and is_zero_one(raw):
+        _note_zero_one(mask_paths if isinstance(mask_paths, (str, Path)) else list(mask_paths)[0])
     return resize_image(img, size, resize), resize_binary_mask(binarize(raw, threshold), size, resize)
 
 

@@ -76,7 +76,8 @@ def appearance_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def pixel_value_proportions(masks: Iterable, threshold: int = 100, progress: bool = False) -> pd.DataFrame:
     """Fraction of mask pixels equal to 0, equal to 255 and any other value, before
-    binarisation (``stage="raw"``) and after it (``stage="binarised"``: 0 or 255 only).
+    binarisation (``stage="raw"``) and after it (``stage="binarised"``: 0 or 255 only; a 0/1
+    mask's 1s count as crack, as :func:`unetq.data.imageio.binarize` does).
 
     ``masks``: paths, lists of paths (merged), Samples, PIL images or uint8 arrays, at the
     source resolution. Returns columns ``stage, value, pixels, fraction``."""
@@ -90,7 +91,8 @@ def pixel_value_proportions(masks: Iterable, threshold: int = 100, progress: boo
         counts = np.bincount(a.ravel(), minlength=256)
         zero += int(counts[0])
         full += int(counts[255])
-        above += int(counts[threshold + 1:].sum())
+        zero_one = counts[1] > 0 and not counts[2:].any()  # a 0/1 mask: 1 is crack (imageio.binarize)
+        above += int(counts[1]) if zero_one and threshold >= 1 else int(counts[threshold + 1:].sum())
         total += int(a.size)
     if total == 0:
         raise ValueError("pixel_value_proportions: no mask pixels given")

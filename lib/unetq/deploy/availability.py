@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..machine import cuda_available
+from .openvino_engine import openvino_reason
 
 # Every representation the study knows, in table order.
 SUPPORTED: dict[str, tuple[str, ...]] = {
@@ -21,6 +22,8 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("fp32", "fp16", "int8"),
     "onnxruntime_cuda": ("fp32", "fp16"),
     "tensorrt": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+    "openvino_nncf": ("int8",),
     "bitpack": ("binary",),
 }
 
@@ -129,6 +132,8 @@ def runner_unavailable_reason(backend: str, precision: str) -> str | None:
         return None
     if backend == "tensorrt":
         return _tensorrt_reason()
+    if backend in ("openvino", "openvino_nncf"):
+        return openvino_reason(precision, nncf=backend == "openvino_nncf")
     return _bitpack_reason()
 
 

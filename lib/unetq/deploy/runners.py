@@ -9,6 +9,8 @@ array and returns float32 logits NCHW (numpy).
   an already quantized model, or quantizes the float one with ``calib_data`` (+ ``quant_config``,
   ``calib_images``); fp16 converts the float model (``fp16.py``);
 - ``tensorrt`` (fp32, fp16, int8) builds an engine (``tensorrt_engine.py``);
+- ``openvino`` (fp32, bf16, int8 from the study's QDQ file) and ``openvino_nncf`` (int8 by NNCF
+  from the same calibration images) run on the CPU (``openvino_engine.py``);
 - ``bitpack`` / ``binary`` wraps ``unetq.bitpack.pack_mbu(model)`` (the MBU-Net engine).
 
 Every runner has ``.backend``, ``.precision``, ``.device``, ``.model_size_bytes`` (bytes of the
@@ -35,7 +37,8 @@ from ..models import weight_bytes
 from .availability import runner_unavailable_reason
 from .fp16 import convert_float16_file
 from .onnx_export import export_onnx, onnx_file_bytes
-from .quantize import QuantConfig, quantize_int8
+from .openvino_engine import OpenVinoRunner, nncf_quantize
+from .quantize import QuantConfig, calibration_images, quantize_int8
 from .runner import Runner, RunnerUnavailable
 from .tensorrt_engine import TensorRTRunner
 
@@ -45,16 +48,24 @@ _TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 class TorchRunner(Runner):
-    """PyTorch eager (or ``torch.compile``d) inference with the whole model cast to the dtype."""
+    """PyTorch eager (or ``torch.compile``d) inference with the whole model cast to the dtype
+    (bf16 / fp16 *weights*, not autocast). ``channels_last`` (default: for bf16 on the CPU, where
+    oneDNN's bf16 convolutions want NHWC) stores weights and inputs in channels-last memory
+    format; the maths is the same."""
 
     def __init__(self, model, precision: str = "fp32", device: str | None = None, compile: bool = False,
-                 compile_mode: str | None = None):
+                 compile_mode: str | None = None, channels_last: bool | None = None):
         super().__init__()
         self.backend = "torch_compile" if compile else "torch"
         self.precision = precision
         self.device = device or ("cuda" if cuda_available() else "cpu")
         self.dtype = getattr(torch, _TORCH_DTYPES[precision])
         m = copy.deepcopy(model).eval().to(self.device, self.dtype)
+        if channels_last is None:
+            channels_last = precision == "bf16" and self.device == "cpu"
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            m = m.to(memory_format=torch.channels_last)
         for p in m.parameters():
             p.requires_grad_(False)
         self.model_size_bytes = weight_bytes(m)
@@ -62,11 +73,14 @@ class TorchRunner(Runner):
         self.compiled_batch: int | None = None  # torch.compile: the one batch size compiled for
         self.module = torch.compile(m, mode=compile_mode, dynamic=False) if compile else m
         self.details = {"compile_mode": compile_mode or "default"} if compile else {}
+        self.details["memory_format"] = "channels_last" if self.channels_last else "contiguous"
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             t = torch.from_numpy(x).to(self.device, self.dtype)
-            return self.module(t).float().cpu().numpy()
+            if self.channels_last:
+                t = t.contiguous(memory_format=torch.channels_last)
+            return self.module(t).float().contiguous().cpu().numpy()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         if not self.compiled:
@@ -148,6 +162,9 @@ def make_runner(backend: str, precision: str, model=None, onnx_path=None, *, ima
             raise ValueError("bitpack runner needs model= (an MBU-Net)")
         return BitpackRunner(model)
 
+    if backend in ("openvino", "openvino_nncf") and onnx_path is not None and Path(onnx_path).suffix == ".xml":
+        return OpenVinoRunner(onnx_path, precision, threads=threads, nncf=backend == "openvino_nncf")
+
     # ONNX-based backends: find or make the float model, then the precision's file.
     tmp = None
     if workdir is None:
@@ -155,9 +172,18 @@ def make_runner(backend: str, precision: str, model=None, onnx_path=None, *, ima
         workdir = Path(tmp.name)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = _onnx_for(precision, backend, model, onnx_path, image_size, workdir, calib_data, quant_config,
-                     calib_images, calib_seed, cache_dir)
-    if backend == "tensorrt":
+    nncf = backend == "openvino_nncf"
+    path = _onnx_for("fp32" if nncf or precision == "bf16" else precision, backend, model, onnx_path, image_size,
+                     workdir, calib_data, quant_config, calib_images, calib_seed, cache_dir)
+    if nncf:
+        if calib_data is None:
+            raise ValueError("openvino_nncf/int8 needs calib_data= (calibration images)")
+        images = calib_data if isinstance(calib_data, np.ndarray) and calib_images is None else \
+            calibration_images(calib_data, calib_images, calib_seed)
+        path = nncf_quantize(path, workdir / "model_int8_nncf.xml", images)
+    if backend in ("openvino", "openvino_nncf"):
+        runner = OpenVinoRunner(path, precision, threads=threads, nncf=nncf)
+    elif backend == "tensorrt":
         runner = TensorRTRunner(path, precision, engine_dir=workdir, **kw)
     else:
         runner = OrtRunner(path, precision, cuda=backend == "onnxruntime_cuda", threads=threads,

@@ -14,6 +14,10 @@
 
 Calibration ranges are computed once per method and reused (``cache_dir``). Run the searches on
 the validation split and report the chosen configuration on the test split.
+
+A configuration whose INT8 model collapses (constant output, ``unetq.deploy.evaluate.output_collapse``)
+gets ``collapsed=True``, its reason and no metrics (NaN) in every table here; the searches count
+it as the worst possible result (a layer that collapses the model alone is the most sensitive).
 """
 from __future__ import annotations
 
@@ -102,9 +106,17 @@ class _Evaluator:
 
 
 def _row(metrics: dict, base: dict) -> dict:
-    r = {k: float(metrics[k]) for k in METRICS}
-    r.update({f"delta_{k}": float(metrics[k]) - float(base[k]) for k in ("dice", "iou", "loss")})
+    """Metrics and their change vs ``base``; NaN metrics for a collapsed model (not scored)."""
+    collapsed = bool(metrics.get("collapsed", False))
+    r = {k: float("nan") if collapsed else float(metrics[k]) for k in METRICS}
+    r.update({f"delta_{k}": r[k] - float(base[k]) for k in ("dice", "iou", "loss")})
+    r.update(collapsed=collapsed, collapse_reason=metrics.get("collapse_reason", ""))
     return r
+
+
+def _dice_gap(fp32: dict, m: dict) -> float:
+    """FP32 Dice minus INT8 Dice; infinite for a collapsed INT8 model."""
+    return float("inf") if m.get("collapsed") else float(fp32["dice"]) - float(m["dice"])
 
 
 def layer_sensitivity(fp32_onnx, calib_data, eval_data, config: QuantConfig | None = None, mode: str = "only",
@@ -135,8 +147,9 @@ def layer_sensitivity(fp32_onnx, calib_data, eval_data, config: QuantConfig | No
         stats = weight_stats(ev.prepared)
         if len(df):
             df = df.merge(stats.drop(columns=["op_type"]), on="node", how="left")
-        df.attrs.update(fp32={k: float(ev.fp32[k]) for k in METRICS}, int8={k: float(full[k]) for k in METRICS},
-                        config=base_cfg.label())
+        df.attrs.update(fp32={k: float(ev.fp32[k]) for k in METRICS},
+                        int8={k: v for k, v in _row(full, ev.fp32).items() if k in METRICS},
+                        int8_collapsed=bool(full.get("collapsed", False)), config=base_cfg.label())
         return df
     finally:
         ev.close()
@@ -181,7 +194,7 @@ def mixed_precision_search(fp32_onnx, calib_data, eval_data, config: QuantConfig
         sens = layer_sensitivity(fp32_onnx, calib_data, eval_data, config, "only", batch_size=batch_size,
                                  calib_images=calib_images, calib_seed=calib_seed, threads=threads,
                                  progress=progress, cache_dir=cache_dir)
-        order = list(sens.sort_values("delta_dice")["node"]) if len(sens) else []
+        order = list(sens.sort_values("delta_dice", na_position="first")["node"]) if len(sens) else []
     ev = _Evaluator(fp32_onnx, calib_data, eval_data, config, calib_images, calib_seed, batch_size, workdir, threads,
                     cache_dir)
     try:
@@ -191,7 +204,7 @@ def mixed_precision_search(fp32_onnx, calib_data, eval_data, config: QuantConfig
         steps = [dict(n_float=len(excluded), added="", **_row(m, ev.fp32))]
         candidates = [n for n in order if n not in excluded]
         bar = tqdm(total=max_float, desc="mixed precision", disable=not progress, leave=False)
-        while ev.fp32["dice"] - m["dice"] > tolerance and candidates and len(excluded) < max_float:
+        while _dice_gap(ev.fp32, m) > tolerance and candidates and len(excluded) < max_float:
             excluded.append(candidates.pop(0))
             cfg = config.replace(nodes_to_exclude=tuple(excluded))
             m = ev.evaluate_config(cfg)
@@ -199,7 +212,7 @@ def mixed_precision_search(fp32_onnx, calib_data, eval_data, config: QuantConfig
             bar.update(1)
         bar.close()
         df = pd.DataFrame(steps)
-        df.attrs.update(fp32={k: float(ev.fp32[k]) for k in METRICS}, within=bool(ev.fp32["dice"] - m["dice"] <= tolerance))
+        df.attrs.update(fp32={k: float(ev.fp32[k]) for k in METRICS}, within=bool(_dice_gap(ev.fp32, m) <= tolerance))
         return cfg, df
     finally:
         ev.close()

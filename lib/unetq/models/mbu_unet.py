@@ -318,6 +318,57 @@ def layer_costs(width: int = 64, image_size: int = 512) -> pd.DataFrame:
     return df
 
 
+#: Seed 001 Table A.4 as printed (w_op = w_param = 0.5): the reference the study's computation of
+#: the paper backbone's cost scores is compared with (a fact of the paper, not a measurement).
+TABLE_A4_PRINTED = {"up_ct4": 0.011, "up_ct3": 0.016, "up_ct2": 0.037, "up_ct1": 0.120, "up_c3": 0.228,
+                    "down_c1": 0.273, "up_c2": 0.286, "down_c2": 0.406, "up_c4": 0.512, "up_c1": 0.521,
+                    "down_c4": 0.583, "down_c3": 0.625}
+
+
+def paper_layer_costs(image_size: int = 512) -> pd.DataFrame:
+    """Operations and parameters of the 12 configurable layers of seed 001's U-Net backbone
+    (about 16 M parameters; ``../shared/STUDY.md``): a full-precision input double conv 3->64,
+    down-C1..4 = max-pool + double conv 64->128, 128->256, 256->512, 512->512 (the bottleneck
+    stays at 512); up-CTi a 2x2 transposed conv that keeps its channels (512, 256, 128, 64);
+    up-Ci a double conv from the concatenation 2c to c/2 (the last one 128->64->64). A conv's
+    MAC counts as 2 operations (multiply + add), a transposed conv's MAC once, as the paper's
+    numbers imply."""
+    s, down = int(image_size), (64, 128, 256, 512, 512)
+    rows = []
+    for i in range(1, 5):
+        p = 9 * (down[i - 1] * down[i] + down[i] * down[i])
+        rows.append((f"down_c{i}", p, 2 * (s >> i) ** 2 * p))
+    for i, c in enumerate((512, 256, 128, 64), 1):
+        p = 4 * c * c
+        rows.append((f"up_ct{i}", p, (s >> (5 - i)) ** 2 * p))
+    for i, c in enumerate((512, 256, 128, 64), 1):
+        mid = c // 2 if i < 4 else 64
+        p = 9 * (2 * c * mid + mid * mid)
+        rows.append((f"up_c{i}", p, 2 * (s >> (4 - i)) ** 2 * p))
+    df = pd.DataFrame(rows, columns=["layer", "params", "ops"])
+    df.insert(1, "label", df["layer"].map(LAYER_LABELS))
+    return df
+
+
+def table_a4(w_op: float = 0.5, image_size: int = 512) -> pd.DataFrame:
+    """Seed 001 Table A.4 recomputed: the paper backbone's cost scores (:func:`paper_layer_costs`)
+    with operations and parameters **divided by their maximum** over the 12 layers (the
+    normalisation that reproduces the table; min-max does not), ranked cheapest first, next to
+    the printed score (``printed``) and the difference. Columns: rank, layer, label, ops,
+    params, op_norm, param_norm, score, printed, diff, printed_rank."""
+    df = paper_layer_costs(image_size)
+    df["op_norm"] = df["ops"] / df["ops"].max()
+    df["param_norm"] = df["params"] / df["params"].max()
+    df["score"] = w_op * df["op_norm"] + (1 - w_op) * df["param_norm"]
+    df = df.sort_values(["score", "layer"], kind="stable").reset_index(drop=True)
+    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    df["printed"] = df["layer"].map(TABLE_A4_PRINTED)
+    df["diff"] = (df["score"] - df["printed"]).round(4)
+    order = sorted(TABLE_A4_PRINTED, key=TABLE_A4_PRINTED.get)
+    df["printed_rank"] = df["layer"].map({k: i + 1 for i, k in enumerate(order)})
+    return df
+
+
 def _minmax(v: pd.Series) -> pd.Series:
     v = v.astype(float)
     span = v.max() - v.min()

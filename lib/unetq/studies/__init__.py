@@ -11,5 +11,8 @@ know nothing of notebooks.
 - ``benchmark``      07_benchmark: the latency/throughput/memory suite
 - ``report``         08_report: sections and the recommendation, read from the tables
 - ``explorer``       08_report: the ipywidgets explorer
-- ``figures``        what the figures share (saving, showing, error-map colours)
+- ``figures``        what the figures and tables share (saving, showing with alt text, error-map
+                     and format colours, legends outside the data, tables with units)
+- ``notice``         every notebook: the smoke-test line of the ``ci`` preset; "not measured on
+                     this machine" (absent hardware) vs "not run yet" (with the command)
 """

@@ -31,7 +31,7 @@ from ..models import create_model, paper_param_table, param_table, profile_layer
 from ..train import amp_comparison as _amp_comparison
 from ..train import amp_modes, load_or_train, resolve_device
 from ..train import sample_predictions as _sample_predictions
-from .figures import ERROR_COLOURS, to_hw
+from .figures import ERROR_COLOURS, amp_colour, to_hw
 from .tuning import chosen_lr
 
 #: The width and image size of the papers' parameter tables.
@@ -286,8 +286,8 @@ def plot_amp(df: pd.DataFrame, title: str | None = None):
     labels = [f"{r.amp}\n({r.autocast_dtype})" if "autocast_dtype" in df else r.amp for r in df.itertuples()]
     x = np.arange(len(df))
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    bars = ax_t.bar(x, df["epoch_time_s"], color=colours[: len(df)])
+    colours = [amp_colour(a) for a in df["amp"]]  # a precision has one colour in every figure
+    bars = ax_t.bar(x, df["epoch_time_s"], color=colours)
     ax_t.set_ylabel("training time per epoch (s)")
     ax_t.set_title("epoch time (lower is better)")
     if "speedup_vs_off" in df:
@@ -295,7 +295,7 @@ def plot_amp(df: pd.DataFrame, title: str | None = None):
     kind = str(df["peak_mem_kind"].iloc[0]) if "peak_mem_kind" in df else ""
     mem_label = {"cpu_peak_rss_increase": "peak RSS increase during epoch (MiB)",
                  "cuda_peak_allocated": "peak CUDA memory allocated (MiB)"}.get(kind, "peak memory (MiB)")
-    bars = ax_m.bar(x, df["peak_mem_mb"], color=colours[: len(df)])
+    bars = ax_m.bar(x, df["peak_mem_mb"], color=colours)
     ax_m.set_ylabel(mem_label)
     ax_m.set_title("memory (lower is better)")
     if "mem_reduction_vs_off" in df:

@@ -225,7 +225,7 @@ class _Suite:
         (the engine reports its device memory itself)."""
         if backend == "tensorrt":
             return None
-        path = getattr(runner, "onnx_path", None)
+        path = getattr(runner, "onnx_path", None) or getattr(runner, "model_path", None)
         if path is not None:
             return lambda: self.deps.make_runner(backend, precision, onnx_path=path, threads=self.threads)
         return lambda: self.deps.make_runner(backend, precision, model=model, image_size=size, threads=self.threads)

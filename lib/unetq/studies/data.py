@@ -30,6 +30,15 @@ def describe(cfg: StudyConfig) -> dict:
                 dataset=dataset_identity(cfg.source), resize=cfg.resize)
 
 
+def describe_text(cfg: StudyConfig) -> str:
+    """:func:`describe` as a sentence for the notebook (not a dict's repr)."""
+    d = describe(cfg)
+    source = "the built-in crack generator" if d["source"] == "synthetic" else f"the dataset in {d['source']}"
+    return (f"Preset {d['preset']}: {d['n_images']} images from {source} (identity {d['dataset']}), "
+            f"{d['source_size']} px at the source, {d['image_size']} px for the models (resize: {d['resize']}), "
+            f"seed {d['seed']}.")
+
+
 def appearance(splits: Mapping) -> pd.DataFrame:
     """How the cracks look (``unetq.data.stats.crack_appearance`` over every image of every
     split, at the source resolution), summarised next to the range of real crack datasets."""

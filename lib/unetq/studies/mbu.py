@@ -30,9 +30,10 @@ from ..deploy import TorchRunner, evaluate_runner, make_runner
 from ..machine import machine_info
 from ..models import weight_bytes
 from ..models.binary_layers import BNSign
-from ..models.mbu_unet import LAYER_NAMES, zero_fraction
+from ..models.mbu_unet import LAYER_NAMES, table_a4, zero_fraction
 from ..train import load_or_train
 from .architectures import record_training
+from .figures import format_colour, format_key, legend_outside
 from .tuning import tuned
 
 PAPER_LABELS = {"fp": "Full precision", "int8": "INT8", "int4": "INT4", "mbu": "MBU-Net", "binary": "Binary"}
@@ -330,6 +331,25 @@ def speed_cases(packed_models: dict, unet, image_size: int, calib_data=None, cal
 # --------------------------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------------------------
+def paper_table_a4(w_op: float = 0.5) -> tuple[pd.DataFrame, str]:
+    """Seed 001 Table A.4 recomputed on the paper's backbone (``unetq.models.mbu_unet.table_a4``)
+    and a sentence saying, from the table itself, how many scores match the printed ones to three
+    decimals, which do not, and whether the masking order differs."""
+    t = table_a4(w_op)
+    same = t["score"].round(3) == t["printed"]
+    off = t[~same]
+    text = f"{int(same.sum())} of {len(t)} recomputed scores equal the printed Table A.4 to three decimals"
+    if len(off):
+        text += "; " + ", ".join(f"{r.label} computes to {r.score:.3f} where the table prints {r.printed:.3f}"
+                                 for r in off.itertuples())
+    text += (". The masking order is the same as the printed ranking" if (t["rank"] == t["printed_rank"]).all()
+             else ". The masking order differs from the printed ranking")
+    if len(off) and (t["rank"] == t["printed_rank"]).all():
+        text += " (so a misprint there changes no rank)"
+    cols = ["rank", "label", "ops", "params", "op_norm", "param_norm", "score", "printed", "diff"]
+    return t[cols], text + "."
+
+
 def plot_cost_ranking(rank: pd.DataFrame, image_size: int = 512):
     """Figure 4 + Table A.4: operations, parameters and cost score per layer (rank order)."""
     df = rank.sort_values("rank")
@@ -377,10 +397,11 @@ def plot_pareto(pareto: pd.DataFrame, refs: pd.DataFrame | None = None, image_si
                     xytext=(5, 4), fontsize=8)
     if refs is not None:
         for i, (_, r) in enumerate(refs.sort_values("fps").iterrows()):
-            ax.scatter([r["fps"]], [r["test_dice"]], marker="s", color="#c44e52", zorder=3)
+            colour = format_colour(str(r["case"]))
+            ax.scatter([r["fps"]], [r["test_dice"]], marker="s", color=colour, zorder=3)
             label = str(r["case"]).replace("U-Net ", "").replace("ONNX Runtime", "ORT")
             ax.annotate(label, (r["fps"], r["test_dice"]), textcoords="offset points",
-                        xytext=(4, 6 + 10 * (i % 3)), fontsize=8, color="#c44e52")  # staggered: no overlap
+                        xytext=(4, 6 + 10 * (i % 3)), fontsize=8, color=colour)  # staggered: no overlap
     fig.colorbar(sc, ax=ax, label="masked layers (cost order)")
     size = f", {image_size}×{image_size}" if image_size else ""
     ax.set_xlabel(f"frames per second (batch 1{size}, this CPU)")
@@ -391,18 +412,23 @@ def plot_pareto(pareto: pd.DataFrame, refs: pd.DataFrame | None = None, image_si
 
 
 def plot_speed(speed: pd.DataFrame):
-    """Median latency (ms per batch) with the interquartile range as error bars."""
+    """Median latency (ms per batch) with the interquartile range as error bars, each bar in its
+    engine's colour (:data:`unetq.studies.figures.FORMAT_COLOURS`), the legend outside."""
     d = speed.sort_values("median_ms")
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(d) + 1.2))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(d) + 1.2))
     y = np.arange(len(d))
     err = np.vstack([d["median_ms"] - d["q1_ms"], d["q3_ms"] - d["median_ms"]])
-    ax.barh(y, d["median_ms"], xerr=err, color="#4c72b0", capsize=3)
+    colours = [format_colour(c) for c in d["case"]]
+    ax.barh(y, d["median_ms"], xerr=err, color=colours, capsize=3)
+    for key in dict.fromkeys(format_key(c) or "other" for c in d["case"]):
+        ax.barh([0], [0], color=format_colour(key), label=key)  # legend entries, nothing drawn
     ax.set_yticks(y, d["case"])
     ax.invert_yaxis()
     b = int(d["batch_size"].iloc[0]) if len(d) else 1
     ax.set_xlabel(f"latency per batch of {b} (ms, median; bars: interquartile range)")
+    ax.set_title("Latency of the packed MBU-Net engine and its peers")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    legend_outside(fig, [ax], title="engine")
     return fig
 
 

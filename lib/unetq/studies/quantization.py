@@ -4,7 +4,10 @@ accuracy and size, the INT8 configuration study, the result tables and the figur
 Files go to ``paths.models_dir() / f"{arch}_{preset}"``; tables, through :mod:`unetq.results`:
 ``accuracy_by_format.csv``, ``model_sizes.csv``, ``int8_sensitivity_<arch>.csv``,
 ``int8_configs.csv`` and ``int8_speed.csv``. Representations that cannot run here get a row with
-``status = "not measured on this machine: <reason>"`` and no numbers.
+``status = "not measured on this machine: <reason>"`` and no numbers; a representation whose
+output has collapsed (constant whatever the image, e.g. an INT8 calibration that rounds every
+logit to one level: ``unetq.deploy.evaluate.output_collapse``) gets ``status = "collapsed:
+<reason>"``, ``collapsed = True`` and no metrics, so it is never scored as a quantized model.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ REPRESENTATIONS = (
     ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
     ("onnxruntime_cuda", "fp32"), ("onnxruntime_cuda", "fp16"),
     ("tensorrt", "fp32"), ("tensorrt", "fp16"), ("tensorrt", "int8"),
+    ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"), ("openvino_nncf", "int8"),
 )
 METRIC_COLS = ("loss", "iou", "dice", "iou_img", "dice_img")
 
@@ -99,7 +103,7 @@ def export_representations(arch: str, model, splits: dict, cfg: StudyConfig, qua
 
 
 def _onnx_source(backend: str, precision: str, files: ModelFiles, int8_name: str) -> Path:
-    if precision == "fp32":
+    if precision in ("fp32", "bf16") or backend == "openvino_nncf":  # NNCF quantizes the float model
         return files.fp32
     if precision == "fp16":
         return files.fp16
@@ -113,6 +117,18 @@ def _onnx_source(backend: str, precision: str, files: ModelFiles, int8_name: str
 # --------------------------------------------------------------------------------- accuracy
 def _base_row(arch: str, cfg: StudyConfig) -> dict:
     return dict(arch=arch, **run_columns(cfg), width=cfg.width, image_size=cfg.image_size)
+
+
+COLLAPSED = "collapsed"
+
+
+def _scored(m: dict) -> dict:
+    """The metric columns and status of an ``evaluate_runner`` result: the metrics and
+    ``status="ok"``, or NaN metrics and ``status="collapsed: <reason>"`` for a collapsed model."""
+    if m.get("collapsed"):
+        return dict({k: float("nan") for k in METRIC_COLS}, collapsed=True,
+                    status=f"{COLLAPSED}: {m.get('collapse_reason') or 'constant output'}")
+    return dict({k: float(m[k]) for k in METRIC_COLS}, collapsed=False, status="ok")
 
 
 def slow_representations() -> dict:
@@ -130,15 +146,17 @@ def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: StudyC
                        progress: bool = True, skip: dict | None = None) -> pd.DataFrame:
     """Loss / IoU / Dice of every (backend, precision) on ``dataset`` (the ``split``), one row
     each, with the representation's size on disk; unavailable ones (and those in ``skip``,
-    ``{(backend, precision): reason}``) get a "not measured on this machine" row with the reason."""
+    ``{(backend, precision): reason}``) get a "not measured on this machine" row with the reason,
+    collapsed ones a "collapsed: <reason>" row without metrics."""
     rows = []
     machine = machine_info()
     for backend, precision in tqdm(list(representations), desc=f"{arch}: representations", disable=not progress,
                                    leave=False):
         config = "fp32" if precision == "fp32" else precision
         if precision == "int8":
-            config = (files.int8[int8_name][0].label() if backend != "tensorrt"
-                      else QuantConfig.for_target("tensorrt").label())
+            config = (QuantConfig.for_target("tensorrt").label() if backend == "tensorrt"
+                      else "nncf post-training (default preset)" if backend == "openvino_nncf"
+                      else files.int8[int8_name][0].label())
         row = dict(_base_row(arch, cfg), split=split, backend=backend, precision=precision, config=config,
                    int8_name=int8_name if precision == "int8" else "")
         why = runner_unavailable_reason(backend, precision) or (skip or {}).get((backend, precision))
@@ -149,13 +167,13 @@ def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: StudyC
             runner = make_runner(backend, precision, model=model)
         else:
             runner = make_runner(backend, precision, onnx_path=_onnx_source(backend, precision, files, int8_name),
-                                 workdir=files.folder)
+                                 workdir=files.folder, calib_data=files.calib if backend == "openvino_nncf" else None)
         try:
             m = evaluate_runner(runner, dataset, batch_size)
         finally:
             runner.close()
-        row.update({k: float(m[k]) for k in METRIC_COLS}, n=int(m["n"]), nonfinite=int(m["nonfinite"]),
-                   size_bytes=runner.model_size_bytes, device=runner.device, status="ok",
+        row.update(_scored(m), n=int(m["n"]), nonfinite=int(m["nonfinite"]),
+                   size_bytes=runner.model_size_bytes, device=runner.device,
                    **{k: v for k, v in runner.details.items() if k.startswith("engine_")})
         rows.append(dict(row, **machine))
     df = pd.DataFrame(rows)
@@ -168,18 +186,20 @@ def accuracy_by_format(arch: str, model, files: ModelFiles, dataset, cfg: StudyC
 def int8_accuracy(arch: str, files: ModelFiles, dataset, cfg: StudyConfig, names=None, split: str = "test",
                   batch_size: int = 8) -> pd.DataFrame:
     """ONNX Runtime INT8 rows (same columns as :func:`accuracy_by_format`) for the INT8 models
-    ``names`` of ``files`` (default: all), with the FP32 ONNX row first."""
+    ``names`` of ``files`` (default: all); a collapsed INT8 model gets a "collapsed: <reason>"
+    row without metrics (and a NaN Dice change)."""
     machine = machine_info()
     rows = []
     fp32 = evaluate_runner(OrtRunner(files.fp32, "fp32"), dataset, batch_size)
     for name in names or list(files.int8):
         qcfg, path = files.int8[name]
         m = evaluate_runner(OrtRunner(path, "int8"), dataset, batch_size)
+        scored = _scored(m)
         rows.append(dict(_base_row(arch, cfg), split=split, backend="onnxruntime", precision="int8",
                          config=qcfg.label(), int8_name=name, n_float_layers=len(qcfg.nodes_to_exclude),
-                         float_layers=";".join(qcfg.nodes_to_exclude), **{k: float(m[k]) for k in METRIC_COLS},
+                         float_layers=";".join(qcfg.nodes_to_exclude), **scored,
                          n=int(m["n"]), nonfinite=int(m["nonfinite"]), size_bytes=onnx_file_bytes(path), device="cpu",
-                         status="ok", delta_dice_vs_fp32=float(m["dice"]) - float(fp32["dice"]), **machine))
+                         delta_dice_vs_fp32=scored["dice"] - float(fp32["dice"]), **machine))
     return pd.DataFrame(rows)
 
 
@@ -269,17 +289,20 @@ def choose_int8_config(fp32_onnx, calib, val_data, tolerance: float = 0.01, cand
 def summarize_int8(grid: pd.DataFrame, chosen: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     """One row per architecture: validation Dice of FP32, the worst and the best INT8
     configuration of the grid with their Dice change, and the chosen configuration's Dice change
-    on the test split (``chosen``: rows with ``int8_name == "chosen"``)."""
+    on the test split (``chosen``: rows with ``int8_name == "chosen"``). A collapsed
+    configuration (no Dice) counts as the worst; ``collapsed_configs`` lists them."""
     rows = []
     for arch, g in grid.groupby("arch", sort=False):
-        q = g[g.config != "fp32"].sort_values("delta_dice")
+        q = g[g.config != "fp32"].sort_values("delta_dice", na_position="first")  # collapsed = worst
         c = chosen[(chosen.arch == arch) & (chosen.int8_name == "chosen")]
         rows.append(dict(arch=arch, val_dice_fp32=float(g.loc[g.config == "fp32", "dice"].iloc[0]),
                          worst_config=q.iloc[0]["config"], worst_delta_dice=float(q.iloc[0]["delta_dice"]),
                          best_config=q.iloc[-1]["config"], best_delta_dice=float(q.iloc[-1]["delta_dice"]),
                          chosen=c["chosen_as"].iloc[0] if len(c) else "",
                          chosen_float_layers=int(c["n_float_layers"].iloc[0]) if len(c) else 0,
-                         chosen_test_delta_dice=float(c["delta_dice_vs_fp32"].iloc[0]) if len(c) else float("nan")))
+                         chosen_test_delta_dice=float(c["delta_dice_vs_fp32"].iloc[0]) if len(c) else float("nan"),
+                         collapsed_configs=";".join(map(str, q.loc[q["collapsed"].astype(str).str.lower() == "true", "config"]))
+                         if "collapsed" in q else ""))
     out = pd.DataFrame(rows)
     out["within_tolerance"] = out["chosen_test_delta_dice"].abs() <= tolerance
     return out

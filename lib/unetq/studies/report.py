@@ -1,6 +1,8 @@
 """The study's report (notebook ``08_report``): every section is computed from the result tables,
-read through :mod:`unetq.results`; a section whose table is missing (or lacks a column its
-readers need) says ``"not measured on this machine / not run"`` and why, instead of failing.
+read through :mod:`unetq.results`; a section that cannot be computed says why instead of
+failing: ``"not measured on this machine"`` only when the hardware it needs is absent here (a
+CUDA GPU for TensorRT and ONNX Runtime CUDA), ``"not run yet"`` with the command that fills it
+(``make all PRESET=<preset>``) for work that could run here.
 
 - :func:`load_table`        a results table (or ``None`` and the reason): ``unetq.results.read``
 - :class:`Section`          title, text, table and figure; displays itself in a notebook
@@ -8,7 +10,9 @@ readers need) says ``"not measured on this machine / not run"`` and why, instead
   (Fig. 6), :func:`accuracy_by_format` (Figs. 7-8), :func:`throughput_vs_batch`,
   :func:`speedup_table` (seed 003 Tables 6-9), :func:`image_size_sweep`, :func:`amp_training`
   (seed 003), :func:`mbu_pareto`, :func:`lr_sweep`, :func:`recommendations`
-- :func:`build_report`      all sections in report order
+- :func:`build_report`      all sections in report order; :func:`section_status` which were shown
+- :func:`choose_preset`     the preset whose rows the report shows (the committed study's when the
+  notebook's own preset has none) and why; :func:`show_preset`
 """
 from __future__ import annotations
 
@@ -24,12 +28,32 @@ import seaborn as sns
 from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
-from .. import results
-from ..results import NOT_RUN, Loaded
+from .. import machine, paths, results
+from ..results import Loaded
 from ..results import read as load_table
-from .figures import figure_image, save_figure
+from .figures import amp_colour, figure_image, format_palette, legend_outside, save_figure, table_html
+from .notice import NOT_MEASURED, missing_reason, not_measured_here, not_run_yet, run_command, \
+    show_preset_notice
 from .tuning import chosen_lrs
 METRICS = ("loss", "iou", "dice")
+
+
+def _load(table, preset: str | None, dataset: str | None = None) -> Loaded:
+    """:func:`load_table`, a missing table reported as not run yet, with the command."""
+    t = load_table(table, preset, dataset=dataset)
+    return t if t.df is not None else Loaded(None, not_run_yet(missing_reason(t.message), preset))
+
+
+def _absent_hardware(df: pd.DataFrame) -> str:
+    """The reasons of rows not measured because this machine lacks the hardware ("" if none)."""
+    if "status" not in df.columns:
+        return ""
+    st = df["status"].astype(str)
+    rows = df[st.str.startswith(NOT_MEASURED)]
+    if rows.empty or len(rows) < len(df):
+        return ""
+    why = rows["reason"].dropna().astype(str).unique() if "reason" in rows else []
+    return "; ".join(sorted(why)) or "; ".join(sorted(st.unique()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,7 +64,8 @@ def format_label(backend: str, precision: str) -> str:
     return f"{backend} {precision}"
 
 
-_BACKEND_ORDER = ("torch", "torch_compile", "onnxruntime", "onnxruntime_cuda", "tensorrt", "bitpack")
+_BACKEND_ORDER = ("torch", "torch_compile", "onnxruntime", "onnxruntime_cuda", "tensorrt", "openvino", "openvino_nncf",
+                  "bitpack")
 _PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8", "binary")
 
 
@@ -88,10 +113,21 @@ class Section:
     figure: Any = None
     message: str = ""  # set when the section could not be computed (missing table...)
     notes: list[str] = field(default_factory=list)
+    unit: str | None = None  # unit of the table's value columns (a pivot's category columns)
 
     @property
     def ok(self) -> bool:
         return not self.message
+
+    @property
+    def status(self) -> str:
+        """``"shown"``, :data:`NOT_RUN_YET` or :data:`NOT_MEASURED` (or the message's own kind)."""
+        return "shown" if self.ok else self.message.split(":")[0]
+
+    def table_html(self) -> str:
+        """The table as the report shows it (:func:`unetq.studies.figures.table_html`): units in
+        the headers, no pandas index column, a scrolling container."""
+        return "" if self.table is None else table_html(self.table, self.unit)
 
     def _ipython_display_(self):
         display(Markdown(f"### {self.title}"))
@@ -103,7 +139,7 @@ class Section:
         if self.figure is not None:
             display(figure_image(self.figure))
         if self.table is not None:
-            display(self.table)
+            display(HTML(self.table_html()))
         for n in self.notes:
             display(Markdown(f"*{n}*"))
 
@@ -131,12 +167,37 @@ def _fig(ncols: int = 1, width: float = 6.0, height: float = 3.6):
     return fig, list(axes[0])
 
 
+def _grid(n: int, width: float = 4.5, height: float = 3.4, max_cols: int = 2):
+    """``n`` panels, at most ``max_cols`` a row (a wide row shrinks unreadably on a page)."""
+    cols = min(n, max_cols) if n > 3 else n
+    rows = -(-n // cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def _auto_log(ax, values, axis: str = "y", ratio: float = 30.0) -> None:
     """Log scale when the values span more than ``ratio`` (one bar would flatten the others)."""
     v = pd.to_numeric(pd.Series(values), errors="coerce")
     v = v[v > 0]
     if len(v) and v.max() / v.min() > ratio:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _bars_by_format(ax, df: pd.DataFrame, y: str) -> None:
+    """Bars of ``y`` per architecture, one bar per representation in its
+    :data:`~unetq.studies.figures.FORMAT_COLOURS` colour (short labels on x: no overlap)."""
+    order = format_order(df)
+    sns.barplot(df, x="arch", y=y, hue="format", hue_order=order, order=sorted(df["arch"].unique()),
+                palette=format_palette(order), saturation=1, ax=ax)
+
+
+def _finish(fig, title: str, legend_title: str | None = "representation") -> None:
+    """A sentence as the figure's title and one legend outside the data, to the right."""
+    fig.suptitle(title, fontsize=11)
+    legend_outside(fig, title=legend_title)
 
 
 def _pick_size(df: pd.DataFrame, image_size: int | None) -> int:
@@ -148,13 +209,15 @@ def _pick_size(df: pd.DataFrame, image_size: int | None) -> int:
 
 
 def _bench(preset, image_size=None, dataset=None) -> tuple[pd.DataFrame | None, str, int | None]:
-    t = load_table(results.BENCHMARK, preset, dataset=dataset)
+    t = _load(results.BENCHMARK, preset, dataset)
     if t.df is None:
         return None, t.message, None
     df = _measured(_num(t.df, "latency_ms", "latency_ms_per_image", "throughput_ips", "peak_mem_mb",
                         "model_size_mb", "speedup", "throughput_if", "energy_j_per_image"))
     if df.empty:
-        return None, f"{NOT_RUN}: benchmark.csv has no measured rows", None
+        absent = _absent_hardware(t.df)
+        return None, (not_measured_here(absent) if absent
+                      else not_run_yet("benchmark.csv has no measured rows", preset)), None
     size = _pick_size(df, image_size)
     return _with_format(df), "", size
 
@@ -180,26 +243,24 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
         return _missing(title, msg)
     sub = df[(df["image_size"] == size) & (df["batch_size"] == batch_size)]
     if sub.empty:
-        return _missing(title, f"{NOT_RUN}: no measured rows at batch {batch_size}, {size}x{size}")
+        return _missing(title, not_run_yet(f"no measured rows at batch {batch_size}, {size}x{size} px", preset))
     data = load_table(results.BENCHMARK_DATASET, preset, dataset=dataset)
     dset = None
     if data.df is not None:
         dset = _with_format(_measured(_num(data.df, "seconds_total")))
         dset = dset[dset["image_size"] == size] if not dset.empty else dset
-    fig, axes = _fig(2 if dset is not None and len(dset) else 1, 6.5, 3.8)
-    sns.barplot(sub, x="format", y="latency_ms_per_image", hue="arch", ax=axes[0], order=format_order(sub))
-    axes[0].set(xlabel="representation (backend, precision)", ylabel="latency per image (ms), median",
+    fig, axes = _fig(2 if dset is not None and len(dset) else 1, 5.5, 3.8)
+    _bars_by_format(axes[0], sub, "latency_ms_per_image")
+    axes[0].set(xlabel="architecture", ylabel="latency per image (ms), median",
                 title=f"batch {batch_size}, {size}x{size} px")
-    axes[0].tick_params(axis="x", rotation=45)
     _auto_log(axes[0], sub["latency_ms_per_image"])
     table = sub.pivot_table(index="format", columns="arch", values="latency_ms_per_image").round(3)
     notes = []
     if len(axes) > 1:
-        sns.barplot(dset, x="format", y="seconds_total", hue="arch", ax=axes[1], order=format_order(dset))
+        _bars_by_format(axes[1], dset, "seconds_total")
         n = int(dset["n_images"].iloc[0])
-        axes[1].set(xlabel="representation (backend, precision)", ylabel="whole test split (s)",
+        axes[1].set(xlabel="architecture", ylabel="whole test split (s)",
                     title=f"{n} test images, JPEG reading included")
-        axes[1].tick_params(axis="x", rotation=45)
         _auto_log(axes[1], dset["seconds_total"])
         notes.append("Right: seconds for the whole test split as seed 000 times it (image reading and "
                      "preprocessing included, one pass).")
@@ -216,8 +277,10 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
         if busy.any():
             notes.append(f"Other processes kept at least half a core busy when {int(busy.sum())} of these "
                          "measurements started: absolute timings are unreliable.")
+    _finish(fig, f"Latency per image of each architecture in each representation (batch {batch_size}, "
+                 f"{size}x{size} px)")
     return Section(title, f"Median latency per image, batch {batch_size}; lower is better.", table, fig,
-                   notes=[n for n in notes if n])
+                   notes=[n for n in notes if n], unit="ms per image")
 
 
 def memory_by_format(preset: str | None = None, batch_size: int | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Section:
@@ -230,16 +293,15 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
     b = int(batch_size or sub["batch_size"].max())
     sub = sub[sub["batch_size"] == b]
     if sub.empty:
-        return _missing(title, f"{NOT_RUN}: no measured rows at batch {b}")
-    fig, axes = _fig(2, 6.5, 3.8)
-    sns.barplot(sub, x="format", y="peak_mem_mb", hue="arch", ax=axes[0], order=format_order(sub))
-    axes[0].set(xlabel="representation (backend, precision)", ylabel="peak inference memory (MiB)",
-                title=f"batch {b}, {size}x{size} px")
-    sns.barplot(sub, x="format", y="model_size_mb", hue="arch", ax=axes[1], order=format_order(sub))
-    axes[1].set(xlabel="representation (backend, precision)", ylabel="model size on disk (MiB)")
+        return _missing(title, not_run_yet(f"no measured rows at batch {b}", preset))
+    fig, axes = _fig(2, 5.5, 3.8)
+    _bars_by_format(axes[0], sub, "peak_mem_mb")
+    axes[0].set(xlabel="architecture", ylabel="peak inference memory (MiB)", title=f"batch {b}, {size}x{size} px")
+    _bars_by_format(axes[1], sub, "model_size_mb")
+    axes[1].set(xlabel="architecture", ylabel="model size on disk (MiB)", title="size of the representation")
     for ax, col in zip(axes, ("peak_mem_mb", "model_size_mb")):
-        ax.tick_params(axis="x", rotation=45)
         _auto_log(ax, sub[col])
+    _finish(fig, f"Peak inference memory and model size of each representation (batch {b}, {size}x{size} px)")
     methods = sorted(sub["mem_method"].dropna().unique()) if "mem_method" in sub else []
     table = sub.pivot_table(index="format", columns="arch", values=["peak_mem_mb", "model_size_mb"]).round(3)
     return Section(title, "Peak memory while running inference, and the size of the representation on disk.",
@@ -247,7 +309,7 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
 
 
 def _accuracy(preset, dataset=None) -> Loaded:
-    t = load_table(results.ACCURACY_BY_FORMAT, preset, dataset=dataset)
+    t = _load(results.ACCURACY_BY_FORMAT, preset, dataset)
     if t.df is None:
         return t
     df = t.df.copy()
@@ -255,7 +317,8 @@ def _accuracy(preset, dataset=None) -> Loaded:
         df = df.rename(columns={"model": "arch"})
     need = {"arch", "backend", "precision"}
     if not need <= set(df.columns):
-        return Loaded(None, f"{NOT_RUN}: accuracy_by_format.csv lacks columns {sorted(need - set(df.columns))}")
+        return Loaded(None, not_run_yet(f"accuracy_by_format.csv lacks columns {sorted(need - set(df.columns))}",
+                                        preset))
     ren = {c: c.replace("test_", "") for c in df.columns if c.replace("test_", "") in METRICS and c not in METRICS}
     df = _num(df.rename(columns=ren), *METRICS)
     if "split" in df.columns and (df["split"] == "test").any():
@@ -285,28 +348,57 @@ def accuracy_by_format(preset: str | None = None, *, dataset: str | None = None)
     Figures 7-8)."""
     title = "Accuracy by format"
     t = _accuracy(preset, dataset)
-    if t.df is None:
+    mbu, mbu_note = _mbu_accuracy_rows(preset, dataset)
+    if t.df is None and mbu is None:
         return _missing(title, t.message)
-    df = t.df
+    df = t.df if t.df is not None else pd.DataFrame(columns=["arch", "format", *METRICS])
     metrics = [m for m in METRICS if m in df.columns]
     if not metrics:
-        return _missing(title, f"{NOT_RUN}: accuracy_by_format.csv has none of {METRICS}")
+        return _missing(title, not_run_yet(f"accuracy_by_format.csv has none of {METRICS}", preset))
     if "status" in df.columns:
         df = df[df["status"].isin(["measured", "ok", "evaluated"]) | df[metrics].notna().any(axis=1)]
     df = df.dropna(subset=metrics, how="all")
+    notes = []
+    if mbu is not None and "mbu_unet" not in set(df["arch"]):
+        df = pd.concat([df, mbu], ignore_index=True)
+        notes.append(mbu_note)
     if df.empty:
-        return _missing(title, f"{NOT_RUN}: no evaluated representation in accuracy_by_format.csv")
+        return _missing(title, not_run_yet("no evaluated representation in accuracy_by_format.csv", preset))
     archs = sorted(df["arch"].unique())
-    fig, axes = _fig(len(archs), 5.0, 3.6)
+    fig, axes = _grid(len(archs), 4.5, 3.4)
     long = df.melt(id_vars=["arch", "format"], value_vars=metrics, var_name="metric", value_name="value")
+    palette = format_palette(format_order(long))
     for ax, a in zip(axes, archs):
-        sns.barplot(long[long["arch"] == a], x="metric", y="value", hue="format", ax=ax,
-                    hue_order=format_order(long[long["arch"] == a]))
+        sub = long[long["arch"] == a]
+        sns.barplot(sub, x="metric", y="value", hue="format", ax=ax, hue_order=format_order(sub), palette=palette,
+                    saturation=1)
         ax.set(title=a, xlabel="metric (test split)", ylabel="value (loss: BCE+Dice; IoU, Dice: 0-1)")
-        ax.legend(fontsize=7)
+    _finish(fig, "Test-split loss, IoU and Dice of each architecture in each representation")
     table = df.pivot_table(index=["arch", "format"], values=metrics).round(4)
     return Section(title, "Test-split loss, IoU and Dice of each representation (seed 000 Figures 7-8).",
-                   table, fig)
+                   table, fig, notes=notes)
+
+
+def _mbu_accuracy_rows(preset, dataset=None) -> tuple[pd.DataFrame | None, str]:
+    """The MBU-Net's accuracy as rows of the accuracy-by-format figure, from notebook 05's
+    ``mbu_accuracy.csv`` (its main configuration ``mbu``, mean over training seeds): in PyTorch
+    (``torch fp32``, binary weights and activations simulated) and in the bit-packed engine."""
+    t = load_table(results.MBU_ACCURACY, preset, dataset=dataset)
+    if t.df is None or "config" not in t.df.columns:
+        return None, ""
+    m = _num(t.df[t.df["config"].astype(str) == "mbu"], "test_loss", "test_iou", "test_dice", "packed_dice",
+             "packed_iou")
+    if m.empty or m["test_dice"].notna().sum() == 0:
+        return None, ""
+    mean = m.mean(numeric_only=True)
+    rows = [dict(arch="mbu_unet", backend="torch", precision="fp32", loss=mean.get("test_loss", np.nan),
+                 iou=mean.get("test_iou", np.nan), dice=mean["test_dice"])]
+    if pd.notna(mean.get("packed_dice", np.nan)):
+        rows.append(dict(arch="mbu_unet", backend="bitpack", precision="binary", loss=np.nan,
+                         iou=mean.get("packed_iou", np.nan), dice=mean["packed_dice"]))
+    n = len(m)
+    return _with_format(pd.DataFrame(rows)), (f"MBU-Net from mbu_accuracy.csv (notebook 05, configuration mbu, "
+                                              f"mean over {n} training run{'s' if n != 1 else ''}).")
 
 
 def throughput_vs_batch(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Section:
@@ -317,20 +409,24 @@ def throughput_vs_batch(preset: str | None = None, image_size: int | None = None
         return _missing(title, msg)
     sub = df[df["image_size"] == size]
     if sub["batch_size"].nunique() < 2:
-        return _missing(title, f"{NOT_RUN}: only one batch size measured at {size}x{size}")
+        return _missing(title, not_run_yet(f"only one batch size measured at {size}x{size} px", preset))
     archs = sorted(sub["arch"].unique())
-    fig, axes = _fig(len(archs), 4.5, 3.6)
+    fig, axes = _grid(len(archs), 4.5, 3.4)
+    palette = format_palette(format_order(sub))
     for ax, a in zip(axes, archs):
-        sns.lineplot(sub[sub["arch"] == a], x="batch_size", y="throughput_ips", hue="format", marker="o", ax=ax)
+        d = sub[sub["arch"] == a]
+        sns.lineplot(d, x="batch_size", y="throughput_ips", hue="format", hue_order=format_order(d), palette=palette,
+                     marker="o", ax=ax)
         ax.set(title=a, xlabel="batch size (images)", ylabel="throughput (images/s)")
         ax.set_xscale("log", base=2)
         bs = sorted(sub["batch_size"].unique())
         ax.set_xticks(bs, [str(int(b)) for b in bs])
         ax.minorticks_off()
         _auto_log(ax, sub.loc[sub["arch"] == a, "throughput_ips"])
-        ax.legend(fontsize=7)
+    _finish(fig, f"Throughput against batch size for each representation ({size}x{size} px)")
     table = sub.pivot_table(index=["arch", "batch_size"], columns="format", values="throughput_ips").round(1)
-    return Section(title, f"Images per second at {size}x{size} px (seed 003 Tables 8-9).", table, fig)
+    return Section(title, f"Images per second at {size}x{size} px (seed 003 Tables 8-9).", table, fig,
+                   unit="images/s")
 
 
 def speedup_table(preset: str | None = None, value: str = "speedup", image_size: int | None = None, *, dataset: str | None = None) -> Section:
@@ -343,56 +439,63 @@ def speedup_table(preset: str | None = None, value: str = "speedup", image_size:
         return _missing(title, msg)
     sub = df[df["image_size"] == size]
     if value not in sub.columns or sub[value].notna().sum() == 0:
-        return _missing(title, f"{NOT_RUN}: no {value} values (the FP32 PyTorch baseline was not measured)")
+        return _missing(title, not_run_yet(f"no {value} values (the FP32 PyTorch baseline was not measured)", preset))
     table = sub.pivot_table(index=["arch", "batch_size"], columns="format", values=value).round(2)
     return Section(title, f"Ratios measured side by side (interleaved) in one run, {size}x{size} px; "
-                          "1.0 = FP32 PyTorch of the same architecture and batch size.", table)
+                          "1.0 = FP32 PyTorch of the same architecture and batch size.", table,
+                   unit="x vs FP32 PyTorch")
 
 
 def image_size_sweep(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Latency per image against image size for the representations swept over size."""
     title = "Latency vs image size"
-    t = load_table(results.BENCHMARK, preset, dataset=dataset)
+    t = _load(results.BENCHMARK, preset, dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = _with_format(_measured(_num(t.df, "latency_ms_per_image")))
     if df.empty or df["image_size"].nunique() < 2:
-        return _missing(title, f"{NOT_RUN}: one image size only")
+        return _missing(title, not_run_yet("one image size only", preset))
     # per (arch, format), the batch size that was measured at every size it appears at
     b = int(df.groupby("batch_size")["image_size"].nunique().idxmax())
     sub = df[df["batch_size"] == b]
     sub = sub[sub.groupby(["arch", "format"])["image_size"].transform("nunique") > 1]
     if sub.empty:
-        return _missing(title, f"{NOT_RUN}: no representation measured at two image sizes")
+        return _missing(title, not_run_yet("no representation measured at two image sizes", preset))
     fig, axes = _fig(1, 6.5, 3.8)
-    sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="arch", style="format", marker="o", ax=axes[0])
+    sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="format", hue_order=format_order(sub),
+                 palette=format_palette(format_order(sub)), style="arch", marker="o", ax=axes[0])
     axes[0].set(xlabel="image size (px per side)", ylabel="latency per image (ms)", yscale="log", title=f"batch {b}")
     axes[0].set_xscale("log", base=2)
     sizes = sorted(sub["image_size"].unique())
     axes[0].set_xticks(sizes, [str(int(v)) for v in sizes])
     axes[0].minorticks_off()
+    _finish(fig, f"Latency per image against image size (batch {b})", legend_title=None)
     table = sub.pivot_table(index=["arch", "format"], columns="image_size", values="latency_ms_per_image").round(3)
     return Section(title, "How latency grows with the image side (seed 003 compares 48 px and 128 px inputs).",
-                   table, fig)
+                   table, fig, unit="ms per image")
 
 
 def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """AMP training speed-up and memory reduction factor (seed 003 Equations 17-18)."""
     title = "Mixed-precision (AMP) training"
-    t = load_table(results.AMP, preset, dataset=dataset)
+    t = _load(results.AMP, preset, dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb")
     need = {"arch", "amp", "speedup_vs_off", "mem_reduction_vs_off"}
     if not need <= set(df.columns):
-        return _missing(title, f"{NOT_RUN}: amp.csv lacks {sorted(need - set(df.columns))}")
+        return _missing(title, not_run_yet(f"amp.csv lacks {sorted(need - set(df.columns))}", preset))
     fig, axes = _fig(2, 5.0, 3.6)
-    sns.barplot(df, x="arch", y="speedup_vs_off", hue="amp", ax=axes[0])
-    axes[0].set(xlabel="architecture", ylabel="training speed-up vs float32 (x)")
-    sns.barplot(df, x="arch", y="mem_reduction_vs_off", hue="amp", ax=axes[1])
-    axes[1].set(xlabel="architecture", ylabel="memory reduction factor vs float32 (x)")
+    palette = {a: amp_colour(a) for a in df["amp"].astype(str).unique()}
+    df = df.assign(amp=df["amp"].astype(str))
+    sns.barplot(df, x="arch", y="speedup_vs_off", hue="amp", palette=palette, saturation=1, ax=axes[0])
+    axes[0].set(xlabel="architecture", ylabel="training speed-up vs float32 (x)", title="speed")
+    sns.barplot(df, x="arch", y="mem_reduction_vs_off", hue="amp", palette=palette, saturation=1, ax=axes[1])
+    axes[1].set(xlabel="architecture", ylabel="memory reduction factor vs float32 (x)", title="memory")
     for ax in axes:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    _finish(fig, "Training with autocast against float32: speed-up and memory reduction",
+            legend_title="training precision")
     cols = [c for c in ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
                         "speedup_vs_off", "mem_reduction_vs_off") if c in df.columns]
     return Section(title, "Epoch time and peak memory with autocast against float32 training.",
@@ -425,7 +528,7 @@ def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | N
     """MBU-Net configurations (binary / masked layers): accuracy against speed or cost, with the
     Pareto frontier (from the ``mbu_*.csv`` tables, a ``*pareto*`` one first)."""
     title = "MBU-Net Pareto frontier"
-    t = load_table("mbu_*", preset, dataset=dataset)
+    t = _load("mbu_*", preset, dataset)
     if t.df is None:
         return _missing(title, t.message)
     found = None
@@ -438,33 +541,38 @@ def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | N
             found = (name, g, xs[0], ys[0])
             break
     if found is None:
-        return _missing(title, f"{NOT_RUN}: no mbu_*.csv table with a speed or cost column "
-                               f"({', '.join(c for c, _, _ in _COSTS)}) and an accuracy column ({', '.join(_GAINS)})")
+        return _missing(title, not_run_yet(f"no mbu_*.csv table with a speed or cost column "
+                                           f"({', '.join(c for c, _, _ in _COSTS)}) and an accuracy column "
+                                           f"({', '.join(_GAINS)})", preset))
     name, g, (c, higher, xlabel), y = found
     front = pareto_front(g, c, y, cost_higher_better=higher)
     fig, axes = _fig(1, 6.5, 4.0)
     label = next((k for k in ("masked_layers", "config", "name", "variant", "case") if k in g.columns), None)
-    sns.scatterplot(g, x=c, y=y, hue=label if label and g[label].nunique() <= 20 else None, ax=axes[0], s=40)
+    hue = label if label and g[label].nunique() <= 20 else None
+    if hue is not None and pd.api.types.is_float_dtype(g[hue]) and (g[hue].dropna() % 1 == 0).all():
+        g = g.assign(**{hue: g[hue].astype("Int64").astype(str)})  # 4, not 4.0
+    sns.scatterplot(g, x=c, y=y, hue=hue, ax=axes[0], s=40)
     axes[0].plot(front[c], front[y], color="black", lw=1.2, marker="o", mfc="none", label="Pareto frontier")
-    axes[0].set(xlabel=f"{c}: {xlabel}", ylabel=f"{y} (0-1)", title=f"{name}.csv")
-    axes[0].legend(fontsize=7)
+    axes[0].set(xlabel=f"{c}: {xlabel}", ylabel=f"{y} (0-1)", title="configurations and their frontier")
+    _finish(fig, f"MBU-Net configurations: {y.replace('_', ' ')} against {xlabel}", legend_title=hue)
     better = "higher" if higher else "lower"
+    keep = [k for k in ("config", "masked_layers", "case", "name", "variant") if k in front.columns]
+    keep += [k for k in (c, y) if k not in keep]
     return Section(title, f"Each point is one MBU-Net configuration of `{name}.csv`; the line joins the "
                           f"configurations that no other one beats on both {c} ({better} is better) and {y}.",
-                   front.reset_index(drop=True), fig)
+                   front[keep].reset_index(drop=True), fig)
 
 
 def lr_sweep(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Test Dice / IoU / loss per learning rate and architecture (seed 000 Tables 3-6), from
     ``training.csv`` when more than one learning rate was trained."""
     title = "Learning-rate sweep"
-    t = load_table(results.TRAINING, preset, dataset=dataset)
+    t = _load(results.TRAINING, preset, dataset)
     if t.df is None:
         return _missing(title, t.message)
     df = _num(t.df, "lr", "test_dice", "test_iou", "test_loss", "val_loss")
     if "lr" not in df.columns or df["lr"].nunique() < 2:
-        return _missing(title, f"{NOT_RUN}: one learning rate only (run `python -m unetq.cli.sweep 02 -p lr 1e-1 1e-2 "
-                               "1e-3 1e-4 1e-5`)")
+        return _missing(title, not_run_yet("one learning rate only", preset, run_command(preset, "lr-sweep")))
     vals = [c for c in ("val_loss", "test_loss", "test_iou", "test_dice") if c in df.columns]
     table = df.pivot_table(index="lr", columns="arch", values=vals).sort_index(ascending=False).round(4)
     return Section(title, "Validation and test metrics per learning rate (best-validation-loss checkpoint).", table)
@@ -528,6 +636,10 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
     return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
 
 
+#: What a priority of the recommendation shows when no measured candidate meets its criterion
+#: (a budget too tight, a column nobody measured): neither missing hardware nor missing work.
+NO_CANDIDATE = "no measured candidate meets this criterion"
+
 #: Two accuracies closer than this many seed standard deviations are reported as a tie.
 TIE_STDS = 2.0
 
@@ -565,7 +677,7 @@ def recommendations(preset: str | None = None, latency_budget_ms: float | None =
         pool = pool.dropna(subset=[col])
         if pool.empty:
             rows.append(dict(priority=priority, criterion=criterion, arch="-", representation="-",
-                             value=NOT_RUN, dice=np.nan))
+                             value=NO_CANDIDATE, dice=np.nan))
             return
         # ties: the more accurate, then the faster candidate wins
         tie = [c for c in ("dice", "latency_ms_per_image") if c != col]
@@ -603,7 +715,7 @@ def recommendations(preset: str | None = None, latency_budget_ms: float | None =
              f"lowest latency with Dice within {dice_tolerance} of the best")
     else:
         rows.append(dict(priority="accuracy-aware choices", criterion="", arch="-", representation="-",
-                         value=f"{NOT_RUN}: no accuracy per representation", dice=np.nan))
+                         value=not_run_yet("no accuracy per representation (notebook 06)", preset), dice=np.nan))
     table = pd.DataFrame(rows)
     pools = {"best accuracy": df}
     if not has.empty:
@@ -675,12 +787,16 @@ _UNITS = {"latency_ms_per_image": "ms/image", "throughput_ips": "images/s", "mod
           "peak_mem_mb": "MiB", "dice": ""}
 
 
-def gpu_tables() -> Section:
-    """The benchmark tables measured on GPUs (``benchmark_<device>.csv``), if any."""
+def gpu_tables(preset: str | None = None) -> Section:
+    """The benchmark tables measured on GPUs (``benchmark_<device>.csv``), if any: "not measured
+    on this machine" when this machine has no CUDA GPU, "not run yet" when it has one."""
     title = "Benchmarks on GPUs"
     files = results.files(results.BENCHMARK_DEVICE)
     if not files:
-        return _missing(title, f"{NOT_RUN}: no benchmark_<gpu>.csv (run notebook 07 on a CUDA machine)")
+        if not machine.cuda_available():
+            return _missing(title, not_measured_here("no CUDA GPU here (TensorRT and ONNX Runtime CUDA need one); "
+                                                     "run notebook 07 on a CUDA machine"))
+        return _missing(title, not_run_yet("no benchmark_<gpu>.csv", preset))
     parts = []
     for p in files:
         loaded = load_table(p.stem)
@@ -690,10 +806,11 @@ def gpu_tables() -> Section:
         d.insert(0, "table", p.stem)
         parts.append(d)
     if not parts:
-        return _missing(title, f"{NOT_RUN}: no readable benchmark_<gpu>.csv")
+        return _missing(title, not_run_yet("no readable benchmark_<gpu>.csv", preset))
     df = _with_format(pd.concat(parts, ignore_index=True))
     table = df.pivot_table(index=["table", "arch", "batch_size"], columns="format", values="speedup").round(2)
-    return Section(title, "Latency speed-up over FP32 PyTorch on each GPU that ran the study.", table)
+    return Section(title, "Latency speed-up over FP32 PyTorch on each GPU that ran the study.", table,
+                   unit="x vs FP32 PyTorch")
 
 
 def build_report(preset: str | None = None, dataset: str | None = None, **kw) -> list[Section]:
@@ -711,12 +828,68 @@ def build_report(preset: str | None = None, dataset: str | None = None, **kw) ->
         amp_training(preset, dataset=dataset),
         mbu_pareto(preset, dataset=dataset),
         lr_sweep(preset, dataset=dataset),
-        gpu_tables(),
+        gpu_tables(preset),
         recommendations(preset, dataset=dataset, **kw),
     ]
 
 
+def show_table(df: pd.DataFrame, unit: str | None = None) -> None:
+    """Display a table as the report shows tables (units in the headers, no index column,
+    scrolling when wide: :func:`unetq.studies.figures.table_html`); returns None."""
+    display(HTML(table_html(df, unit)))
+
+
 def section_status(sections: Sequence[Section]) -> pd.DataFrame:
-    """Which sections were computed and which were not (and why): a deterministic summary."""
-    return pd.DataFrame([dict(section=s.title, shown="yes" if s.ok else "no",
-                              reason="" if s.ok else s.message.split(":")[0]) for s in sections])
+    """Which sections were computed and which were not, and why: ``shown`` (yes/no), ``status``
+    (``shown``, :data:`NOT_RUN_YET` or :data:`NOT_MEASURED`) and ``reason`` (the rest of the
+    section's message, with the command that fills it)."""
+    return pd.DataFrame([dict(section=s.title, shown="yes" if s.ok else "no", status=s.status,
+                              reason="" if s.ok else s.message.partition(": ")[2]) for s in sections])
+
+
+# ----------------------------------------------------------------------------------------------
+# which preset the report shows
+# ----------------------------------------------------------------------------------------------
+#: The tables whose rows say that a preset's study has run (the report's main sources).
+PRESET_TABLES = (results.BENCHMARK, results.TRAINING, results.ACCURACY_BY_FORMAT, results.MBU_ACCURACY, results.AMP)
+#: Which preset wins when several have results: the larger study first.
+PRESET_PREFERENCE = ("paper", "quick", "ci")
+
+
+def preset_rows(dataset: str | None = None) -> dict[str, int]:
+    """Rows per preset over :data:`PRESET_TABLES` (of ``dataset`` when given)."""
+    counts: dict[str, int] = {}
+    for table in PRESET_TABLES:
+        t = load_table(table, None, dataset=dataset)
+        if t.df is None or "preset" not in t.df.columns:
+            continue
+        for p, n in t.df["preset"].astype(str).value_counts().items():
+            counts[p] = counts.get(p, 0) + int(n)
+    return counts
+
+
+def choose_preset(preset: str | None, dataset: str | None = None) -> tuple[str | None, str]:
+    """``(preset to show, why)``: ``preset`` when its rows exist; otherwise the preset that has
+    results (the committed study's, read from the committed tables: the larger study first, then
+    the one with the most rows), saying which and why; with no results at all, ``preset`` and
+    the first step (``make all``)."""
+    have = preset_rows(dataset)
+    if preset is not None and have.get(preset):
+        return preset, f"Results of preset `{preset}`, the preset this notebook runs with."
+    if not have:
+        return preset, (f"No results for any preset yet (no rows in {paths.results_dir()}). First step: "
+                        f"`{run_command()}` runs notebooks 01-07 (preset quick) and writes them; then re-run this "
+                        "notebook.")
+    rank = {p: i for i, p in enumerate(PRESET_PREFERENCE)}
+    pick = min(have, key=lambda p: (rank.get(p, len(rank)), -have[p], p))
+    return pick, (f"No results for preset `{preset}` yet (its notebooks have not run here: "
+                  f"`{run_command(preset)}` produces them), so this report shows the committed study's results: "
+                  f"preset `{pick}` ({have[pick]} rows in its result tables).")
+
+
+def show_preset(preset: str | None, dataset: str | None = None) -> str | None:
+    """Choose the preset to show (:func:`choose_preset`), display which and why (with the
+    smoke-test line when it is ``ci``), and return it."""
+    shown, why = choose_preset(preset, dataset)
+    show_preset_notice(shown, why)
+    return shown

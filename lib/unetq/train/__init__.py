@@ -6,14 +6,15 @@ writes live in ``unetq.studies``.
 - :func:`fit` (``loop``)              train with best-val checkpoint + per-epoch resume state
 - :func:`evaluate`, :func:`predict`, :func:`sample_predictions` (``loop``)
 - :func:`write_checkpoint`, :func:`read_checkpoint`, :func:`load_checkpoint` (``checkpoint``)
-  the checkpoint file, one schema and one writer
+  the checkpoint file, one schema and one writer; :class:`NonFiniteError`: a NaN/Inf loss or
+  weights stop training (naming the epoch and the bad file) and are never saved
 - :func:`load_or_train`, :func:`checkpoint_path`, :func:`run_identity` (``runs``)
   train-if-missing by identity, fine-tuning from another model with ``start=``
 - :func:`amp_comparison`, :func:`amp_modes` (``amp``)  AMP vs float32 time and memory
 """
 from ..machine import PeakMemory
 from .amp import amp_comparison, amp_modes
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, write_checkpoint
+from .checkpoint import CheckpointError, NonFiniteError, load_checkpoint, read_checkpoint, write_checkpoint
 from .config import AMP_MODES, OPTIMIZERS, TrainConfig, resolve_device
 from .loop import (HISTORY_COLUMNS, TrainResult, autocast_context, epoch_order, evaluate, fit, recalibrate_batchnorm,
                    predict, resume_state_path, sample_predictions)
@@ -21,7 +22,7 @@ from .runs import checkpoint_path, load_or_train, run_identity
 
 __all__ = [
     "recalibrate_batchnorm",
-    "AMP_MODES", "OPTIMIZERS", "HISTORY_COLUMNS", "TrainConfig", "TrainResult", "CheckpointError",
+    "AMP_MODES", "OPTIMIZERS", "HISTORY_COLUMNS", "TrainConfig", "TrainResult", "CheckpointError", "NonFiniteError",
     "PeakMemory", "fit", "evaluate", "predict", "sample_predictions", "load_or_train",
     "load_checkpoint", "read_checkpoint", "write_checkpoint", "checkpoint_path", "run_identity",
     "resume_state_path", "amp_comparison", "amp_modes", "autocast_context", "epoch_order", "resolve_device",

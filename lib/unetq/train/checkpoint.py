@@ -13,7 +13,8 @@ A checkpoint is a dict saved with ``torch.save`` holding only plain Python value
                    best_val, total_time_s, device, machine, split_sizes, n_params, arch, preset,
                    checkpoint_name, created (and ``start`` for a run initialised from another)
 
-A checkpoint without ``test_metrics`` belongs to a run that has not finished.
+A checkpoint without ``test_metrics`` belongs to a run that has not finished. Weights holding
+NaN or Inf are never written (:class:`NonFiniteError`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or inconsistent (the message names the file)."""
 
 
+class NonFiniteError(RuntimeError):
+    """Training met NaN or Inf: a non-finite loss (a diverging learning rate, or a NaN/Inf pixel
+    in an image or mask, named in the message with its epoch), or weights that are no longer
+    finite. Such weights are never saved as a checkpoint."""
+
+
+def nonfinite_tensors(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold NaN or Inf."""
+    return [k for k, v in state_dict.items()
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 def normalise(obj):
     """JSON round trip, so tuples/lists and int/float spellings compare equal."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
@@ -40,7 +53,12 @@ def normalise(obj):
 def write_checkpoint(path: str | Path, *, model_config: dict | None, state_dict: dict, train_config: dict,
                      history: list[dict], best_epoch: int, best_val_loss: float, **extra) -> dict:
     """Write a checkpoint atomically and return it: the weights as CPU tensors, every other
-    value as plain JSON-like Python (so ``weights_only=True`` loads it)."""
+    value as plain JSON-like Python (so ``weights_only=True`` loads it). Raises
+    :class:`NonFiniteError` (writing nothing) when a weight holds NaN or Inf."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise NonFiniteError(f"refusing to write checkpoint {path}: {len(bad)} weight tensor(s) hold NaN/Inf "
+                             f"({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")
     ckpt = dict(model_config=model_config, train_config=train_config, history=history,
                 best_epoch=int(best_epoch), best_val_loss=float(best_val_loss), **extra)
     ckpt = {k: normalise(v) for k, v in ckpt.items()}

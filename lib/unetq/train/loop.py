@@ -20,7 +20,7 @@ from ..io import save_torch
 from ..machine import PeakMemory
 from ..metrics import SegmentationMeter, bce_dice_loss
 from ..models.tables import eval_mode
-from .checkpoint import write_checkpoint
+from .checkpoint import NonFiniteError, nonfinite_tensors, write_checkpoint
 from .config import TrainConfig, resolve_device
 
 HISTORY_COLUMNS = [
@@ -88,17 +88,61 @@ def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: i
 
 
 # --------------------------------------------------------------------------------------------
+# non-finite values
+# --------------------------------------------------------------------------------------------
+def _item_name(dataset, i: int, part: int) -> str:
+    """``dataset`` item ``i`` named by its file when the dataset knows it (``CrackDataset``),
+    else by its index; ``part`` 0 = image, 1 = mask."""
+    samples = getattr(dataset, "samples", None)
+    if samples is not None and 0 <= i < len(samples) and hasattr(samples[i], "image"):
+        s = samples[i]
+        return f"sample {i} ({s.image if part == 0 else ', '.join(map(str, s.masks))})"
+    return f"sample {i}"
+
+
+def _nonfinite_items(dataset, indices, limit: int = 5) -> list[str]:
+    """Descriptions of up to ``limit`` items of ``dataset`` (among ``indices``) whose image or
+    mask holds NaN / Inf."""
+    out = []
+    for i in indices:
+        item = dataset[int(i)]
+        for part, what in ((0, "image"), (1, "mask")):
+            t = torch.as_tensor(item[part])
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                out.append(f"the {what} of {_item_name(dataset, int(i), part)} holds NaN/Inf")
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _raise_nonfinite(where: str, value: float, dataset, indices, lr: float) -> None:
+    """Raise :class:`NonFiniteError` for a non-finite loss, naming the bad inputs if any."""
+    bad = _nonfinite_items(dataset, indices)
+    if not bad and dataset is not None:  # the batch's indices may not be recoverable from its sampler
+        bad = _nonfinite_items(dataset, range(len(dataset)))
+    if bad:
+        raise NonFiniteError(f"{where}: the loss is {value} because the input is not finite: "
+                             + "; ".join(bad) + ". Fix or remove these files.")
+    raise NonFiniteError(f"{where}: the loss is {value} (not finite): training diverged at lr={lr:g}. "
+                         "Lower the learning rate or clip gradients (grad_clip); no checkpoint of these "
+                         "weights is written.")
+
+
+# --------------------------------------------------------------------------------------------
 # one epoch
 # --------------------------------------------------------------------------------------------
 def train_epoch(model, loader, optimizer, scaler, device, amp="off", grad_clip=None,
                 progress=True, desc="train", on_batch: Callable | None = None,
                 epoch: int = 0) -> dict:
     """One pass over ``loader``; returns ``dict(loss, n, time_s)`` (``time_s`` is wall time
-    including data loading, with the device synchronised at the end)."""
+    including data loading, with the device synchronised at the end). A non-finite batch loss
+    raises :class:`NonFiniteError` before the optimizer step, naming the epoch and the samples
+    (files) whose image or mask holds NaN/Inf, or else the learning rate that diverged."""
     model.train()
     total, n = 0.0, 0
     t0 = time.perf_counter()
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch")
+    order = getattr(loader, "sampler", None)
     for i, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -106,13 +150,18 @@ def train_epoch(model, loader, optimizer, scaler, device, amp="off", grad_clip=N
         with autocast_context(device, amp):
             logits = model(x)
         loss = bce_dice_loss(logits, y)
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            start = i * (loader.batch_size or 1)
+            idx = list(order)[start:start + x.shape[0]] if order is not None else []
+            _raise_nonfinite(f"epoch {epoch + 1}, batch {i + 1}", lv, loader.dataset, idx,
+                             float(optimizer.param_groups[0]["lr"]))
         scaler.scale(loss).backward()
         if grad_clip is not None:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        lv = float(loss.detach())
         total += lv * x.shape[0]
         n += x.shape[0]
         if progress:
@@ -276,6 +325,10 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
       and ends with the same weights as an uninterrupted run (on CPU: bit for bit). The state
       is deleted at the end unless ``keep_state``.
     - ``on_batch(epoch, batch_index)`` is called after every optimizer step (a test hook).
+    - A non-finite training or validation loss, or weights with NaN/Inf after an epoch, stop
+      training with :class:`~unetq.train.checkpoint.NonFiniteError` naming the epoch and, when
+      the input is at fault, the samples (files); such weights never become the checkpoint (the
+      resume state of the last finite epoch is kept).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError("cfg must be a unetq.train.TrainConfig (use TrainConfig.from_preset)")
@@ -334,6 +387,13 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
             recalibrate_batchnorm(model, splits["train"], eval_bs, device, cfg.amp)
         val = evaluate(model, splits["val"], batch_size=eval_bs, device=device, amp=cfg.amp)
         val_time = time.perf_counter() - t0
+        bad = nonfinite_tensors(model.state_dict())
+        if bad:
+            raise NonFiniteError(f"epoch {epoch + 1}: weights hold NaN/Inf after the epoch ({', '.join(bad[:5])}): "
+                                 f"training diverged at lr={optimizer.param_groups[0]['lr']:g}")
+        if not math.isfinite(val["loss"]):
+            _raise_nonfinite(f"epoch {epoch + 1}, validation", val["loss"], splits["val"],
+                             range(len(splits["val"])), float(optimizer.param_groups[0]["lr"]))
         elapsed += tr["time_s"] + val_time
         row = dict(epoch=epoch + 1, train_loss=tr["loss"], val_loss=val["loss"], val_iou=val["iou"],
                    val_dice=val["dice"], val_iou_img=val["iou_img"], val_dice_img=val["dice_img"],
