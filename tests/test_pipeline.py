@@ -386,3 +386,33 @@ def test_rendered_page_in_a_headless_browser(tmp_path):
     assert "<title>03 · A small study</title>" in out
     m = re.search(r'id="probe" data-scroll="(\d+)" data-window="(\d+)"', out)
     assert m and int(m.group(1)) <= int(m.group(2)), m and m.groups()
+
+
+def test_a_sweep_on_a_local_ray_instance_gives_the_tables_of_a_local_sweep(nbdir, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra (pip install -e '.[cluster]')")
+    nb = _nb(nbdir / "02_r.ipynb",
+             "import pandas as pd\nfrom unetq import paths\n"
+             "pd.DataFrame([{'width': width, 'test_dice': width / 100, 'test_iou': width / 200}]"
+             ").to_csv(paths.results_dir() / 'training.csv', index=False)\n"
+             "assert width != 99, 'width 99 fails on purpose'")
+    grid = {"width": [8, 16, 99]}
+    local = sweep.run_sweep(nb, grid, preset="ci", out_dir=tmp_path / "local", notebooks_dir=nbdir, progress=False)
+    sweep.start_ray("local", num_cpus=2)  # the CI machine's two cores
+    try:
+        on_ray = sweep.run_sweep(nb, grid, preset="ci", out_dir=tmp_path / "ray", notebooks_dir=nbdir,
+                                 progress=False, ray_address="local")
+        again = sweep.run_sweep(nb, grid, preset="ci", out_dir=tmp_path / "ray", notebooks_dir=nbdir,
+                                progress=False, ray_address="local")
+    finally:
+        ray.shutdown()
+    assert [r.status for r in on_ray] == [r.status for r in local] == ["ok", "ok", "failed"]
+    assert "width 99 fails on purpose" in on_ray[2].describe()
+    assert [r.status for r in again] == ["skipped (already done)", "skipped (already done)", "failed"]
+    same = ["param_preset", "param_width", "status", "output", "test_dice", "test_iou", "training_rows"]
+    a = pd.read_csv(tmp_path / "local" / "sweep.csv").sort_values("param_width")[same].reset_index(drop=True)
+    b = pd.read_csv(tmp_path / "ray" / "sweep.csv").sort_values("param_width")[same].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    for w in (8, 16):
+        run = f"02_r__preset=ci__width={w}"
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / run / "results" / "training.csv"),
+                                      pd.read_csv(tmp_path / "ray" / run / "results" / "training.csv"))

@@ -28,6 +28,11 @@ file name, a stem (``02_unet``) or just its number (``02``).
   recorded (preset included) are the requested ones. Outputs are written under a temporary name
   and renamed when the run ends, so a killed run never looks done. Failed runs are kept (with
   papermill's error marker) and are run again next time. ``--force`` re-runs everything.
+- **On Ray** (``--ray`` for a local instance, ``--ray ADDRESS`` to join a cluster whose nodes share
+  this file system; ``--ray-cpus``/``--ray-gpus`` per task): each configuration is one Ray task
+  (one papermill execution in its own run folder), with the same skipping, per-configuration
+  summary rows (written here as tasks finish) and failure reporting. Ray is the optional
+  ``cluster`` extra.
 - A failed configuration does not stop the sweep; the command exits with status 1 and names the
   failed configurations (notebook, cell and exception) at the end.
 """
@@ -396,34 +401,61 @@ def _recorded_seconds(path: Path) -> float:
         return 0.0
 
 
+def _run_config(nb: str, target: str, full: dict, kernel_name: str, stall_s, env: dict) -> RunResult:
+    """One configuration, in whatever process runs it (this one, or a Ray worker)."""
+    return execute(nb, target, full, kernel_name=kernel_name, stall_s=stall_s, env=env)
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None):
+    """Join the Ray cluster at ``address`` (``"auto"``: the one this machine belongs to), or
+    start a local Ray instance (``address`` None or ``"local"``, with ``num_cpus``). Ray is an
+    optional extra (``pip install -e .[cluster]``); without it a clear error says so."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--ray needs Ray: pip install -e '.[cluster]' (or pip install ray)") from None
+    if not ray.is_initialized():
+        if address in (None, "local"):
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    return ray
+
+
 def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Sequence[Any]], preset: str | None = "quick",
               out_dir: str | os.PathLike | None = None, force: bool = False, kernel_name: str = "python3",
               notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, progress: bool = True,
-              stall_s: float | None = STALL_S) -> list[RunResult]:
+              stall_s: float | None = STALL_S, ray_address: str | None = None,
+              ray_resources: Mapping[str, float] | None = None) -> list[RunResult]:
     """Run ``notebook`` for every point of the grid ``params``; see the module docstring.
     ``preset`` (when not None) is passed as the ``preset`` parameter of every run.
 
     Each configuration runs in its own folder ``<out>/<configuration>/`` (its result tables and
     figures; trained weights stay in the shared cache), and its row of ``<out>/sweep.csv`` is
     written as soon as it ends (status, seconds, headline metrics). A configuration skipped as
-    already done keeps the row of the run that did it."""
+    already done keeps the row of the run that did it.
+
+    ``ray_address``: run the configurations as Ray tasks instead of one after the other
+    (``"local"``: a local Ray instance; an address: join that cluster, whose nodes must see the
+    same file system). Each task is one papermill execution with ``ray_resources`` (default
+    ``{"num_cpus": 1}``; e.g. ``{"num_gpus": 1}``); skipping, per-configuration summary rows and
+    failure reporting are those of the local sweep, written by this process as tasks finish.
+    Results are returned in grid order."""
     nb = resolve_notebook(notebook, notebooks_dir)
     stem = nb.stem
     out = paths.writable(Path(out_dir) if out_dir else paths.runs_dir() / "sweeps" / stem)
     cache = dict(UNETQ_CHECKPOINTS_DIR=str(paths.checkpoints_dir()), UNETQ_MODELS_DIR=str(paths.models_dir()),
                  UNETQ_DATA_DIR=str(paths.data_dir()), UNETQ_PUBLISHED_DIR=str(paths.published_dir()))
-    runs = []
+    runs: dict[int, RunResult] = {}
+    todo = []  # (index, full, target, run_root, env)
     points = grid(params)
-    bar = tqdm(points, desc=f"sweep {stem}", disable=not progress)
-    for point in bar:
+    for i, point in enumerate(points):
         full = ({"preset": preset} if preset is not None else {}) | dict(point)
         table = _summary_table(full)
-        name = output_name(stem, full)
         target = out / output_name(stem, point)
-        run_root = out / name[:-len(".ipynb")]
+        run_root = out / output_name(stem, full)[:-len(".ipynb")]
         if not force and is_done(target, full):
-            r = RunResult(nb.name, str(target), full, status="skipped (already done)")
-            runs.append(r)
+            runs[i] = RunResult(nb.name, str(target), full, status="skipped (already done)")
             key = {f"param_{k}": format_value(v) for k, v in full.items()}
             if not results.has_key(table, results.read(table, root=out).df, key):
                 # no row of the run that did the work (e.g. an older sweep): rebuild it
@@ -431,13 +463,37 @@ def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Sequence[Any]], 
                                  seconds=_recorded_seconds(target))
                 results.write(table, pd.DataFrame([_summary_row(done, run_root)]), root=out)
             continue
-        env = dict(cache, UNETQ_REPORTS_DIR=str(paths.writable(run_root)))
-        r = execute(nb, target, full, kernel_name=kernel_name, stall_s=stall_s, env=env,
-                    report=(lambda line: tqdm.write(line, file=sys.stderr)) if progress else None)
-        runs.append(r)
-        results.write(table, pd.DataFrame([_summary_row(r, run_root)]), root=out)
+        todo.append((i, full, target, run_root, dict(cache, UNETQ_REPORTS_DIR=str(paths.writable(run_root)))))
+
+    bar = tqdm(total=len(todo), desc=f"sweep {stem}" + (" (Ray)" if ray_address else ""), disable=not progress)
+
+    def finished(i: int, full: dict, run_root: Path, r: RunResult) -> None:
+        runs[i] = r
+        results.write(_summary_table(full), pd.DataFrame([_summary_row(r, run_root)]), root=out)
+        bar.update(1)
         bar.set_postfix_str(f"{r.status} {r.seconds:.0f} s")
-    return runs
+
+    if ray_address is None:
+        for i, full, target, run_root, env in todo:
+            r = execute(nb, target, full, kernel_name=kernel_name, stall_s=stall_s, env=env,
+                        report=(lambda line: tqdm.write(line, file=sys.stderr)) if progress else None)
+            finished(i, full, run_root, r)
+    elif todo:
+        ray = start_ray(ray_address)
+        task = ray.remote(**dict(ray_resources or {"num_cpus": 1}))(_run_config)
+        pending = {task.remote(str(nb), str(target), full, kernel_name, stall_s, env): (i, full, target, run_root)
+                   for i, full, target, run_root, env in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            i, full, target, run_root = pending.pop(ready[0])
+            try:
+                r = ray.get(ready[0])
+            except Exception as e:  # the task itself died (worker lost, ...): a failed configuration
+                r = RunResult(nb.name, str(target), full, status="failed",
+                              error=f"Ray task failed: {type(e).__name__}: {e}")
+            finished(i, full, run_root, r)
+    bar.close()
+    return [runs[i] for i in range(len(points))]
 
 
 def _params_arg(values: Iterable[Sequence[str]]) -> dict[str, list]:
@@ -460,6 +516,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stall-minutes", type=float, default=STALL_S / 60,
                     help="stop a notebook whose kernel used no CPU and wrote no output this long (default 10)")
     ap.add_argument("--force", action="store_true", help="re-run configurations already done")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run configurations as Ray tasks: on a local Ray instance (no ADDRESS) or on the "
+                         "cluster at ADDRESS ('auto': the one this machine belongs to)")
+    ap.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per Ray task (default 1)")
+    ap.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per Ray task (e.g. 1)")
     ap.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR))
     args = ap.parse_args(argv)
     params = _params_arg(args.param)
@@ -467,8 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("give at least one -p NAME VALUE...")
     try:
         res = run_sweep(args.notebook, params, preset=args.preset, out_dir=args.out, force=args.force,
-                        notebooks_dir=args.notebooks_dir, stall_s=args.stall_minutes * 60)
-    except (paths.UnwritableFolder, FileNotFoundError, UnknownParameter) as e:
+                        notebooks_dir=args.notebooks_dir, stall_s=args.stall_minutes * 60, ray_address=args.ray,
+                        ray_resources=dict(num_cpus=args.ray_cpus, num_gpus=args.ray_gpus))
+    except (paths.UnwritableFolder, FileNotFoundError, UnknownParameter, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     failed = [r for r in res if r.status == "failed"]

@@ -11,8 +11,11 @@ writes live in ``unetq.studies``.
 - :func:`load_or_train`, :func:`checkpoint_path`, :func:`run_identity` (``runs``)
   train-if-missing by identity, fine-tuning from another model with ``start=``
 - :func:`amp_comparison`, :func:`amp_modes` (``amp``)  AMP vs float32 time and memory
+- ``distributed``: torchrun / DistributedDataParallel (same global batches, SyncBatchNorm,
+  rank-0 checkpoints)
 """
 from ..machine import PeakMemory
+from . import distributed
 from .amp import amp_comparison, amp_modes
 from .checkpoint import CheckpointError, NonFiniteError, load_checkpoint, read_checkpoint, write_checkpoint
 from .config import AMP_MODES, OPTIMIZERS, TrainConfig, resolve_device
@@ -21,7 +24,7 @@ from .loop import (HISTORY_COLUMNS, TrainResult, autocast_context, epoch_order, 
 from .runs import checkpoint_path, load_or_train, run_identity
 
 __all__ = [
-    "recalibrate_batchnorm",
+    "distributed", "recalibrate_batchnorm",
     "AMP_MODES", "OPTIMIZERS", "HISTORY_COLUMNS", "TrainConfig", "TrainResult", "CheckpointError", "NonFiniteError",
     "PeakMemory", "fit", "evaluate", "predict", "sample_predictions", "load_or_train",
     "load_checkpoint", "read_checkpoint", "write_checkpoint", "checkpoint_path", "run_identity",

@@ -20,6 +20,7 @@ from ..io import save_torch
 from ..machine import PeakMemory
 from ..metrics import SegmentationMeter, bce_dice_loss
 from ..models.tables import eval_mode
+from . import distributed
 from .checkpoint import NonFiniteError, nonfinite_tensors, write_checkpoint
 from .config import TrainConfig, resolve_device
 
@@ -272,7 +273,7 @@ def _set_rng_state(st: dict) -> None:
 def _fingerprint(model, cfg: TrainConfig, splits, meta: dict | None) -> dict:
     return dict(train=cfg.identity(), model=getattr(model, "config", None),
                 n_train=len(splits["train"]), n_val=len(splits["val"]),
-                identity=(meta or {}).get("identity"))
+                identity=(meta or {}).get("identity"), world_size=(meta or {}).get("world_size", 1))
 
 
 def _sort_key(loss: float) -> float:
@@ -313,7 +314,8 @@ def recalibrate_batchnorm(model: torch.nn.Module, dataset, batch_size: int = 8, 
 
 def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str | Path, *,
         resume: bool = True, keep_state: bool = False, meta: dict | None = None,
-        on_batch: Callable[[int, int], None] | None = None) -> TrainResult:
+        on_batch: Callable[[int, int], None] | None = None,
+        on_epoch: Callable[[int], None] | None = None) -> TrainResult:
     """Train ``model`` on ``splits["train"]``, validating on ``splits["val"]`` after each epoch.
 
     - The weights with the lowest validation loss are written to ``ckpt_path`` (a dict with
@@ -324,7 +326,10 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
       calling ``fit`` again with the same configuration continues after the last finished epoch
       and ends with the same weights as an uninterrupted run (on CPU: bit for bit). The state
       is deleted at the end unless ``keep_state``.
-    - ``on_batch(epoch, batch_index)`` is called after every optimizer step (a test hook).
+    - ``on_batch(epoch, batch_index)`` is called after every optimizer step, ``on_epoch(epochs
+      done)`` after every epoch's files are written (test hooks).
+    - Under ``torchrun`` (a process group, :mod:`unetq.train.distributed`) each rank trains on its
+      slice of every global batch with SyncBatchNorm and DDP, and only rank 0 writes files.
     - A non-finite training or validation loss, or weights with NaN/Inf after an epoch, stop
       training with :class:`~unetq.train.checkpoint.NonFiniteError` naming the epoch and, when
       the input is at fault, the samples (files); such weights never become the checkpoint (the
@@ -342,10 +347,12 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
     ckpt_path = Path(ckpt_path)
     state_path = resume_state_path(ckpt_path)
     model.to(device)
+    world_size, _ = distributed.world()
+    model, trained = distributed.wrap(model)  # SyncBatchNorm + DDP under torchrun; else the model itself
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     scaler = make_scaler(device, cfg.amp)
-    fingerprint = _fingerprint(model, cfg, splits, meta)
+    fingerprint = _fingerprint(model, cfg, splits, dict(meta or {}, world_size=world_size) if world_size > 1 else meta)
     eval_bs = cfg.eval_batch_size or cfg.batch_size
 
     history: list[dict] = []
@@ -378,10 +385,18 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.patience is not None and history and epoch - best_epoch >= cfg.patience:
             break  # early stop: no improvement of the validation loss for `patience` epochs
-        loader = epoch_loader(splits["train"], cfg.batch_size, cfg.seed, epoch, cfg.num_workers, pin)
+        if world_size > 1:  # this rank's slice of every global batch (unetq.train.distributed)
+            loader = distributed.shard_loader(splits["train"], cfg.batch_size,
+                                              epoch_order(len(splits["train"]), cfg.seed, epoch), cfg.num_workers, pin)
+        else:
+            loader = epoch_loader(splits["train"], cfg.batch_size, cfg.seed, epoch, cfg.num_workers, pin)
         with PeakMemory(device) as mem:
-            tr = train_epoch(model, loader, optimizer, scaler, device, cfg.amp, cfg.grad_clip,
-                             cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}", on_batch, epoch)
+            tr = train_epoch(trained, loader, optimizer, scaler, device, cfg.amp, cfg.grad_clip,
+                             cfg.progress and distributed.is_main(), f"epoch {epoch + 1}/{cfg.epochs}", on_batch,
+                             epoch)
+        if world_size > 1:
+            tr = dict(tr, loss=distributed.mean_over_ranks(tr["loss"]),
+                      n=int(round(distributed.mean_over_ranks(tr["n"]) * world_size)))
         t0 = time.perf_counter()
         if cfg.bn_recalibration:
             recalibrate_batchnorm(model, splits["train"], eval_bs, device, cfg.amp)
@@ -405,15 +420,20 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
             scheduler.step(val["loss"] if math.isfinite(val["loss"]) else math.inf)
         if best_state is None or _sort_key(val["loss"]) < _sort_key(best_loss):
             best_loss, best_epoch, best_state = val["loss"], epoch + 1, _cpu_state(model)
-            write_checkpoint(ckpt_path, model_config=getattr(model, "config", None), state_dict=best_state,
-                             train_config=cfg.to_dict(), history=history, best_epoch=best_epoch,
-                             best_val_loss=best_loss, meta=meta or {})
-        save_torch(dict(fingerprint=fingerprint, epoch=epoch + 1, model=_cpu_state(model),
-                        optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                        scheduler=scheduler.state_dict() if scheduler is not None else None,
-                        rng=_rng_state(), history=history, best_val_loss=best_loss,
-                        best_epoch=best_epoch, best_state=best_state, elapsed_s=elapsed),
-                   state_path)
+            if distributed.is_main():  # rank 0 writes; every rank keeps the same best state
+                write_checkpoint(ckpt_path, model_config=getattr(model, "config", None), state_dict=best_state,
+                                 train_config=cfg.to_dict(), history=history, best_epoch=best_epoch,
+                                 best_val_loss=best_loss, meta=meta or {})
+        if distributed.is_main():
+            save_torch(dict(fingerprint=fingerprint, epoch=epoch + 1, model=_cpu_state(model),
+                            optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                            scheduler=scheduler.state_dict() if scheduler is not None else None,
+                            rng=_rng_state(), history=history, best_val_loss=best_loss,
+                            best_epoch=best_epoch, best_state=best_state, elapsed_s=elapsed),
+                       state_path)
+        distributed.barrier()
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
         epochs_bar.update(1)
         epochs_bar.set_postfix(train=f"{tr['loss']:.4f}", val=f"{val['loss']:.4f}",
                                dice=f"{val['dice']:.3f}")
@@ -421,7 +441,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
 
     model.load_state_dict(best_state)
     model.eval()
-    if not keep_state and state_path.exists():
+    distributed.barrier()
+    if not keep_state and state_path.exists() and distributed.is_main():
         state_path.unlink()
     return TrainResult(history=pd.DataFrame(history, columns=HISTORY_COLUMNS),
                        best_val_loss=float(best_loss), best_epoch=int(best_epoch),
