@@ -53,3 +53,23 @@ def test_two_processes_train_like_one_and_resume_after_a_kill(tmp_path):
     b = torch.load(tmp_path / "resumed.pt", weights_only=False)["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_study_run_with_processes_trains_under_torchrun(tmp_path, monkeypatch):
+    """``processes=2`` (a preset / notebook parameter): load_or_train starts torchrun, rank 0
+    writes the checkpoint, and the run is its own (the world size is part of its identity)."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this torch build")
+    from unetq.config import get_preset
+    from unetq.train import checkpoint_path, load_or_train
+    monkeypatch.setenv("UNETQ_CHECKPOINTS_DIR", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one = get_preset("ci", epochs=2)
+    two = one.replace(processes=2)
+    assert checkpoint_path("unet", two) != checkpoint_path("unet", one)
+    _, c1 = load_or_train("unet", one, progress=False, verbose=False)
+    m2, c2 = load_or_train("unet", two, progress=False, verbose=False)
+    assert checkpoint_path("unet", two).exists() and c2["identity"]["processes"] == 2
+    assert c2["best_val_loss"] == pytest.approx(c1["best_val_loss"], rel=REL_TOL)
+    assert not m2.training

@@ -67,7 +67,9 @@ class StudyConfig:
     trained with the same procedure: ``seeds`` training seeds (``train_seed`` 0 .. seeds-1, the
     data and split fixed by ``seed``), ``epochs`` as a cap with early stopping after ``patience``
     epochs without a better validation loss, the ``lr_schedule`` and BatchNorm re-estimation
-    (``bn_recalibration``) for all."""
+    (``bn_recalibration``) for all. ``processes``: training processes; above 1 every training run
+    is started under ``torchrun`` (DistributedDataParallel, one GPU per process on CUDA, gloo on
+    the CPU; ``unetq.train.distributed``), ``batch_size`` staying the global batch."""
 
     preset: str
     n_images: int
@@ -98,6 +100,7 @@ class StudyConfig:
     seeds: int = 1
     patience: int | None = None
     lr_schedule: str = "constant"
+    processes: int = 1
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -107,7 +110,7 @@ class StudyConfig:
         if self.resize not in ("pad", "crop", "stretch"):
             raise ValueError(f"resize must be 'pad', 'crop' or 'stretch', got {self.resize!r}")
         for name in ("n_images", "source_size", "image_size", "width", "epochs", "batch_size",
-                     "calib_images", "bench_repeats", "bench_block", "seeds"):
+                     "calib_images", "bench_repeats", "bench_block", "seeds", "processes"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "epochs" else 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")

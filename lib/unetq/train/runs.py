@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from ..config import StudyConfig
 from ..data import SYNTHETIC, dataset_identity, splits_from_preset
 from ..machine import machine_info
 from ..models import create_model
-from .checkpoint import load_checkpoint, normalise, read_checkpoint, write_checkpoint
+from . import distributed
+from .checkpoint import CheckpointError, load_checkpoint, normalise, read_checkpoint, write_checkpoint
 from .config import TrainConfig, resolve_device
 from ..metrics import best_threshold
 from .loop import autocast_context, evaluate, fit, predict, resume_state_path
@@ -45,6 +49,8 @@ def run_identity(arch: str, cfg: StudyConfig, start: dict | None = None, **model
                  data=data_config(cfg))
     if start is not None:
         ident["start"] = start
+    if cfg.processes > 1:  # a DDP run's weights differ slightly from one process's (distributed.py)
+        ident["processes"] = cfg.processes
     return normalise(ident)
 
 
@@ -144,6 +150,8 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
             print(f"retraining: {path.name} does not match this run: {why}")
 
     autocast_context(device, tcfg.amp)  # an impossible precision fails before any work
+    if cfg.processes > 1 and distributed.world()[0] == 1:
+        return _train_with_torchrun(arch, cfg, path, identity, tag, start, device, model_kw)
     if splits is None:
         splits = splits_from_preset(cfg)
     torch.manual_seed(tcfg.seed)
@@ -154,6 +162,9 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
                  meta=dict(identity=identity, arch=arch, preset=cfg.preset))
     test, test_at, threshold = test_metrics(model, splits, tcfg, device)
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0].to_dict()
+    if not distributed.is_main():  # under torchrun only rank 0 writes the checkpoint
+        distributed.barrier()
+        return model.eval(), read_checkpoint(path)
     ckpt = write_checkpoint(
         path, model_config=model.config, state_dict=model.state_dict(), train_config=tcfg.to_dict(),
         history=result.history.to_dict("records"), best_epoch=result.best_epoch,
@@ -170,4 +181,28 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
     state = resume_state_path(path)
     if state.exists():
         state.unlink()
+    distributed.barrier()
     return model.eval(), ckpt
+
+
+def _train_with_torchrun(arch: str, cfg: StudyConfig, path: Path, identity: dict, tag, start, device, model_kw):
+    """Train this run with ``cfg.processes`` processes under ``torchrun`` (:mod:`.torchrun_main`)
+    and load the checkpoint rank 0 wrote. The data (and its split) is prepared here first, so the
+    processes only read it."""
+    if start is not None:
+        raise ValueError("fine-tuning from another model (start=) runs in one process; set processes=1")
+    splits_from_preset(cfg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.processes}",
+           "-m", "unetq.train.torchrun_main", "--arch", arch, "--config", json.dumps(cfg.to_dict()),
+           "--model-kw", json.dumps(model_kw)] + (["--tag", tag] if tag else [])
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                                                    // cfg.processes))))
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun training of {arch} with {cfg.processes} processes failed (exit "
+                           f"{proc.returncode}); the same call resumes it after its last finished epoch")
+    ckpt = read_checkpoint(path)
+    ok, why = _matches(ckpt, identity)
+    if not ok:
+        raise CheckpointError(f"{path}: the checkpoint torchrun wrote does not match this run: {why}")
+    return load_checkpoint(path, device=device)
