@@ -1,5 +1,6 @@
 """The learning rate of each architecture is chosen on validation from the sweep rows."""
 import pandas as pd
+import pytest
 
 from unetq.config import get_preset
 from unetq.data import dataset_identity
@@ -50,3 +51,19 @@ def test_lr_sweep_records_a_diverged_learning_rate_and_goes_on(monkeypatch, tmp_
     assert tried == [0.1, 1.0]  # the first divergence did not stop the sweep
     assert list(t["lr"]) == [0.1, 1.0] and not t["chosen"].any()
     assert t["note"].str.startswith("diverged: epoch 1").all()
+
+
+def test_training_summary_says_which_runs_hit_the_epoch_cap(monkeypatch, tmp_path):
+    from unetq import results
+    from unetq.cli import training_summary
+    monkeypatch.setenv("UNETQ_RESULTS_DIR", str(tmp_path))
+    base = dict(preset="ci", dataset="synthetic-v3", width=4, image_size=32, epochs=10, amp="off", best_epoch=5)
+    rows = [dict(base, arch="unet", lr=1e-3, train_seed=0, epochs_trained=10, val_loss=0.5, val_dice=0.5, test_dice=0.5),
+            dict(base, arch="unet", lr=3e-3, train_seed=0, epochs_trained=7, val_loss=0.4, val_dice=0.6, test_dice=0.6),
+            dict(base, arch="unet", lr=3e-3, train_seed=1, epochs_trained=10, val_loss=0.45, val_dice=0.6, test_dice=0.7)]
+    results.write(results.TRAINING, pd.DataFrame(rows))
+    sweep, chosen = training_summary.summary("ci")
+    assert len(sweep) == 2
+    r = chosen.iloc[0]
+    assert r["lr"] == 3e-3 and r["seeds"] == 2 and r["runs_at_cap"] == 1 and r["test_dice_mean"] == pytest.approx(0.65)
+    assert bool(r["lr_at_grid_edge"])
