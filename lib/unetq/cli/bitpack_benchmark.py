@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from ..bench.goals import Goal, load_note, verdict
 from ..bitpack import PackedConv3x3, Segments, new_buffer, pack_activations, pack_mbu
 from ..bitpack import triton_kernels as tk
 from ..bitpack.kernels import popcount_instruction
-from ..deploy import TorchRunner
+from ..deploy import TorchRunner, make_runner, runner_unavailable_reason
 from ..deploy.openvino_engine import binary_conv3x3, openvino_reason
 from ..io import write_csv
 from ..machine import busy_cores, pin_threads
@@ -83,8 +84,11 @@ def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warm
 
 def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 1, masked: int = 4,
                       repeats: int = 20, warmup: int = 3, threads: int | None = None,
-                      with_ort: bool = True, stem: str = DEFAULT_STEM) -> tuple[pd.DataFrame, dict, dict]:
-    """End-to-end: packed MBU-Net vs the U-Net of the same width (PyTorch FP32, ORT FP32/INT8)."""
+                      with_ort: bool = True, stem: str = DEFAULT_STEM,
+                      with_compile: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+    """End-to-end: packed MBU-Net vs the U-Net of the same width (PyTorch FP32, BF16 with bf16
+    weights channels-last where the CPU runs it, ``torch.compile`` FP32 unless ``with_compile``
+    is False, ORT FP32/INT8, and OpenVINO INT8 from NNCF where installed)."""
     torch.manual_seed(0)
     mbu = create_model("mbu_unet", width=width, masked=masked, stem=stem).eval()
     unet = create_model("unet", width=width).eval()
@@ -93,6 +97,19 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
     cases, sizes, notes = speed_cases(packed, unet, image_size, with_ort=with_ort)
     cases[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = TorchRunner(mbu, "fp32", device="cpu")
     sizes[f"MBU-Net torch FP32 (k={masked}, fake quant)"] = weight_bytes(mbu)
+    if runner_unavailable_reason("torch", "bf16") is None:
+        cases["U-Net torch BF16 (channels-last)"] = TorchRunner(unet, "bf16", device="cpu")
+        sizes["U-Net torch BF16 (channels-last)"] = cases["U-Net torch BF16 (channels-last)"].model_size_bytes
+    why = runner_unavailable_reason("torch_compile", "fp32")
+    if with_compile and why is None:
+        cases["U-Net torch.compile FP32"] = TorchRunner(unet, "fp32", device="cpu", compile=True)
+        sizes["U-Net torch.compile FP32"] = weight_bytes(unet)
+    elif with_compile:
+        notes["U-Net torch.compile FP32"] = f"not measured on this machine: {why}"
+    if with_ort and openvino_reason("int8", nncf=True) is None:
+        calib = np.random.default_rng(0).random((8, 3, image_size, image_size), dtype=np.float32)
+        ov = make_runner("openvino_nncf", "int8", model=unet, image_size=image_size, calib_data=calib)
+        cases["U-Net OpenVINO INT8 (NNCF)"], sizes["U-Net OpenVINO INT8 (NNCF)"] = ov, ov.model_size_bytes
     df = speed_table(cases, image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,
                        threads=threads)
     df["model_size_bytes"] = df["case"].map(sizes)
@@ -162,7 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="threads for torch, ORT and numba (default: all cores)")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime runners")
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime and OpenVINO runners")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (about a minute to compile on 2 cores)")
     ap.add_argument("--csv", default=None, help="also write the timing rows to this CSV")
     a = ap.parse_args(argv)
 
@@ -180,7 +198,7 @@ def main(argv=None) -> int:
           f"{t['conv3x3 packed masked (2 popcounts, paper)'] / t['conv3x3 packed masked (1 popcount)']:.2f}x\n")
 
     net, sizes, notes = network_benchmark(a.width, a.image_size, a.batch, a.masked, a.repeats, a.warmup, threads,
-                                          with_ort=not a.no_ort, stem=a.stem)
+                                          with_ort=not a.no_ort, stem=a.stem, with_compile=not a.no_compile)
     main_case = f"MBU-Net bitpack (k={a.masked})"
     print(f"== end to end, width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, MBU-Net stem "
           f"{a.stem!r} (ms) ==")
@@ -215,6 +233,9 @@ def main(argv=None) -> int:
              Goal(f"MBU-Net bitpack (k={a.masked}) vs the ONNX Runtime INT8 U-Net of the same width",
                   t_net["U-Net ONNX Runtime INT8"] / t_net[main_case] if "U-Net ONNX Runtime INT8" in t_net
                   else float("nan"), 1.5),
+             Goal("MBU-Net bitpack vs OpenVINO INT8 (NNCF) U-Net of the same width",
+                  t_net["U-Net OpenVINO INT8 (NNCF)"] / t_net[main_case] if "U-Net OpenVINO INT8 (NNCF)" in t_net
+                  else float("nan"), 2.0),
              Goal("packed MBU-Net weights vs their FP32 weights, times smaller", fp32_mbu / sizes[main_case], 12)]
     goals += [Goal(f"test Dice gap, full-precision U-Net minus MBU-Net (preset {p})", g, 0.03, at_least=False,
                    unit="") for p, g in gaps.items()]
