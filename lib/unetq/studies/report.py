@@ -29,10 +29,10 @@ from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
 
 from .. import machine, paths, results
-from ..results import Loaded
+from ..results import NOT_RUN, Loaded  # noqa: F401 (NOT_RUN: re-exported, the report's vocabulary)
 from ..results import read as load_table
 from .figures import amp_colour, figure_image, format_palette, legend_outside, save_figure, table_html
-from .notice import NOT_MEASURED, missing_reason, not_measured_here, not_run_yet, run_command, \
+from .notice import NOT_MEASURED, NOT_RUN_YET, missing_reason, not_measured_here, not_run_yet, run_command, \
     show_preset_notice
 from .tuning import chosen_lrs
 METRICS = ("loss", "iou", "dice")
