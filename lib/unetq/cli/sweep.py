@@ -239,17 +239,13 @@ class Liveness:
 
     def _cell(self) -> tuple[int | None, int, str, str]:
         """``(index, cells, first source line, last output line)`` of the running cell."""
-        try:
-            nb = nbformat.read(self.partial, as_version=4)
-        except Exception:
-            return None, 0, "", ""
-        for i, c in enumerate(nb.cells):
-            if c.get("metadata", {}).get("papermill", {}).get("status") == "running":
-                src = next((ln for ln in c.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
-                text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream")
-                last = next((ln for ln in reversed(re.split(r"[\r\n]+", text)) if ln.strip()), "")
-                return i, len(nb.cells), src.strip()[:60], last.strip()[:100]
-        return None, len(nb.cells), "", ""
+        i, n, c = _running_cell(self.partial)
+        if c is None:
+            return None, n, "", ""
+        src = next((ln for ln in c.source.splitlines() if ln.strip() and not ln.startswith("#")), "")
+        text = "".join(o.get("text", "") for o in c.get("outputs", []) if o.get("output_type") == "stream")
+        last = next((ln for ln in reversed(re.split(r"[\r\n]+", text)) if ln.strip()), "")
+        return i, n, src.strip()[:60], last.strip()[:100]
 
     def _watch(self) -> None:
         t0 = last_alive = last_report = time.monotonic()
@@ -262,7 +258,8 @@ class Liveness:
                 last_alive = now
             last_cpu, changed, last_mtime = cpu, mtime != last_mtime, mtime
             if now - last_alive > self.stall_s:
-                self.stalled_cell = _running_cell(self.partial)
+                i, _, c = _running_cell(self.partial)
+                self.stalled_cell = (i, c.source if c is not None else "")
                 self.stalled = (f"stalled: the kernel used no CPU and wrote no output for "
                                 f"{now - last_alive:.0f} s (limit {self.stall_s:.0f} s)")
                 for p in self._kernels():
@@ -347,15 +344,17 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
     return res
 
 
-def _running_cell(path: Path) -> tuple[int | None, str]:
+def _running_cell(path: Path) -> tuple[int | None, int, Any]:
+    """``(index, number of cells, cell)`` of the cell papermill marks as running in the (partial)
+    output notebook ``path``; ``(None, n, None)`` when none runs or the file cannot be read."""
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception:
-        return None, ""
+        return None, 0, None
     for i, c in enumerate(nb.cells):
         if c.get("metadata", {}).get("papermill", {}).get("status") == "running":
-            return i, c.source
-    return None, ""
+            return i, len(nb.cells), c
+    return None, len(nb.cells), None
 
 
 #: Headline columns of the tables a configuration wrote, averaged into its summary row.
