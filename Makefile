@@ -16,11 +16,15 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: all test env refresh-notebooks lr-sweep
 
+# Long jobs wait passively in OpenMP (unetq.machine.LONG_JOB_ENV): on a busy 2-core machine
+# spinning threads make every training step several times slower.
+LONG_JOB := OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE}
+
 all: env
-	$(PY) -m unetq.cli.pipeline --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
+	$(LONG_JOB) $(PY) -m unetq.cli.pipeline --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
 
 test: env
-	UNETQ_REPORTS_DIR=build/test-reports UNETQ_PUBLISHED_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
+	$(LONG_JOB) UNETQ_REPORTS_DIR=build/test-reports UNETQ_PUBLISHED_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
 	  $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 env: $(STAMP)
@@ -38,12 +42,12 @@ $(STAMP): pyproject.toml
 # The learning-rate sweep every architecture gets (training seed 0, the preset's procedure); its
 # rows in reports/results/training.csv choose each architecture's learning rate for `make all`.
 lr-sweep: env
-	$(PY) -m unetq.cli.lr_sweep --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
+	$(LONG_JOB) $(PY) -m unetq.cli.lr_sweep --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
 
 # Re-execute the committed notebooks with their default (ci) parameters, refreshing the stored
 # outputs that nbval compares.
 refresh-notebooks: env
-	UNETQ_REPORTS_DIR=build/test-reports UNETQ_PUBLISHED_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
+	$(LONG_JOB) UNETQ_REPORTS_DIR=build/test-reports UNETQ_PUBLISHED_DIR=build/test-reports UNETQ_DATA_DIR=build/test-data \
 	  $(PY) -m unetq.cli.pipeline --refresh-notebooks
 
 # Performance goals of the study, each printed as ratios measured side by side in one run.

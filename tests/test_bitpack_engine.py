@@ -141,13 +141,17 @@ def test_fold_threshold_matches_definition_exhaustively():
                     assert bool((v <= t[0]) ^ flip[0]) == bool(want), (form, d, theta, dot)
 
 
-@pytest.mark.parametrize("width,masked,size,stem", [(4, 6, (32, 48), "binary"), (5, 12, (16, 32), "binary"),
-                                                    (3, 0, (48, 16), "binary"), (4, 4, (32, 32), "float"),
-                                                    (6, 4, (32, 16), "int8"), (5, 12, (16, 48), "int8"),
-                                                    (16, 4, (32, 32), "thermo"), (5, 0, (16, 48), "thermo")])
-def test_whole_network_exact_layer_by_layer(width, masked, size, stem, threading):
+@pytest.mark.parametrize("width,masked,size,stem,kw", [
+    (4, 6, (32, 48), "binary", {}), (5, 12, (16, 32), "binary", {}), (3, 0, (48, 16), "binary", {}),
+    (4, 4, (32, 32), "float", {}), (6, 4, (32, 16), "int8", {}), (5, 12, (16, 48), "int8", {}),
+    (16, 4, (32, 32), "thermo", {}), (5, 0, (16, 48), "thermo", {}),
+    # seed 001's backbone (bottleneck kept, up-CT keeping channels, up-C 2c -> c/2) and learned zeros
+    (16, 4, (32, 32), "thermo", dict(backbone="paper")), (6, 12, (16, 48), "binary", dict(backbone="paper")),
+    (5, 7, (32, 16), "int8", dict(backbone="paper", zeros="emergent")),
+    (8, 12, (16, 32), "thermo", dict(zeros="emergent", dead_zone=0.3))])
+def test_whole_network_exact_layer_by_layer(width, masked, size, stem, kw, threading):
     torch.manual_seed(width)
-    model = randomize_model_bn(create_model("mbu_unet", width=width, masked=masked, stem=stem), seed=width)
+    model = randomize_model_bn(create_model("mbu_unet", width=width, masked=masked, stem=stem, **kw), seed=width)
     x = torch.rand(2, 3, *size)
     acts = {}
     hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: acts.__setitem__(name, out.numpy()))

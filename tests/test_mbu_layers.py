@@ -46,6 +46,22 @@ def test_ternary_weight_threshold_per_output_channel_and_ste():
     assert qt[:, 1].abs().sum() == 7 and qt[0, 1, 0, 0] == 0
 
 
+def test_ternary_weight_with_a_fixed_dead_zone_and_clipped_ste():
+    w = torch.tensor([[0.9, -0.4, 0.5, -0.51, 1.7, -3.0]], requires_grad=True)
+    tq = TernaryWeight(dead_zone=0.5)
+    q = tq(w)
+    assert q.tolist() == [[1, 0, 0, -1, 1, -1]]  # 0 where |w| <= 0.5, whatever the other weights are
+    (q * torch.arange(1.0, 7.0)).sum().backward()
+    assert w.grad.tolist() == [[1, 2, 3, 4, 0, 0]]  # no gradient beyond |w| = 1
+    # the threshold does not follow the weights: scaling them changes the zero fraction
+    assert (TernaryWeight(dead_zone=0.5)(4 * w.detach()) == 0).sum() == 0
+    assert (TernaryWeight(k=0.7)(4 * w.detach()) == 0).sum() == (TernaryWeight(k=0.7)(w.detach()) == 0).sum()
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="dead_zone"):
+            TernaryWeight(dead_zone=bad)
+    assert make_weight_quantizer("masked", 1, 0.7, 0.25).dead_zone == 0.25
+
+
 def test_int8_symmetric_scale_matches_seed_003_example():
     w = torch.tensor([[8.0, 3.86, -1.0, 0.0]])
     q8 = IntWeight(8)

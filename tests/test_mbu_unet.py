@@ -4,7 +4,7 @@ import torch
 
 from unetq.models import create_model
 from unetq.models.mbu_unet import (LAYER_NAMES, MBUNet, cost_aware_order, cost_ranking, layer_costs,
-                                   resolve_layer_kinds, zero_fraction)
+                                   resolve_layer_kinds, table_a4, zero_fraction)
 
 
 def test_create_and_rebuild_from_config():
@@ -59,9 +59,9 @@ def test_cost_ranking_transposed_convs_cheapest_ct4_first():
     assert list(r["layer"][:4]) == ["up_ct4", "up_ct3", "up_ct2", "up_ct1"]  # Table A.4's first four
     assert list(r["rank"]) == list(range(1, 13)) and set(r["layer"]) == set(LAYER_NAMES)
     assert r["score"].is_monotonic_increasing
-    assert r["op_norm"].min() == 0 and r["op_norm"].max() == 1
-    assert r["param_norm"].min() == 0 and r["param_norm"].max() == 1
-    assert r.loc[r["layer"] == "up_ct4", "score"].item() == 0  # cheapest in ops and params
+    # divided by the maximum (seed 001's Table A.4 normalisation), not min-max
+    assert r["op_norm"].max() == 1 and r["param_norm"].max() == 1 and r["op_norm"].min() > 0
+    assert r.loc[r["layer"] == "up_ct4", "score"].item() == r["score"].min()  # cheapest in ops and params
     assert cost_aware_order() == list(r["layer"])
     # normalised scores do not depend on the width
     m = create_model("mbu_unet", width=8)
@@ -69,14 +69,55 @@ def test_cost_ranking_transposed_convs_cheapest_ct4_first():
     assert (cost_ranking(m)["kind"] == "binary").all()
 
 
-def test_layer_costs_count_ops_as_two_per_mac():
+def test_layer_costs_count_a_conv_mac_twice_and_a_transposed_conv_mac_once():
     c = layer_costs(width=64, image_size=512).set_index("layer")
-    # Up-CT4: 128 -> 64 channels, 2x2 kernel, input 256x256
+    # Up-CT4: 128 -> 64 channels, 2x2 kernel, input 256x256: one product per output pixel and input channel
     assert c.loc["up_ct4", "params"] == 128 * 64 * 4
     assert c.loc["up_ct4", "macs"] == 256 * 256 * 128 * 64 * 4
-    assert c.loc["up_ct4", "ops"] == 2 * c.loc["up_ct4", "macs"]
+    assert c.loc["up_ct4", "ops"] == c.loc["up_ct4", "macs"]
     # Down-C1: 64 -> 128 -> 128 at 256x256
     assert c.loc["down_c1", "params"] == 9 * (64 * 128 + 128 * 128)
+    assert c.loc["down_c1", "ops"] == 2 * c.loc["down_c1", "macs"] == 2 * 256 * 256 * c.loc["down_c1", "params"]
+
+
+def test_paper_backbone_channels_costs_and_table_a4_order():
+    m = create_model("mbu_unet", width=64, backbone="paper", masked=4)
+    assert m.channels == (64, 128, 256, 512, 512) and m.up_channels == (256, 128, 64, 64)
+    assert m.up_ct1[0].weight.shape[:2] == (512, 512) and m.up_ct4[0].weight.shape[:2] == (64, 64)  # keeps channels
+    assert m.up_c1[0][0].weight.shape[:2] == (256, 1024) and m.up_c4[1][0].weight.shape[:2] == (64, 64)
+    # seed 001: "about 16 M parameters"; every conv/transposed conv weight of the backbone counted
+    n = sum(p.numel() for p in m.parameters())
+    assert 14.5e6 < n < 16.5e6
+    # the model's own cost ranking is Table A.4 (up to the printed Down-C2), costs from its weights
+    rank = cost_ranking(m)
+    a4 = table_a4()
+    assert list(rank["layer"]) == list(a4["layer"]) and rank["score"].round(3).tolist() == a4["score"].round(3).tolist()
+    costs = layer_costs(64, 512, "paper").set_index("layer")
+    for name in LAYER_NAMES:
+        w = sum(p.numel() for q in getattr(m, name).modules() if hasattr(q, "weight_quantizer") for p in [q.weight])
+        assert costs.loc[name, "params"] == w, name
+    # masked=k takes the k cheapest layers of the model's own backbone
+    k5 = create_model("mbu_unet", width=4, backbone="paper", masked=5).kinds
+    assert k5["up_c3"] == "masked" and k5["down_c1"] == "binary"
+    assert create_model("mbu_unet", width=4, masked=5).kinds["down_c1"] == "masked"  # classic order
+    x = torch.rand(1, 3, 32, 32)
+    assert create_model("mbu_unet", width=4, backbone="paper")(x).shape == (1, 1, 32, 32)
+    with pytest.raises(ValueError, match="backbone"):
+        create_model("mbu_unet", width=4, backbone="resnet")
+
+
+def test_emergent_zeros_start_half_zero_and_are_recorded_per_epoch():
+    torch.manual_seed(0)
+    m = create_model("mbu_unet", width=8, masked=4, zeros="emergent")
+    z = m.zero_fractions()
+    assert set(z) == {"input_c2", "up_ct1", "up_ct2", "up_ct3", "up_ct4"}
+    assert all(0.4 < v < 0.6 for v in z.values())  # latent weights uniform on [-1, 1], dead zone 0.5
+    ratio = create_model("mbu_unet", width=8, masked=4).zero_fractions()
+    assert all(0.3 < v < 0.5 for v in ratio.values())  # the ratio rule: ~42 % for any bell-shaped weights
+    with pytest.raises(ValueError, match="zeros"):
+        create_model("mbu_unet", width=4, zeros="learned-ish")
+    with pytest.raises(ValueError, match="dead_zone"):
+        create_model("mbu_unet", width=4, zeros="emergent", dead_zone=1.5)
 
 
 def test_w_op_changes_the_weighting():

@@ -416,3 +416,32 @@ def test_a_sweep_on_a_local_ray_instance_gives_the_tables_of_a_local_sweep(nbdir
         run = f"02_r__preset=ci__width={w}"
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local" / run / "results" / "training.csv"),
                                       pd.read_csv(tmp_path / "ray" / run / "results" / "training.csv"))
+
+
+def test_kernels_of_long_jobs_wait_passively_unless_the_user_chose(nbdir, tmp_path, monkeypatch):
+    """Notebook kernels of the main job and of sweeps start with OMP_WAIT_POLICY=PASSIVE (spinning
+    OpenMP threads make a busy 2-core machine several times slower); a user's own setting wins."""
+    from unetq.machine import LONG_JOB_ENV, long_job_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert LONG_JOB_ENV == {"OMP_WAIT_POLICY": "PASSIVE"} and long_job_env() == LONG_JOB_ENV
+    assert long_job_env({"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    nb = _nb(nbdir / "02_env.ipynb", "import os\nassert os.environ.get('OMP_WAIT_POLICY') == want, os.environ.get('OMP_WAIT_POLICY')",
+             params="preset = 'ci'\nwant = 'PASSIVE'")
+    assert sweep.execute(nb, tmp_path / "a.ipynb", {}).status == "ok"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert long_job_env() == {}
+    res = sweep.execute(nb, tmp_path / "b.ipynb", {"want": "ACTIVE"})
+    assert res.status == "ok", res.error
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # restored after the run
+
+
+def test_oversubscription_benchmark_runs_every_case(monkeypatch):
+    from unetq.cli import oversubscription
+
+    df = oversubscription.run(seconds=0.3, width=2, size=16, batch=2, settle_s=0.5)
+    assert list(df["case"]) == [c for c, _, _ in oversubscription.CASES]
+    assert list(df["probe_policy"]) == ["default", "PASSIVE", "default", "PASSIVE"]
+    assert list(df["competitor"]) == ["none", "none", "default", "PASSIVE"]
+    assert (df["steps"] > 0).all() and df["x_vs_alone_default"].iloc[0] == 1.0
+    assert {"cpu", "cpu_isa", "cores"} <= set(df.columns)

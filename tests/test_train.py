@@ -87,6 +87,22 @@ def test_train_config_from_preset_and_validation():
         TrainConfig.from_preset({}, learning_rate=1)
 
 
+def test_history_records_the_zero_fraction_of_masked_layers_per_epoch(tmp_path):
+    from unetq.models.registry import create_model
+    torch.manual_seed(0)
+    model = create_model("mbu_unet", width=4, masked=4, zeros="emergent")
+    res = fit(model, tiny_splits(), cfg_fast(epochs=2), tmp_path / "m.pt")
+    z = res.history["zero_fraction"]
+    assert len(z) == 2 and ((z > 0) & (z < 1)).all()
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
+    by_layer = ckpt["history"][-1]["zeros_by_layer"]
+    assert set(by_layer) == {"input_c2", "up_ct1", "up_ct2", "up_ct3", "up_ct4"}
+    best = res.history.loc[res.history["epoch"] == res.best_epoch, "zero_fraction"].item()
+    assert best == pytest.approx(sum(by_layer.values()) / len(by_layer))  # mean over layers
+    # a model without masked layers: NaN, not a made-up number
+    assert fit(tiny_model(), tiny_splits(), cfg_fast(epochs=1), tmp_path / "u.pt").history["zero_fraction"].isna().all()
+
+
 def test_epoch_order_depends_only_on_seed_and_epoch():
     a = epoch_order(50, 3, 1)
     assert sorted(a) == list(range(50))

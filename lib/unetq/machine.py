@@ -130,6 +130,26 @@ def pin_threads(n: int | None = None) -> int:
     return n
 
 
+#: Environment the study's long jobs (the main job's and sweeps' notebook kernels, ``make all``,
+#: ``make lr-sweep``, ``make test``) start with, unless the caller set the variable. OpenMP's
+#: default wait policy lets an idle PyTorch thread spin for its whole time slice; on a 2-core
+#: machine shared with another CPU-bound job, each process's spinning threads then hold the
+#: cores the other's working threads need, and a training step becomes several times slower for
+#: both (a side-by-side check of one training step of the width-16 U-Net beside a running
+#: training job: ``python -m unetq.cli.oversubscription``). Passive waiting costs an idle thread a
+#: wake-up instead. Benchmarks (``make bench``) keep OpenMP's default: they are meant for a quiet
+#: machine and warn when it is not.
+LONG_JOB_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def long_job_env(env: dict | None = None) -> dict:
+    """``env`` plus :data:`LONG_JOB_ENV` for every variable neither ``env`` nor the current
+    environment sets (the environment of a notebook kernel of the main job or a sweep)."""
+    out = {k: v for k, v in LONG_JOB_ENV.items() if k not in os.environ}
+    out.update(env or {})
+    return out
+
+
 #: ``session.intra_op.allow_spinning`` of CPU ONNX Runtime sessions unless a caller says
 #: otherwise. ONNX Runtime's own default (spin) keeps idle intra-op threads busy-waiting after
 #: each call; on a small machine shared with PyTorch, numba or a second session that steals the

@@ -231,6 +231,8 @@ class PackedMBU:
         self.config = dict(getattr(model, "config", {}))
         self.in_channels, self.classes = model.in_channels, model.classes
         self.channels = c = model.channels
+        # Up-Ci output channels (classic: c[4-i]; seed 001's paper backbone: c[3-i], the last c[0])
+        self.up_channels = tuple(getattr(model, "up_channels", (c[3], c[2], c[1], c[0])))
         model = model.eval()
         # first conv: the model's own module (same float output), thresholds of its BNSign
         P3, PT = PackedConv3x3.from_torch, PackedConvT2x2.from_torch
@@ -318,11 +320,12 @@ class PackedMBU:
             b["a1"] = new_buffer(n, h, w, Segments([self.a1_channels]))
             for lvl in range(4):  # concat buffers [skip, up] at levels 1..4, pooled + mid buffers
                 s = 1 << lvl
+                u = self.up_channels[3 - lvl]  # Up-C output at this level
                 b[f"cat{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl], c[lvl]]))
                 b[f"pool{lvl}"] = new_buffer(n, h // (2 * s), w // (2 * s), Segments([c[lvl]]))
                 b[f"mid_d{lvl}"] = new_buffer(n, h // (2 * s), w // (2 * s), Segments([c[lvl + 1]]))
-                b[f"mid_u{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl]]))
-                b[f"out_u{lvl}"] = new_buffer(n, h // s, w // s, Segments([c[lvl]]))
+                b[f"mid_u{lvl}"] = new_buffer(n, h // s, w // s, Segments([u]))
+                b[f"out_u{lvl}"] = new_buffer(n, h // s, w // s, Segments([u]))
             b["bottom"] = new_buffer(n, h // 16, w // 16, Segments([c[4]]))
             self._buffers = {key: b}  # keep one plan (memory)
         return self._buffers[key]
@@ -378,7 +381,7 @@ class PackedMBU:
             c2(b[f"mid_u{lvl}"], b[f"out_u{lvl}"])
             prev = b[f"out_u{lvl}"]
         out = np.empty((n, self.classes, h, w), dtype=np.float32)
-        kernels.conv1x1_float(prev, 0, c[0], self.out_weight, self.out_bias, out)
+        kernels.conv1x1_float(prev, 0, self.up_channels[3], self.out_weight, self.out_bias, out)
         return out
 
     def layer_outputs(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -404,8 +407,8 @@ class PackedMBU:
         for i in range(1, 5):
             lvl = 4 - i
             out[f"up_ct{i}.1"] = seg(f"cat{lvl}", [c[lvl], c[lvl]], 1)
-            out[f"up_c{i}.0.1"] = seg(f"mid_u{lvl}", [c[lvl]])
-            out[f"up_c{i}.1.1"] = seg(f"out_u{lvl}", [c[lvl]])
+            out[f"up_c{i}.0.1"] = seg(f"mid_u{lvl}", [self.up_channels[i - 1]])
+            out[f"up_c{i}.1.1"] = seg(f"out_u{lvl}", [self.up_channels[i - 1]])
         return out
 
 

@@ -261,8 +261,9 @@ class PackedMBUCuda:
                 b[f"cat{lvl}"] = new_buffer_cuda(n, h // s, w // s, Segments([c[lvl], c[lvl]]), d)
                 b[f"pool{lvl}"] = new_buffer_cuda(n, h // (2 * s), w // (2 * s), Segments([c[lvl]]), d)
                 b[f"mid_d{lvl}"] = new_buffer_cuda(n, h // (2 * s), w // (2 * s), Segments([c[lvl + 1]]), d)
-                b[f"mid_u{lvl}"] = new_buffer_cuda(n, h // s, w // s, Segments([c[lvl]]), d)
-                b[f"out_u{lvl}"] = new_buffer_cuda(n, h // s, w // s, Segments([c[lvl]]), d)
+                u = self.packed.up_channels[3 - lvl]  # Up-C output at this level
+                b[f"mid_u{lvl}"] = new_buffer_cuda(n, h // s, w // s, Segments([u]), d)
+                b[f"out_u{lvl}"] = new_buffer_cuda(n, h // s, w // s, Segments([u]), d)
             b["bottom"] = new_buffer_cuda(n, h // 16, w // 16, Segments([c[4]]), d)
             self._plans = {key: b}
         return self._plans[key]
@@ -304,7 +305,7 @@ class PackedMBUCuda:
             c1(b[f"cat{lvl}"], b[f"mid_u{lvl}"])
             c2(b[f"mid_u{lvl}"], b[f"out_u{lvl}"])
             prev = b[f"out_u{lvl}"]
-        a = unpack_cuda(prev, 0, c[0])
+        a = unpack_cuda(prev, 0, self.packed.up_channels[3])
         return torch.einsum("kc,nchw->nkhw", self.out_weight, a) + self.out_bias.view(1, -1, 1, 1)
 
     def __call__(self, x) -> np.ndarray:
@@ -326,6 +327,6 @@ class PackedMBUCuda:
         for i in range(1, 5):
             lvl = 4 - i
             out[f"up_ct{i}.1"] = u(f"cat{lvl}", w(c[lvl]), c[lvl])
-            out[f"up_c{i}.0.1"] = u(f"mid_u{lvl}", 0, c[lvl])
-            out[f"up_c{i}.1.1"] = u(f"out_u{lvl}", 0, c[lvl])
+            out[f"up_c{i}.0.1"] = u(f"mid_u{lvl}", 0, self.packed.up_channels[i - 1])
+            out[f"up_c{i}.1.1"] = u(f"out_u{lvl}", 0, self.packed.up_channels[i - 1])
         return out

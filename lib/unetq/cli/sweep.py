@@ -60,6 +60,7 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
 from .. import paths, results
+from ..machine import long_job_env
 from ..paths import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -307,7 +308,9 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
     the returned :class:`RunResult` says which cell failed and why. A kernel that uses no CPU and
     writes no output for ``stall_s`` seconds is stopped (:class:`Liveness`; None: never);
     ``cell_timeout_s`` (default None) is an optional hard limit per cell. ``report(line)``
-    receives progress lines while it runs; ``env`` is set for the kernel."""
+    receives progress lines while it runs; ``env`` is set for the kernel, on top of
+    :func:`unetq.machine.long_job_env` (passive OpenMP waiting, so a busy machine slows the job
+    down instead of stalling it)."""
     input_path, output_path = Path(input_path), Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_path.with_name(f".{output_path.stem}.partial.ipynb")
@@ -320,7 +323,7 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
         return res
     watch = Liveness(input_path.stem, tmp, stall_s or float("inf"), report=report)
     try:
-        with environment(env), watch:
+        with environment(long_job_env(env)), watch:
             pm.execute_notebook(
                 str(input_path), str(tmp), parameters=dict(parameters or {}), kernel_name=kernel_name,
                 cwd=str(cwd or input_path.parent), progress_bar=False, log_output=log_output,

@@ -12,7 +12,8 @@ kind         forward                                                      backwa
 ``fp``       identity                                                     identity
 ``binary``   ``sign(w)`` in {-1,+1}, sign(0)=+1                           identity where |w|<=1
 ``masked``   ternary {-1,0,+1}: 0 where |w| <= delta_c,                   identity
-             delta_c = k * mean|w| per output channel (k=0.7, TWN)
+             delta_c = k * mean|w| per output channel (k=0.7, TWN);
+             with ``dead_zone`` d: 0 where |w| <= d (fixed)                identity where |w|<=1
 ``int8``     symmetric per-channel fake quant, S = max|w|/127             identity
 ``int4``     symmetric per-channel fake quant, S = max|w|/7               identity
 ============ ============================================================ ==================
@@ -125,27 +126,43 @@ class BinaryWeight(WeightQuantizer):
 
 
 class TernaryWeight(WeightQuantizer):
-    """Masked weights {-1, 0, +1}: 0 where |w| <= delta, delta = k * mean|w| per output
-    channel (dim 0 of a conv weight, dim 1 of a transposed-conv weight); identity STE."""
+    """Masked weights {-1, 0, +1}, by one of two rules.
+
+    - ``dead_zone=None`` (ratio rule, TWN): 0 where ``|w| <= delta``, ``delta = k * mean|w|`` per
+      output channel (dim 0 of a conv weight, dim 1 of a transposed-conv weight); identity STE.
+      The threshold follows the weights, so the zero fraction stays near the value ``k`` implies
+      (about 40 % for bell-shaped weights) whatever training does.
+    - ``dead_zone=d`` (emergent): 0 where ``|w| <= d``, a fixed threshold on the latent weights
+      (``d = 0.5``: the latent weight clipped to [-1, 1], rounded); clipped STE (gradient where
+      ``|w| <= 1``, as for binary weights). Which weights are zero, and how many, is then decided
+      by training alone."""
 
     kind = "masked"
     integer = True
 
-    def __init__(self, k: float = 0.7, channel_dim: int = 0):
+    def __init__(self, k: float = 0.7, channel_dim: int = 0, dead_zone: float | None = None):
         super().__init__()
+        if dead_zone is not None and not 0 < dead_zone < 1:
+            raise ValueError(f"dead_zone must be in (0, 1), got {dead_zone!r}")
         self.k = k
         self.channel_dim = channel_dim
+        self.dead_zone = None if dead_zone is None else float(dead_zone)
 
     def delta(self, w):
+        if self.dead_zone is not None:
+            return torch.full((1,) * w.dim(), self.dead_zone, dtype=w.dtype, device=w.device)
         dims = [d for d in range(w.dim()) if d != self.channel_dim]
         return self.k * w.detach().abs().mean(dim=dims, keepdim=True)
 
     def forward(self, w):
         q = torch.where(w.abs() > self.delta(w), torch.sign(w), torch.zeros_like(w))
+        if self.dead_zone is not None:
+            return ste(w.clamp(-1.0, 1.0), q)  # no gradient where |w| > 1
         return ste(w, q)
 
     def extra_repr(self):
-        return f"k={self.k}, channel_dim={self.channel_dim}"
+        rule = f"dead_zone={self.dead_zone}" if self.dead_zone is not None else f"k={self.k}"
+        return f"{rule}, channel_dim={self.channel_dim}"
 
 
 class IntWeight(WeightQuantizer):
@@ -218,14 +235,16 @@ class UIntActivation(nn.Module):
         return f"bits={self.bits}"
 
 
-def make_weight_quantizer(kind: str, channel_dim: int = 0, ternary_k: float = 0.7) -> WeightQuantizer:
-    """The weight quantizer of a layer kind (see the module table)."""
+def make_weight_quantizer(kind: str, channel_dim: int = 0, ternary_k: float = 0.7,
+                          dead_zone: float | None = None) -> WeightQuantizer:
+    """The weight quantizer of a layer kind (see the module table); ``ternary_k`` and
+    ``dead_zone`` choose the masked kind's rule (:class:`TernaryWeight`)."""
     if kind == "fp":
         return WeightQuantizer()
     if kind == "binary":
         return BinaryWeight()
     if kind == "masked":
-        return TernaryWeight(ternary_k, channel_dim)
+        return TernaryWeight(ternary_k, channel_dim, dead_zone)
     if kind in ("int8", "int4"):
         return IntWeight(int(kind[3:]), channel_dim)
     raise ValueError(f"unknown layer kind {kind!r}; choose one of {WEIGHT_KINDS}")

@@ -1,12 +1,19 @@
 """MBU-Net (seed 001): a U-Net with BatchNorm whose 12 configurable layers are binary or masked.
 
-Backbone (channels ``w, 2w, 4w, 8w, 16w`` with ``w = width``; 64 = the paper's)::
+Two backbones (``backbone=``; ``w = width``, 64 = the papers' channel counts)::
 
+    "classic" (default; seed 000's U-Net, channels w, 2w, 4w, 8w, 16w):
     input   conv3x3 3->w (full precision, zero padding) + BN + act, conv3x3 w->w (``input_c2``)
-    Down-C1..C4   2x2 max-pool, double conv3x3 (c -> 2c -> 2c); Down-C4 is the bottleneck
+    Down-C1..C4   2x2 max-pool, double conv3x3 (c -> 2c -> 2c); Down-C4 is the bottleneck (16w)
     Up-CT1..CT4   transposed conv 2x2 stride 2 (2c -> c) + BN + act      (Appendix A.1)
     Up-C1..C4     concat [skip, up] (2c channels), double conv3x3 (2c -> c -> c)
     output  conv1x1 w->classes with bias (full precision): the logits
+
+    "paper" (seed 001's backbone, about 16 M parameters at width 64, the one that reproduces
+    its Table A.4; ``../shared/STUDY.md``): the same input block; Down-C1..C4 double convs
+    w->2w, 2w->4w, 4w->8w, 8w->8w (the bottleneck stays at 8w); Up-CTi a 2x2 transposed conv
+    that keeps its channels (8w, 4w, 2w, w); Up-Ci a double conv from the concatenation 2c to
+    c/2 (2c -> c/2 -> c/2), the last one 2w -> w -> w.
 
 Every conv is followed by BatchNorm and the activation. With ``activation="binary"`` (the
 default) the activation is the sign (``BNSign``: BatchNorm + sign, exact threshold in eval) and
@@ -26,8 +33,14 @@ Keywords of ``create_model("mbu_unet", width=..., ...)``:
 - ``layers=None``: ``{name: kind}`` overrides (highest precedence); names are
   ``LAYER_NAMES`` plus ``"input_c2"`` (the second input conv: ``"masked"`` by default with
   binary activations, as in the paper's main text, ``"fp"`` with ReLU);
-- ``activation="binary"`` or ``"relu"``; ``ternary_k=0.7``: masked threshold
-  ``delta = k * mean|w|`` per output channel;
+- ``activation="binary"`` or ``"relu"``;
+- ``zeros="ratio"``: how a masked layer's latent weights become {-1, 0, +1}. ``"ratio"``: zero
+  where ``|w| <= ternary_k * mean|w|`` per output channel (TWN's rule; it pins the zero
+  fraction near 40 % by construction); ``"emergent"``: zero where ``|w| <= dead_zone``
+  (``dead_zone=0.5``: rounding the latent weight clipped to [-1, 1]), a fixed dead zone on the
+  latent weights, so which and how many weights are zero is decided by STE training alone
+  (seed 001: the zeros are "automatically applied");
+- ``backbone="classic"`` or ``"paper"`` (above);
 - ``stem="binary"`` (the paper's main text: binary activations from the first conv on),
   ``"float"`` (both input convs full precision with a ReLU between them, Appendix A.2; the
   packed engine then runs both in float) or ``"int8"`` (as ``"float"`` with the second input
@@ -42,6 +55,7 @@ last row/column, as ``nn.MaxPool2d(2)``), transposed convs double it.
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -76,8 +90,27 @@ ACTIVATIONS = ("binary", "relu")
 STEMS = ("binary", "float", "int8", "thermo")
 #: Thresholds per channel of the first conv's output under ``stem="thermo"``.
 THERMO_LEVELS = 4
-#: Paper channel counts at width 64.
-MBU_CHANNELS = (64, 128, 256, 512, 1024)
+#: Channel counts at width 64 of the input block and Down-C1..C4 outputs, per backbone.
+BACKBONES = {"classic": (64, 128, 256, 512, 1024), "paper": (64, 128, 256, 512, 512)}
+MBU_CHANNELS = BACKBONES["classic"]
+ZEROS = ("ratio", "emergent")
+
+
+class TernaryRule(NamedTuple):
+    """How masked layers ternarise: ``k`` (ratio rule) or, when set, ``dead_zone`` (absolute)."""
+    k: float = 0.7
+    dead_zone: float | None = None
+
+
+def backbone_channels(width: int = 64, backbone: str = "classic") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(down, up)``: the channels of the input block and Down-C1..C4 outputs (5), and of the
+    Up-C1..C4 outputs (4), of ``backbone`` at ``width``. Up-CTi always maps the previous output
+    to the skip's channels ``down[4 - i]`` (classic: halving; paper: keeping them)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}")
+    c = tuple(scale_channels(ch, width) for ch in BACKBONES[backbone])
+    up = (c[3], c[2], c[1], c[0]) if backbone == "classic" else (c[2], c[1], c[0], c[0])
+    return c, up
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,11 +120,11 @@ class ConvBNAct(nn.Sequential):
     """3x3 conv (quantized per ``kind``) + BatchNorm + activation."""
 
     def __init__(self, cin: int, cout: int, kind: str, activation: str, float_input: bool = False,
-                 ternary_k: float = 0.7):
+                 ternary: TernaryRule = TernaryRule()):
         binary = activation == "binary"
         conv = QuantConv2d(
             cin, cout, 3, padding=1, bias=False,
-            weight_quantizer=make_weight_quantizer(kind, 0, ternary_k),
+            weight_quantizer=make_weight_quantizer(kind, 0, *ternary),
             pad_value=1.0 if (binary and not float_input) else 0.0,
             integer_inputs=binary and not float_input,
         )
@@ -103,27 +136,27 @@ class ConvBNAct(nn.Sequential):
 class DoubleConvQ(nn.Sequential):
     """Two ``ConvBNAct`` of the same kind (cin -> cout -> cout)."""
 
-    def __init__(self, cin: int, cout: int, kind: str, activation: str, ternary_k: float = 0.7):
-        super().__init__(ConvBNAct(cin, cout, kind, activation, ternary_k=ternary_k),
-                         ConvBNAct(cout, cout, kind, activation, ternary_k=ternary_k))
+    def __init__(self, cin: int, cout: int, kind: str, activation: str, ternary: TernaryRule = TernaryRule()):
+        super().__init__(ConvBNAct(cin, cout, kind, activation, ternary=ternary),
+                         ConvBNAct(cout, cout, kind, activation, ternary=ternary))
         self.kind = kind
 
 
 class DownQ(nn.Sequential):
     """2x2 max-pool then double conv."""
 
-    def __init__(self, cin: int, cout: int, kind: str, activation: str, ternary_k: float = 0.7):
-        super().__init__(nn.MaxPool2d(2), DoubleConvQ(cin, cout, kind, activation, ternary_k))
+    def __init__(self, cin: int, cout: int, kind: str, activation: str, ternary: TernaryRule = TernaryRule()):
+        super().__init__(nn.MaxPool2d(2), DoubleConvQ(cin, cout, kind, activation, ternary))
         self.kind = kind
 
 
 class UpCT(nn.Sequential):
     """Transposed conv 2x2 stride 2 + BatchNorm + activation (Appendix A.1)."""
 
-    def __init__(self, cin: int, cout: int, kind: str, activation: str, ternary_k: float = 0.7):
+    def __init__(self, cin: int, cout: int, kind: str, activation: str, ternary: TernaryRule = TernaryRule()):
         binary = activation == "binary"
         ct = QuantConvTranspose2d(cin, cout, 2, stride=2, bias=False,
-                                  weight_quantizer=make_weight_quantizer(kind, 1, ternary_k),
+                                  weight_quantizer=make_weight_quantizer(kind, 1, *ternary),
                                   integer_inputs=binary)
         act = [BNSign(cout)] if binary else [nn.BatchNorm2d(cout), nn.ReLU(inplace=False)]
         super().__init__(ct, *act)
@@ -157,7 +190,7 @@ class InputBlock(nn.Sequential):
     ``THERMO_LEVELS * cout`` binary channels -- with width 16, 64 channels: the one 64-bit word
     per pixel that 16 channels already occupy in the packed engine."""
 
-    def __init__(self, cin: int, cout: int, kind2: str, activation: str, ternary_k: float = 0.7,
+    def __init__(self, cin: int, cout: int, kind2: str, activation: str, ternary: TernaryRule = TernaryRule(),
                  stem: str = "binary"):
         if stem == "float" and activation == "binary":
             super().__init__(ConvBNAct(cin, cout, "fp", "relu", float_input=True),
@@ -172,22 +205,24 @@ class InputBlock(nn.Sequential):
                             pad_value=0.0),
                 RepeatChannels(levels), bn)
             first.kind = "fp"
-            super().__init__(first, ConvBNAct(levels * cout, cout, kind2, activation, ternary_k=ternary_k))
+            super().__init__(first, ConvBNAct(levels * cout, cout, kind2, activation, ternary=ternary))
         elif stem == "int8" and activation == "binary":
             second = nn.Sequential(IntConv2d(cout, cout, 3, padding=1), BNSign(cout))
             second.kind = "int8"
             super().__init__(ConvBNAct(cin, cout, "fp", "relu", float_input=True), second)
         else:
             super().__init__(ConvBNAct(cin, cout, "fp", activation, float_input=True),
-                             ConvBNAct(cout, cout, kind2, activation, ternary_k=ternary_k))
+                             ConvBNAct(cout, cout, kind2, activation, ternary=ternary))
 
 
 # --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
 def resolve_layer_kinds(base: str = "binary", masked=None, layers: dict | None = None,
-                        activation: str = "binary", stem: str = "binary") -> dict[str, str]:
-    """``{layer name: kind}`` for the 12 configurable layers and ``input_c2`` (see module doc)."""
+                        activation: str = "binary", stem: str = "binary",
+                        backbone: str = "classic") -> dict[str, str]:
+    """``{layer name: kind}`` for the 12 configurable layers and ``input_c2`` (see module doc);
+    ``masked=k`` masks the k cheapest layers of ``backbone`` (:func:`cost_aware_order`)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if stem not in STEMS:
@@ -200,7 +235,7 @@ def resolve_layer_kinds(base: str = "binary", masked=None, layers: dict | None =
         if isinstance(masked, numbers.Integral) and not isinstance(masked, bool):
             if not 0 <= masked <= len(LAYER_NAMES):
                 raise ValueError(f"masked=k needs 0 <= k <= 12, got {masked}")
-            masked = cost_aware_order()[: int(masked)]
+            masked = cost_aware_order(backbone=backbone)[: int(masked)]
         elif isinstance(masked, str):
             raise ValueError(f"masked must be an int k (cost-aware top-k) or a list of layer names, got {masked!r}")
         for n in masked:
@@ -229,30 +264,42 @@ class MBUNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64, base: str = "binary",
                  masked=None, layers: dict | None = None, activation: str = "binary",
-                 ternary_k: float = 0.7, stem: str = "binary"):
+                 ternary_k: float = 0.7, stem: str = "binary", backbone: str = "classic",
+                 zeros: str = "ratio", dead_zone: float = 0.5):
         super().__init__()
         if classes < 1 or in_channels < 1:
             raise ValueError(f"in_channels and classes must be >= 1, got {in_channels}, {classes}")
+        if zeros not in ZEROS:
+            raise ValueError(f"zeros must be one of {ZEROS}, got {zeros!r}")
+        if zeros == "emergent" and not (isinstance(dead_zone, numbers.Real) and 0 < dead_zone < 1):
+            raise ValueError(f"dead_zone must be in (0, 1) (latent weights are clipped to [-1, 1]), got {dead_zone!r}")
         self.in_channels, self.classes, self.activation, self.stem = in_channels, classes, activation, stem
-        self.kinds = resolve_layer_kinds(base, masked, layers, activation, stem)
+        self.backbone, self.zeros = backbone, zeros
+        self.kinds = resolve_layer_kinds(base, masked, layers, activation, stem, backbone)
         k = self.kinds
-        c1, c2, c3, c4, c5 = (scale_channels(c, width) for c in MBU_CHANNELS)
-        self.channels = (c1, c2, c3, c4, c5)
-        a, t = activation, ternary_k
+        (c1, c2, c3, c4, c5), up = backbone_channels(width, backbone)
+        self.channels, self.up_channels = (c1, c2, c3, c4, c5), up
+        a = activation
+        t = TernaryRule(ternary_k, float(dead_zone) if zeros == "emergent" else None)
         self.input = InputBlock(in_channels, c1, k[STEM_LAYER], a, t, stem)
         self.down_c1 = DownQ(c1, c2, k["down_c1"], a, t)
         self.down_c2 = DownQ(c2, c3, k["down_c2"], a, t)
         self.down_c3 = DownQ(c3, c4, k["down_c3"], a, t)
         self.down_c4 = DownQ(c4, c5, k["down_c4"], a, t)
+        # Up-CTi: previous output -> the skip's channels; Up-Ci: [skip, up] -> up[i - 1]
         self.up_ct1 = UpCT(c5, c4, k["up_ct1"], a, t)
-        self.up_c1 = DoubleConvQ(2 * c4, c4, k["up_c1"], a, t)
-        self.up_ct2 = UpCT(c4, c3, k["up_ct2"], a, t)
-        self.up_c2 = DoubleConvQ(2 * c3, c3, k["up_c2"], a, t)
-        self.up_ct3 = UpCT(c3, c2, k["up_ct3"], a, t)
-        self.up_c3 = DoubleConvQ(2 * c2, c2, k["up_c3"], a, t)
-        self.up_ct4 = UpCT(c2, c1, k["up_ct4"], a, t)
-        self.up_c4 = DoubleConvQ(2 * c1, c1, k["up_c4"], a, t)
-        self.output = nn.Conv2d(c1, classes, 1, bias=True)
+        self.up_c1 = DoubleConvQ(2 * c4, up[0], k["up_c1"], a, t)
+        self.up_ct2 = UpCT(up[0], c3, k["up_ct2"], a, t)
+        self.up_c2 = DoubleConvQ(2 * c3, up[1], k["up_c2"], a, t)
+        self.up_ct3 = UpCT(up[1], c2, k["up_ct3"], a, t)
+        self.up_c3 = DoubleConvQ(2 * c2, up[2], k["up_c3"], a, t)
+        self.up_ct4 = UpCT(up[2], c1, k["up_ct4"], a, t)
+        self.up_c4 = DoubleConvQ(2 * c1, up[3], k["up_c4"], a, t)
+        self.output = nn.Conv2d(up[3], classes, 1, bias=True)
+        if zeros == "emergent":  # latent weights uniform on [-1, 1]: a dead zone of 0.5 starts half zero
+            for m in self.modules():
+                if isinstance(getattr(m, "weight_quantizer", None), TernaryWeight):
+                    nn.init.uniform_(m.weight, -1.0, 1.0)
 
     BLOCK_ORDER = ("input", "down_c1", "down_c2", "down_c3", "down_c4", "up_ct1", "up_c1", "up_ct2",
                    "up_c2", "up_ct3", "up_c3", "up_ct4", "up_c4", "output")
@@ -266,6 +313,12 @@ class MBUNet(nn.Module):
     def configurable_layers(self) -> list[tuple[str, nn.Module]]:
         """The 12 configurable layers, ``LAYER_NAMES`` order."""
         return [(n, getattr(self, n)) for n in LAYER_NAMES]
+
+    def zero_fractions(self) -> dict[str, float]:
+        """``{layer: zero fraction}`` of every masked layer's ternary weights (the training loop
+        records it per epoch, so the sparsity of seed 001's Figure 3a can be watched emerging)."""
+        z = zero_fraction(self)
+        return dict(zip(z["layer"], z["zero_fraction"].astype(float)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, in_channels, H, W]`` (H, W multiples of 16) -> logits ``[N, classes, H, W]``."""
@@ -284,7 +337,8 @@ class MBUNet(nn.Module):
 
 @register_model("mbu_unet")
 def build_mbu_unet(in_channels: int = 3, classes: int = 1, width: int = 64, **kw) -> MBUNet:
-    """MBU-Net; keywords ``base``, ``masked``, ``layers``, ``activation``, ``ternary_k``
+    """MBU-Net; keywords ``base``, ``masked``, ``layers``, ``activation``, ``ternary_k``,
+    ``zeros``, ``dead_zone``, ``stem``, ``backbone``
     (module doc). ``create_model("mbu_unet", masked=4)`` masks the four transposed convs."""
     return MBUNet(in_channels, classes, width, **kw)
 
@@ -292,30 +346,32 @@ def build_mbu_unet(in_channels: int = 3, classes: int = 1, width: int = 64, **kw
 # --------------------------------------------------------------------------------------------
 # cost-aware masking (Equation 2)
 # --------------------------------------------------------------------------------------------
-def layer_costs(width: int = 64, image_size: int = 512) -> pd.DataFrame:
-    """Operations (multiplications + additions = 2 x MACs) and weight counts of the 12
-    configurable layers at ``image_size`` (BatchNorm excluded; both scale with width**2, so the
-    normalised scores do not depend on ``width``)."""
-    c = [scale_channels(ch, width) for ch in MBU_CHANNELS]
-    s = image_size
+def layer_costs(width: int = 64, image_size: int = 512, backbone: str = "classic") -> pd.DataFrame:
+    """Operations and weight counts of the 12 configurable layers of ``backbone`` at
+    ``image_size`` (BatchNorm excluded), counted as seed 001 counts them for its Table A.4: a
+    conv's MAC is 2 operations (multiply + add), a transposed conv's MAC 1 (each output pixel of
+    a stride-2 2x2 transposed conv receives exactly one product per input channel: no
+    additions across the kernel). Columns: layer, label, params, macs, ops. Both counts scale
+    with ``width**2``, so the normalised scores do not depend on ``width``."""
+    (c0, c1, c2, c3, c4), up = backbone_channels(width, backbone)
+    c, s = (c0, c1, c2, c3, c4), int(image_size)
     rows = []
     for i in range(1, 5):  # Down-Ci: c[i-1] -> c[i] -> c[i] at s / 2**i
-        hw = (s >> i) ** 2
         p = 9 * (c[i - 1] * c[i] + c[i] * c[i])
-        rows.append((f"down_c{i}", p, hw * p))
-    for i in range(1, 5):  # Up-CTi: c[5-i] -> c[4-i], input s / 2**(5-i)
-        hw_in = (s >> (5 - i)) ** 2
-        p = 4 * c[5 - i] * c[4 - i]
-        rows.append((f"up_ct{i}", p, hw_in * p))
-    for i in range(1, 5):  # Up-Ci: 2c -> c -> c at s / 2**(4-i), c = c[4-i]
-        ch = c[4 - i]
-        hw = (s >> (4 - i)) ** 2
-        p = 9 * (2 * ch * ch + ch * ch)
-        rows.append((f"up_c{i}", p, hw * p))
-    df = pd.DataFrame(rows, columns=["layer", "params", "macs"])
-    df["ops"] = 2 * df["macs"]
+        rows.append((f"down_c{i}", p, (s >> i) ** 2 * p, 2))
+    prev = c[4]
+    for i in range(1, 5):  # Up-CTi: previous output -> c[4-i], input at s / 2**(5-i)
+        p = 4 * prev * c[4 - i]
+        rows.append((f"up_ct{i}", p, (s >> (5 - i)) ** 2 * p, 1))
+        prev = up[i - 1]
+    for i in range(1, 5):  # Up-Ci: 2c -> out -> out at s / 2**(4-i), c = c[4-i]
+        ch, out = c[4 - i], up[i - 1]
+        p = 9 * (2 * ch * out + out * out)
+        rows.append((f"up_c{i}", p, (s >> (4 - i)) ** 2 * p, 2))
+    df = pd.DataFrame(rows, columns=["layer", "params", "macs", "ops_per_mac"])
+    df["ops"] = df["ops_per_mac"] * df["macs"]
     df.insert(1, "label", df["layer"].map(LAYER_LABELS))
-    return df
+    return df.drop(columns="ops_per_mac")
 
 
 #: Seed 001 Table A.4 as printed (w_op = w_param = 0.5): the reference the study's computation of
@@ -326,28 +382,10 @@ TABLE_A4_PRINTED = {"up_ct4": 0.011, "up_ct3": 0.016, "up_ct2": 0.037, "up_ct1":
 
 
 def paper_layer_costs(image_size: int = 512) -> pd.DataFrame:
-    """Operations and parameters of the 12 configurable layers of seed 001's U-Net backbone
-    (about 16 M parameters; ``../shared/STUDY.md``): a full-precision input double conv 3->64,
-    down-C1..4 = max-pool + double conv 64->128, 128->256, 256->512, 512->512 (the bottleneck
-    stays at 512); up-CTi a 2x2 transposed conv that keeps its channels (512, 256, 128, 64);
-    up-Ci a double conv from the concatenation 2c to c/2 (the last one 128->64->64). A conv's
-    MAC counts as 2 operations (multiply + add), a transposed conv's MAC once, as the paper's
-    numbers imply."""
-    s, down = int(image_size), (64, 128, 256, 512, 512)
-    rows = []
-    for i in range(1, 5):
-        p = 9 * (down[i - 1] * down[i] + down[i] * down[i])
-        rows.append((f"down_c{i}", p, 2 * (s >> i) ** 2 * p))
-    for i, c in enumerate((512, 256, 128, 64), 1):
-        p = 4 * c * c
-        rows.append((f"up_ct{i}", p, (s >> (5 - i)) ** 2 * p))
-    for i, c in enumerate((512, 256, 128, 64), 1):
-        mid = c // 2 if i < 4 else 64
-        p = 9 * (2 * c * mid + mid * mid)
-        rows.append((f"up_c{i}", p, 2 * (s >> (4 - i)) ** 2 * p))
-    df = pd.DataFrame(rows, columns=["layer", "params", "ops"])
-    df.insert(1, "label", df["layer"].map(LAYER_LABELS))
-    return df
+    """Operations and parameters of the 12 configurable layers of seed 001's U-Net backbone at
+    width 64 (about 16 M parameters; ``../shared/STUDY.md``): :func:`layer_costs` of
+    ``backbone="paper"``. Columns: layer, label, params, ops."""
+    return layer_costs(64, image_size, "paper")[["layer", "label", "params", "ops"]]
 
 
 def table_a4(w_op: float = 0.5, image_size: int = 512) -> pd.DataFrame:
@@ -356,12 +394,7 @@ def table_a4(w_op: float = 0.5, image_size: int = 512) -> pd.DataFrame:
     normalisation that reproduces the table; min-max does not), ranked cheapest first, next to
     the printed score (``printed``) and the difference. Columns: rank, layer, label, ops,
     params, op_norm, param_norm, score, printed, diff, printed_rank."""
-    df = paper_layer_costs(image_size)
-    df["op_norm"] = df["ops"] / df["ops"].max()
-    df["param_norm"] = df["params"] / df["params"].max()
-    df["score"] = w_op * df["op_norm"] + (1 - w_op) * df["param_norm"]
-    df = df.sort_values(["score", "layer"], kind="stable").reset_index(drop=True)
-    df.insert(0, "rank", np.arange(1, len(df) + 1))
+    df = cost_ranking(None, image_size, w_op, backbone="paper")
     df["printed"] = df["layer"].map(TABLE_A4_PRINTED)
     df["diff"] = (df["score"] - df["printed"]).round(4)
     order = sorted(TABLE_A4_PRINTED, key=TABLE_A4_PRINTED.get)
@@ -369,23 +402,21 @@ def table_a4(w_op: float = 0.5, image_size: int = 512) -> pd.DataFrame:
     return df
 
 
-def _minmax(v: pd.Series) -> pd.Series:
-    v = v.astype(float)
-    span = v.max() - v.min()
-    return (v - v.min()) / span if span > 0 else v * 0.0
-
-
-def cost_ranking(model: nn.Module | None = None, image_size: int = 512, w_op: float = 0.5) -> pd.DataFrame:
+def cost_ranking(model: nn.Module | None = None, image_size: int = 512, w_op: float = 0.5,
+                 backbone: str | None = None) -> pd.DataFrame:
     """Equation 2: ``score = w_op * n_op_hat + (1 - w_op) * n_param_hat`` with ops and params
-    min-max normalised over the 12 layers; ranked from cheapest (rank 1 = mask first).
+    (:func:`layer_costs`) each divided by its maximum over the 12 layers (the normalisation that
+    reproduces seed 001's Table A.4; min-max does not), ranked from cheapest (rank 1 = mask
+    first). The backbone is ``model``'s, else ``backbone`` (default ``"classic"``).
 
     Columns: rank, layer, label, ops, params, op_norm, param_norm, score (+ kind if ``model``)."""
     if not 0.0 <= w_op <= 1.0:
         raise ValueError(f"w_op must be in [0, 1], got {w_op}")
     width = model.channels[0] if model is not None else 64
-    df = layer_costs(width, image_size)
-    df["op_norm"] = _minmax(df["ops"])
-    df["param_norm"] = _minmax(df["params"])
+    backbone = getattr(model, "backbone", None) or backbone or "classic"
+    df = layer_costs(width, image_size, backbone)
+    df["op_norm"] = df["ops"] / df["ops"].max()
+    df["param_norm"] = df["params"] / df["params"].max()
     df["score"] = w_op * df["op_norm"] + (1 - w_op) * df["param_norm"]
     df = df.sort_values(["score", "layer"], kind="stable").reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
@@ -395,9 +426,9 @@ def cost_ranking(model: nn.Module | None = None, image_size: int = 512, w_op: fl
                if c in df.columns]]
 
 
-def cost_aware_order(image_size: int = 512, w_op: float = 0.5) -> list[str]:
-    """Layer names from cheapest to most expensive (the masking priority list)."""
-    return list(cost_ranking(None, image_size, w_op)["layer"])
+def cost_aware_order(image_size: int = 512, w_op: float = 0.5, backbone: str = "classic") -> list[str]:
+    """Layer names of ``backbone`` from cheapest to most expensive (the masking priority list)."""
+    return list(cost_ranking(None, image_size, w_op, backbone)["layer"])
 
 
 # --------------------------------------------------------------------------------------------

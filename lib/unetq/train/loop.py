@@ -26,8 +26,19 @@ from .config import TrainConfig, resolve_device
 
 HISTORY_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_iou", "val_dice", "val_iou_img", "val_dice_img", "lr",
-    "epoch_time_s", "val_time_s", "images_per_s", "peak_mem_mb", "peak_mem_kind",
+    "epoch_time_s", "val_time_s", "images_per_s", "peak_mem_mb", "peak_mem_kind", "zero_fraction",
 ]
+
+
+def _zero_fractions(model) -> dict:
+    """``zero_fraction`` (the mean over masked layers of their zero fractions, seed 001's "on average,
+    each layer"; NaN for a model without masked layers) and
+    ``zeros_by_layer`` (``{layer: fraction}``) of a model that reports them (MBU-Net)."""
+    fn = getattr(getattr(model, "module", model), "zero_fractions", None)  # DDP wraps the model
+    by_layer = fn() if callable(fn) else {}
+    if not by_layer:
+        return dict(zero_fraction=float("nan"))
+    return dict(zero_fraction=float(np.mean(list(by_layer.values()))), zeros_by_layer=by_layer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,7 +425,7 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
                    val_dice=val["dice"], val_iou_img=val["iou_img"], val_dice_img=val["dice_img"],
                    lr=float(optimizer.param_groups[0]["lr"]), epoch_time_s=tr["time_s"],
                    val_time_s=val_time, images_per_s=tr["n"] / tr["time_s"],
-                   peak_mem_mb=mem.peak_mb, peak_mem_kind=mem.kind)
+                   peak_mem_mb=mem.peak_mb, peak_mem_kind=mem.kind, **_zero_fractions(model))
         history.append(row)
         if scheduler is not None:
             scheduler.step(val["loss"] if math.isfinite(val["loss"]) else math.inf)
