@@ -49,3 +49,35 @@ def test_pareto_table_joins_accuracy_and_speed():
 
 def test_popcount_instruction_is_reported():
     assert "popc" in popcount_instruction()
+
+
+def test_zeros_study_records_sparsity_per_epoch_and_layer_and_summarises(tmp_path, monkeypatch):
+    """python -m unetq.cli.mbu_zeros: both ternary rules trained by the study's procedure; rows per
+    epoch and masked layer; the summary compares the mean zero fraction with seed 001's 80 %."""
+    from unetq import results
+    from unetq.cli import mbu_zeros
+    from unetq.config import get_preset
+    from unetq.studies import zeros
+
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    cfg = get_preset("ci")
+    assert zeros.model_kw("ratio", 4) == study.configurations(4)["mbu"]  # shares notebook 05's checkpoints
+    assert zeros.model_kw("emergent", 12, "classic") == dict(masked=12, stem="thermo", zeros="emergent", backbone="classic")
+    with pytest.raises(ValueError, match="rule"):
+        zeros.model_kw("learned", 4)
+    df = zeros.run(cfg, rules=("emergent", "ratio"), masked=(4,), seeds=1)
+    layers = {"input_c2", "up_ct1", "up_ct2", "up_ct3", "up_ct4"}
+    for rule, g in df.groupby("rule"):
+        assert set(g["layer"]) == layers and sorted(g["epoch"].unique()) == list(range(1, cfg.epochs + 1))
+        assert g["zero_fraction"].between(0, 1).all() and g["is_best_epoch"].sum() == len(layers)
+    assert set(df["rule"]) == {"emergent", "ratio"}
+    summ = zeros.summary(df)
+    assert list(summ["rule"]) == ["emergent", "ratio"] and (summ["seeds"] == 1).all()
+    text = zeros.verdict(summ)
+    assert "emergent rule" in text and "seed 001's 80%" in text
+    assert zeros.verdict(pd.DataFrame()).startswith("not run yet")
+    stored = results.read(results.MBU_ZEROS, root=tmp_path / "results").df
+    assert len(stored) == len(df)
+    # the command: cached runs, same rows
+    assert mbu_zeros.main(["--preset", "ci", "--rules", "emergent", "--seeds", "1"]) == 0
+    assert len(results.read(results.MBU_ZEROS, root=tmp_path / "results").df) == len(df)

@@ -70,7 +70,7 @@ def test_cost_ranking_transposed_convs_cheapest_ct4_first():
 
 
 def test_layer_costs_count_a_conv_mac_twice_and_a_transposed_conv_mac_once():
-    c = layer_costs(width=64, image_size=512).set_index("layer")
+    c = layer_costs(width=64, image_size=512, backbone="classic").set_index("layer")
     # Up-CT4: 128 -> 64 channels, 2x2 kernel, input 256x256: one product per output pixel and input channel
     assert c.loc["up_ct4", "params"] == 128 * 64 * 4
     assert c.loc["up_ct4", "macs"] == 256 * 256 * 128 * 64 * 4
@@ -99,7 +99,8 @@ def test_paper_backbone_channels_costs_and_table_a4_order():
     # masked=k takes the k cheapest layers of the model's own backbone
     k5 = create_model("mbu_unet", width=4, backbone="paper", masked=5).kinds
     assert k5["up_c3"] == "masked" and k5["down_c1"] == "binary"
-    assert create_model("mbu_unet", width=4, masked=5).kinds["down_c1"] == "masked"  # classic order
+    assert create_model("mbu_unet", width=4, masked=5, backbone="classic").kinds["down_c1"] == "masked"
+    assert create_model("mbu_unet", width=4).backbone == "paper"  # the study's MBU-Net is seed 001's
     x = torch.rand(1, 3, 32, 32)
     assert create_model("mbu_unet", width=4, backbone="paper")(x).shape == (1, 1, 32, 32)
     with pytest.raises(ValueError, match="backbone"):

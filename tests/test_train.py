@@ -97,6 +97,8 @@ def test_history_records_the_zero_fraction_of_masked_layers_per_epoch(tmp_path):
     ckpt = torch.load(tmp_path / "m.pt", weights_only=False)
     by_layer = ckpt["history"][-1]["zeros_by_layer"]
     assert set(by_layer) == {"input_c2", "up_ct1", "up_ct2", "up_ct3", "up_ct4"}
+    # every epoch's record keeps the per-layer fractions (load_or_train writes them into its checkpoint)
+    assert [set(r["zeros_by_layer"]) for r in res.extra["records"]] == [set(by_layer)] * 2
     best = res.history.loc[res.history["epoch"] == res.best_epoch, "zero_fraction"].item()
     assert best == pytest.approx(sum(by_layer.values()) / len(by_layer))  # mean over layers
     # a model without masked layers: NaN, not a made-up number
@@ -291,6 +293,27 @@ def test_load_or_train_reuses_and_retrains(dirs, capsys):
     assert path.exists() and len(list(path.parent.glob("tiny_test_ci*.pt"))) == 2
     table = record_training("tiny_test", ci_cfg(lr=1e-2), ck_lr)
     assert sorted(table["lr"]) == [1e-3, 1e-2]
+
+
+def test_a_checkpoint_of_an_older_architecture_is_retrained_not_loaded(dirs, capsys, monkeypatch):
+    """A library default that changes an architecture (MBU-Net's backbone did) leaves the run's
+    settings, hence its checkpoint name and identity, unchanged: the parameter layout decides,
+    for the checkpoint and for an interrupted run's resume state."""
+    import unetq.models.registry as registry
+
+    cfg = ci_cfg()
+    load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
+    path = checkpoint_path("tiny_test", cfg)
+    old_builder = registry.MODELS["tiny_test"]
+    monkeypatch.setitem(registry.MODELS, "tiny_test", lambda in_channels=3, classes=1, width=4, **kw:
+                        old_builder(in_channels, classes, width + 2, **kw))  # "a new default"
+    resume_state_path(path).write_bytes(b"")  # (and a resume state it cannot use)
+    torch.save(dict(fingerprint=None, model=torch.load(path, weights_only=True)["state_dict"]), resume_state_path(path))
+    with pytest.warns(UserWarning, match="another configuration"):
+        model, ckpt = load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
+    out = capsys.readouterr().out
+    assert "retraining" in out and "parameter layout" in out, out
+    assert model[0].weight.shape[0] == 6 and torch.load(path, weights_only=True)["state_dict"]["0.weight"].shape[0] == 6
 
 
 def test_corrupt_or_missing_checkpoint_is_a_clear_error(dirs):

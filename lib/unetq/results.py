@@ -88,6 +88,9 @@ MBU_COST_RANKING = Table("mbu_cost_ranking", dict(preset=S, layer=S), ("score",)
 MBU_ACCURACY = Table("mbu_accuracy", dict(preset=S, dataset=S, config=S, train_seed=I), ("test_dice",),
                      "seed 001 Table 1")
 MBU_SPARSITY = Table("mbu_sparsity", dict(preset=S, dataset=S, config=S, layer=S), ("zero_fraction",), "seed 001 Figure 3a")
+MBU_ZEROS = Table("mbu_zeros", dict(preset=S, dataset=S, backbone=S, rule=S, masked_layers=I, width=I, image_size=I,
+                                    lr=F, train_seed=I, epoch=I, layer=S), ("zero_fraction", "test_dice"),
+                  "seed 001 Figure 3a: do the zeros emerge (python -m unetq.cli.mbu_zeros)")
 MBU_SPEED = Table("mbu_speed", dict(preset=S, dataset=S, case=S), ("median_ms",), "packed engine vs its peers")
 MBU_PARETO = Table("mbu_pareto", dict(preset=S, dataset=S, config=S), ("masked_layers", "test_dice", "fps"),
                    "seed 001 Figure 7")
@@ -107,7 +110,7 @@ BENCHMARK_DEVICE = Table("benchmark_{device}", _BENCH_KEY, ("status",), "benchma
 BENCHMARK_DATASET = Table("benchmark_dataset", _BENCH_KEY, ("status",), "whole-test-split timing (seed 000)")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_SPEED,
+    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_SPEED,
     MBU_PARETO, ACCURACY_BY_FORMAT, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK,
     BENCHMARK_DEVICE, BENCHMARK_DATASET)}
 

@@ -2,15 +2,15 @@
 
 Two backbones (``backbone=``; ``w = width``, 64 = the papers' channel counts)::
 
-    "classic" (default; seed 000's U-Net, channels w, 2w, 4w, 8w, 16w):
+    "classic" (seed 000's U-Net channel plan, channels w, 2w, 4w, 8w, 16w):
     input   conv3x3 3->w (full precision, zero padding) + BN + act, conv3x3 w->w (``input_c2``)
     Down-C1..C4   2x2 max-pool, double conv3x3 (c -> 2c -> 2c); Down-C4 is the bottleneck (16w)
     Up-CT1..CT4   transposed conv 2x2 stride 2 (2c -> c) + BN + act      (Appendix A.1)
     Up-C1..C4     concat [skip, up] (2c channels), double conv3x3 (2c -> c -> c)
     output  conv1x1 w->classes with bias (full precision): the logits
 
-    "paper" (seed 001's backbone, about 16 M parameters at width 64, the one that reproduces
-    its Table A.4; ``../shared/STUDY.md``): the same input block; Down-C1..C4 double convs
+    "paper" (the default: seed 001's backbone, about 15 M parameters at width 64, the one
+    that reproduces its Table A.4; ``../shared/STUDY.md``): the same input block; Down-C1..C4 double convs
     w->2w, 2w->4w, 4w->8w, 8w->8w (the bottleneck stays at 8w); Up-CTi a 2x2 transposed conv
     that keeps its channels (8w, 4w, 2w, w); Up-Ci a double conv from the concatenation 2c to
     c/2 (2c -> c/2 -> c/2), the last one 2w -> w -> w.
@@ -40,7 +40,7 @@ Keywords of ``create_model("mbu_unet", width=..., ...)``:
   (``dead_zone=0.5``: rounding the latent weight clipped to [-1, 1]), a fixed dead zone on the
   latent weights, so which and how many weights are zero is decided by STE training alone
   (seed 001: the zeros are "automatically applied");
-- ``backbone="classic"`` or ``"paper"`` (above);
+- ``backbone="paper"`` (default) or ``"classic"`` (above);
 - ``stem="binary"`` (the paper's main text: binary activations from the first conv on),
   ``"float"`` (both input convs full precision with a ReLU between them, Appendix A.2; the
   packed engine then runs both in float) or ``"int8"`` (as ``"float"`` with the second input
@@ -92,7 +92,9 @@ STEMS = ("binary", "float", "int8", "thermo")
 THERMO_LEVELS = 4
 #: Channel counts at width 64 of the input block and Down-C1..C4 outputs, per backbone.
 BACKBONES = {"classic": (64, 128, 256, 512, 1024), "paper": (64, 128, 256, 512, 512)}
-MBU_CHANNELS = BACKBONES["classic"]
+#: The study's MBU-Net: seed 001's own backbone.
+DEFAULT_BACKBONE = "paper"
+MBU_CHANNELS = BACKBONES[DEFAULT_BACKBONE]
 ZEROS = ("ratio", "emergent")
 
 
@@ -102,7 +104,7 @@ class TernaryRule(NamedTuple):
     dead_zone: float | None = None
 
 
-def backbone_channels(width: int = 64, backbone: str = "classic") -> tuple[tuple[int, ...], tuple[int, ...]]:
+def backbone_channels(width: int = 64, backbone: str = DEFAULT_BACKBONE) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(down, up)``: the channels of the input block and Down-C1..C4 outputs (5), and of the
     Up-C1..C4 outputs (4), of ``backbone`` at ``width``. Up-CTi always maps the previous output
     to the skip's channels ``down[4 - i]`` (classic: halving; paper: keeping them)."""
@@ -220,7 +222,7 @@ class InputBlock(nn.Sequential):
 # --------------------------------------------------------------------------------------------
 def resolve_layer_kinds(base: str = "binary", masked=None, layers: dict | None = None,
                         activation: str = "binary", stem: str = "binary",
-                        backbone: str = "classic") -> dict[str, str]:
+                        backbone: str = DEFAULT_BACKBONE) -> dict[str, str]:
     """``{layer name: kind}`` for the 12 configurable layers and ``input_c2`` (see module doc);
     ``masked=k`` masks the k cheapest layers of ``backbone`` (:func:`cost_aware_order`)."""
     if activation not in ACTIVATIONS:
@@ -264,7 +266,7 @@ class MBUNet(nn.Module):
 
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64, base: str = "binary",
                  masked=None, layers: dict | None = None, activation: str = "binary",
-                 ternary_k: float = 0.7, stem: str = "binary", backbone: str = "classic",
+                 ternary_k: float = 0.7, stem: str = "binary", backbone: str = DEFAULT_BACKBONE,
                  zeros: str = "ratio", dead_zone: float = 0.5):
         super().__init__()
         if classes < 1 or in_channels < 1:
@@ -346,7 +348,7 @@ def build_mbu_unet(in_channels: int = 3, classes: int = 1, width: int = 64, **kw
 # --------------------------------------------------------------------------------------------
 # cost-aware masking (Equation 2)
 # --------------------------------------------------------------------------------------------
-def layer_costs(width: int = 64, image_size: int = 512, backbone: str = "classic") -> pd.DataFrame:
+def layer_costs(width: int = 64, image_size: int = 512, backbone: str = DEFAULT_BACKBONE) -> pd.DataFrame:
     """Operations and weight counts of the 12 configurable layers of ``backbone`` at
     ``image_size`` (BatchNorm excluded), counted as seed 001 counts them for its Table A.4: a
     conv's MAC is 2 operations (multiply + add), a transposed conv's MAC 1 (each output pixel of
@@ -407,13 +409,13 @@ def cost_ranking(model: nn.Module | None = None, image_size: int = 512, w_op: fl
     """Equation 2: ``score = w_op * n_op_hat + (1 - w_op) * n_param_hat`` with ops and params
     (:func:`layer_costs`) each divided by its maximum over the 12 layers (the normalisation that
     reproduces seed 001's Table A.4; min-max does not), ranked from cheapest (rank 1 = mask
-    first). The backbone is ``model``'s, else ``backbone`` (default ``"classic"``).
+    first). The backbone is ``model``'s, else ``backbone`` (default :data:`DEFAULT_BACKBONE`).
 
     Columns: rank, layer, label, ops, params, op_norm, param_norm, score (+ kind if ``model``)."""
     if not 0.0 <= w_op <= 1.0:
         raise ValueError(f"w_op must be in [0, 1], got {w_op}")
     width = model.channels[0] if model is not None else 64
-    backbone = getattr(model, "backbone", None) or backbone or "classic"
+    backbone = getattr(model, "backbone", None) or backbone or DEFAULT_BACKBONE
     df = layer_costs(width, image_size, backbone)
     df["op_norm"] = df["ops"] / df["ops"].max()
     df["param_norm"] = df["params"] / df["params"].max()
@@ -426,7 +428,7 @@ def cost_ranking(model: nn.Module | None = None, image_size: int = 512, w_op: fl
                if c in df.columns]]
 
 
-def cost_aware_order(image_size: int = 512, w_op: float = 0.5, backbone: str = "classic") -> list[str]:
+def cost_aware_order(image_size: int = 512, w_op: float = 0.5, backbone: str = DEFAULT_BACKBONE) -> list[str]:
     """Layer names of ``backbone`` from cheapest to most expensive (the masking priority list)."""
     return list(cost_ranking(None, image_size, w_op, backbone)["layer"])
 

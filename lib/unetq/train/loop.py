@@ -375,7 +375,9 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
         except Exception as e:  # noqa: BLE001 -- a damaged resume state only costs a restart
             warnings.warn(f"{state_path}: cannot read the resume state ({e}); training from scratch")
             st = None
-        if st is not None and st.get("fingerprint") == fingerprint:
+        same_layout = st is not None and {k: tuple(v.shape) for k, v in st.get("model", {}).items()} == {
+            k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if st is not None and st.get("fingerprint") == fingerprint and same_layout:
             model.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])
             scaler.load_state_dict(st["scaler"])
@@ -386,8 +388,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
             best_loss, best_epoch, best_state = st["best_val_loss"], st["best_epoch"], st["best_state"]
             elapsed = st["elapsed_s"]
         elif st is not None:
-            warnings.warn(f"{state_path}: resume state belongs to another configuration; "
-                          "training from scratch")
+            why = "configuration" if st.get("fingerprint") != fingerprint else "architecture (parameter layout)"
+            warnings.warn(f"{state_path}: resume state belongs to another {why}; training from scratch")
 
     name = (getattr(model, "config", None) or {}).get("name", type(model).__name__)
     epochs_bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=f"train {name}",
@@ -458,4 +460,4 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
     return TrainResult(history=pd.DataFrame(history, columns=HISTORY_COLUMNS),
                        best_val_loss=float(best_loss), best_epoch=int(best_epoch),
                        total_time_s=float(elapsed), ckpt_path=ckpt_path, device=str(device),
-                       resumed_from_epoch=start_epoch)
+                       resumed_from_epoch=start_epoch, extra=dict(records=history))

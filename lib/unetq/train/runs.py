@@ -77,14 +77,27 @@ def checkpoint_path(arch: str, cfg: StudyConfig, tag: str | None = None, start: 
     return paths.checkpoints_dir() / f"{name}.pt"
 
 
-def _matches(ckpt: dict, identity: dict) -> tuple[bool, str]:
+def _matches(ckpt: dict, identity: dict, layout: dict | None = None) -> tuple[bool, str]:
     if "test_metrics" not in ckpt:
         return False, "it is incomplete (no test metrics: training was interrupted)"
     if normalise(ckpt.get("identity")) != identity:
         stored = normalise(ckpt.get("identity")) or {}
         diff = [k for k in identity if stored.get(k) != identity[k]]
         return False, f"its {', '.join(diff) or 'identity'} settings differ"
+    if layout is not None:
+        stored = parameter_layout(ckpt.get("state_dict") or {})
+        if stored != layout:
+            diff = sorted(set(stored) ^ set(layout)) or [k for k in layout if stored[k] != layout[k]]
+            return False, (f"its parameter layout is not this model's (the architecture changed since: "
+                           f"{', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
     return True, ""
+
+
+def parameter_layout(state_dict: dict) -> dict[str, tuple]:
+    """``{name: shape}`` of a state dict: what must agree for a checkpoint to load into a model
+    (a library default that changes an architecture, e.g. MBU-Net's backbone, changes it
+    without changing a run's settings)."""
+    return {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
 
 
 def start_identity(ckpt: dict) -> dict:
@@ -139,7 +152,8 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
     device = resolve_device(tcfg.device)
     if path.exists() and not force:
         ckpt = read_checkpoint(path)
-        ok, why = _matches(ckpt, identity)
+        layout = parameter_layout(create_model(name=arch, width=cfg.width, **model_kw).state_dict())
+        ok, why = _matches(ckpt, identity, layout)
         if ok:
             model, ckpt = load_checkpoint(path, device=device)
             if verbose:
@@ -167,7 +181,8 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
         return model.eval(), read_checkpoint(path)
     ckpt = write_checkpoint(
         path, model_config=model.config, state_dict=model.state_dict(), train_config=tcfg.to_dict(),
-        history=result.history.to_dict("records"), best_epoch=result.best_epoch,
+        # every epoch's record, with what only some models report (MBU-Net: zeros_by_layer)
+        history=result.extra.get("records") or result.history.to_dict("records"), best_epoch=result.best_epoch,
         best_val_loss=result.best_val_loss,
         arch=arch, preset=cfg.preset, checkpoint_name=path.name, data_config=data_config(cfg), identity=identity,
         best_val=dict(loss=float(best["val_loss"]), iou=float(best["val_iou"]), dice=float(best["val_dice"])),

@@ -1,0 +1,125 @@
+"""Do the zeros emerge? Seed 001's sparsity claim tested (``python -m unetq.cli.mbu_zeros``).
+
+Seed 001 says the zero state of masked layers is "automatically applied" by STE training and
+that trained masked layers hold more than 80 % zeros on average, many above 90 % (Figure 3a).
+The study's default ternary rule (``zeros="ratio"``: zero where ``|w| <= 0.7 mean|w|``, TWN)
+cannot test that: its threshold follows the weights, so the zero fraction stays near 40 %
+whatever training does. ``zeros="emergent"`` fixes the threshold on the latent weights instead
+(zero where ``|w| <= 0.5``, latent weights starting uniform on [-1, 1], so half are zero at
+initialisation), so how many weights end up zero is decided by training alone.
+
+:func:`run` trains MBU-Nets from scratch under both rules with the main study's procedure (the
+preset's epoch cap, early stopping, schedule and BatchNorm re-estimation; the MBU-Net's chosen
+learning rate from the committed sweep; the preset's training seeds) and records, per run,
+epoch and masked layer, the zero fraction, with the run's test Dice. Runs are cached
+checkpoints like every other (the ratio rule with the study's main configuration is the main
+MBU-Net of notebook 05, so it is loaded, not retrained). Results: ``mbu_zeros.csv``.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import results
+from ..config import StudyConfig
+from ..data import run_columns, splits_from_preset
+from ..models.mbu_unet import DEFAULT_BACKBONE, LAYER_LABELS
+from ..train import load_or_train
+from .mbu import DEFAULT_STEM
+from .tuning import chosen_lr
+
+#: ternary rule -> ``create_model`` keywords
+RULES = {"ratio": {}, "emergent": dict(zeros="emergent")}
+
+
+def model_kw(rule: str, masked: int, backbone: str = DEFAULT_BACKBONE, stem: str = DEFAULT_STEM) -> dict:
+    """``create_model("mbu_unet", ...)`` keywords of one configuration; the main study's
+    (ratio rule, default backbone) spelled exactly as notebook 05 spells them, so its
+    checkpoints are shared."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {sorted(RULES)}, got {rule!r}")
+    kw = dict(masked=int(masked), **({} if stem == "binary" else dict(stem=stem)), **RULES[rule])
+    if backbone != DEFAULT_BACKBONE:
+        kw["backbone"] = backbone
+    return kw
+
+
+def run_rows(ckpt: dict, rule: str, masked: int, backbone: str, cfg: StudyConfig) -> pd.DataFrame:
+    """One row per epoch and masked layer of one trained run (``ckpt``): its zero fraction
+    then, with the run's metrics (best epoch, test Dice) on every row."""
+    rows = []
+    for rec in ckpt["history"]:
+        for layer, frac in (rec.get("zeros_by_layer") or {}).items():
+            rows.append(dict(epoch=int(rec["epoch"]), layer=layer, label=LAYER_LABELS.get(layer, layer),
+                             zero_fraction=float(frac)))
+    t = ckpt.get("test_metrics", {})
+    df = pd.DataFrame(rows, columns=["epoch", "layer", "label", "zero_fraction"])
+    meta = dict(**run_columns(cfg), backbone=backbone, rule=rule, masked_layers=int(masked), width=cfg.width,
+                image_size=cfg.image_size, lr=cfg.lr, train_seed=cfg.train_seed, best_epoch=int(ckpt["best_epoch"]),
+                epochs_trained=len(ckpt["history"]), test_dice=float(t.get("dice", float("nan"))),
+                test_iou=float(t.get("iou", float("nan"))), checkpoint=ckpt.get("checkpoint_name", ""))
+    for i, (k, v) in enumerate(meta.items()):
+        df.insert(i, k, v)
+    df["is_best_epoch"] = df["epoch"] == df["best_epoch"]
+    return df
+
+
+def run(cfg: StudyConfig, rules=("emergent", "ratio"), masked=(4,), backbone: str = DEFAULT_BACKBONE,
+        seeds: int | None = None, splits=None, record: bool = True) -> pd.DataFrame:
+    """Train (or load) every rule x masked-layer count x seed and return their
+    :func:`run_rows`, upserted into ``mbu_zeros.csv`` when ``record``. A run trained before the
+    zero fraction was recorded per epoch (no ``zeros_by_layer`` in its history) contributes no
+    rows and is reported."""
+    lr, _ = chosen_lr("mbu_unet", cfg)
+    base = cfg.replace(lr=lr)
+    splits = splits if splits is not None else splits_from_preset(base)
+    parts, missing = [], []
+    jobs = [(r, int(k), s) for r in rules for k in masked for s in range(seeds or cfg.seeds)]
+    for rule, k, seed in tqdm(jobs, desc="zeros: rule x masked x seed", unit="run"):
+        run_cfg = base.replace(train_seed=seed)
+        _, ck = load_or_train("mbu_unet", run_cfg, splits=splits, **model_kw(rule, k, backbone))
+        df = run_rows(ck, rule, k, backbone, run_cfg)
+        if df.empty:
+            missing.append(ck.get("checkpoint_name", "?"))
+        parts.append(df)
+    if missing:
+        print(f"no per-epoch zero fractions in {', '.join(missing)} (trained before they were recorded)")
+    out = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) \
+        else pd.DataFrame()
+    if record and not out.empty:
+        results.write(results.MBU_ZEROS, out)
+    return out
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per backbone, rule and masked-layer count: at each run's best epoch, the zero fraction
+    averaged over masked layers (seed 001's "on average, each layer"), its smallest and largest
+    layer, the share of layers above 80 % and 90 %, and the test Dice; mean and standard
+    deviation over seeds."""
+    best = df[df["is_best_epoch"]]
+    if best.empty:
+        return pd.DataFrame()
+    keys = ["backbone", "rule", "masked_layers"]
+    per_run = best.groupby(keys + ["train_seed"]).agg(
+        zero_fraction=("zero_fraction", "mean"), min_layer=("zero_fraction", "min"),
+        max_layer=("zero_fraction", "max"), above_80=("zero_fraction", lambda v: float((v > 0.8).mean())),
+        above_90=("zero_fraction", lambda v: float((v > 0.9).mean())), test_dice=("test_dice", "first"),
+        best_epoch=("best_epoch", "first")).reset_index()
+    return results.seed_summary(per_run, keys, ["zero_fraction", "min_layer", "max_layer", "above_80", "above_90",
+                                                "test_dice", "best_epoch"])
+
+
+def verdict(summ: pd.DataFrame, claim: float = 0.8) -> str:
+    """One sentence per configuration: does the mean zero fraction per masked layer exceed
+    seed 001's ``claim`` (80 %), and by how much its seeds vary."""
+    if summ.empty:
+        return "not run yet: python -m unetq.cli.mbu_zeros --preset <preset>"
+    lines = []
+    for _, r in summ.iterrows():
+        m, s = r["zero_fraction_mean"], r["zero_fraction_std"]
+        spread = f" ± {s:.1%}" if s == s else ""
+        side = "above" if m > claim else "below"
+        lines.append(f"{r['rule']} rule, {r['backbone']} backbone, {int(r['masked_layers'])} masked layers: "
+                     f"{m:.1%}{spread} zeros per masked layer on average ({int(r['seeds'])} seed(s)), {side} "
+                     f"seed 001's {claim:.0%}; test Dice {r['test_dice_mean']:.4f}")
+    return "\n".join(lines)
