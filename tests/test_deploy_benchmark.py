@@ -8,7 +8,7 @@ from unetq.cli import deploy_benchmark as benchmark
 def test_benchmark_cli_tiny(capsys):
     summary = benchmark.main(["--width", "4", "--image-size", "32", "--repeats", "2", "--warmup", "1",
                               "--calib-images", "4", "--threads", "1", "--spinning", "on,off", "--block", "2",
-                              "--variants", "fp32,int8,int8-norewrite"])
+                              "--variants", "fp32,int8,int8-norewrite", "--no-floor"])
     out = capsys.readouterr().out
     assert "int8@spin-on vs fp32@spin-on" in out and "faster (medians)" in out
     assert isinstance(summary, pd.DataFrame) and len(summary) == 6
@@ -37,8 +37,10 @@ def test_goals_print_pass_fail_and_a_busy_machine_warning(monkeypatch):
 
 def test_benchmark_cli_prints_its_goals(capsys):
     benchmark.main(["--width", "4", "--image-size", "32", "--repeats", "2", "--warmup", "1", "--calib-images", "4",
-                    "--threads", "1", "--block", "2", "--variants", "fp32,int8,openvino-int8,openvino-nncf-int8"])
+                    "--threads", "1", "--block", "2", "--variants", "fp32,int8,openvino-int8,openvino-nncf-int8",
+                    "--floor-size", "64"])
     out = capsys.readouterr().out
+    assert "INT8 floor:" in out and "over the INT8 floor" in out
     assert "== goals" in out and "ONNX Runtime INT8 vs FP32" in out and "goals met" in out
     assert "vs OpenVINO + NNCF INT8" in out  # the study's INT8 path is compared with the engine a CPU user picks
 
@@ -66,3 +68,15 @@ def test_gpu_check_dry_runs_on_the_cpu(tmp_path, capsys):
     ok = df[(df["step"] == "inference") & (df["status"] == "ok")]
     assert len(ok) >= 2 and (ok["median_ms"] > 0).all()  # eager fp32 and bf16 on the CPU
     assert df.loc[df["step"] == "triton", "status"].str.startswith("not measured on this machine").all()
+
+
+def test_int8_floor_measures_a_correct_gemm_and_counts_the_model():
+    from unetq.bench.int8_floor import floor_seconds, gemm_peak, model_macs
+    from unetq.models import create_model
+
+    peak = gemm_peak(64, threads=1, seconds=0.05)
+    assert peak["macs_per_s"] > 0 and peak["calls"] >= 3 and peak["size"] == 64
+    macs = model_macs(create_model("unet", width=4).eval(), 32)
+    # U-Net width 4 at 32x32: the first conv alone is 3*4*9 MACs per pixel
+    assert macs > 32 * 32 * 3 * 4 * 9
+    assert floor_seconds(macs, dict(macs_per_s=1e9)) == macs / 1e9

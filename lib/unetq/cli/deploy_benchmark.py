@@ -17,7 +17,9 @@ activations), ``int8-pertensor``, ``int8-reducerange``, ``int8-sharedconcat`` (o
 Concat); and, where OpenVINO is installed (default), ``openvino-fp32`` (f32 inference precision),
 ``openvino-int8`` (the study's ``int8`` QDQ file run by OpenVINO) and ``openvino-nncf-int8``
 (NNCF post-training INT8 from the same calibration images). The goals printed at the end include
-"the study's fastest INT8 path is at least as fast as OpenVINO + NNCF".
+"the study's fastest INT8 path is at least as fast as OpenVINO + NNCF" and "within 2x of the INT8
+floor": the model's multiply-accumulates at the rate of a large INT8 GEMM measured right after the
+variants, on as many threads (``unetq.bench.int8_floor``; ``--no-floor`` skips it).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch
 
 from ..bench import interleaved_timings, variant_summary
 from ..bench.goals import Goal, load_note, verdict
+from ..bench.int8_floor import floor_seconds, gemm_peak, model_macs
 from ..data import prepare_splits
 from ..deploy import (OrtRunner, QuantConfig, calibration_images, export_onnx, prepare_model,
                       quantize_int8)
@@ -157,6 +160,8 @@ def main(argv=None) -> pd.DataFrame:
                    help="seconds of pause (then one untimed call) before each block")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help=f"comma-separated, from {','.join(VARIANTS)}")
+    p.add_argument("--no-floor", action="store_true", help="skip the INT8 GEMM floor (a few seconds)")
+    p.add_argument("--floor-size", type=int, default=1024, help="side of the square INT8 GEMM of the floor")
     p.add_argument("--csv", default=None, help="also write the summary (with machine columns) here")
     a = p.parse_args(argv)
     threads = [int(t) if t.strip() not in ("", "all") else None for t in a.threads.split(",")] \
@@ -171,6 +176,13 @@ def main(argv=None) -> pd.DataFrame:
     summary, _ = run(a.arch, a.width, a.image_size, a.batch, a.repeats, a.warmup, a.calib_images, threads,
                      spinning if len(spinning) > 1 else spinning[0],
                      tuple(v.strip() for v in a.variants.split(",") if v.strip()), block=a.block, settle_s=a.settle)
+    floor = None
+    if not a.no_floor:
+        peak = gemm_peak(a.floor_size, int(summary["threads"].max()), seconds=2.0 if a.floor_size >= 512 else 0.2)
+        macs = model_macs(create_model(a.arch, width=a.width).eval(), a.image_size, a.batch)
+        floor = floor_seconds(macs, peak)
+        summary["int8_floor_s"], summary["gemm_int8_macs_per_s"] = floor, peak["macs_per_s"]
+        summary["vs_int8_floor"] = summary["median_s"] / floor
     pd.set_option("display.width", 200)
     print(f"{a.arch} width {a.width}, {a.image_size}x{a.image_size}, batch {a.batch}, "
           f"{a.repeats} timed calls per variant in interleaved blocks of {a.block}, ONNX Runtime {onnxruntime.__version__} CPU, "
@@ -198,6 +210,13 @@ def main(argv=None) -> pd.DataFrame:
                            key=lambda k: s.loc[k, "median_s"])
                 goals.append(Goal(f"the study's fastest INT8 path ({best}) vs OpenVINO + NNCF INT8",
                                   s.loc[nncf, "median_s"] / s.loc[best, "median_s"], 1.0))
+            if floor is not None:
+                best = min((k for k in s.index if "int8" in k and k.endswith(sfx)), key=lambda k: s.loc[k, "median_s"])
+                print(f"INT8 floor: {floor * 1e3:.2f} ms = {macs / 1e9:.2f} G multiply-accumulates at "
+                      f"{peak['macs_per_s'] / 1e9:.0f} G/s (a {peak['size']}^3 INT8 GEMM, MatMulInteger, "
+                      f"{peak['threads']} threads)")
+                goals.append(Goal(f"fastest INT8 path ({best}) over the INT8 floor", s.loc[best, "median_s"] / floor,
+                                  2.0, at_least=False))
             print(verdict(goals))
             break
     note = load_note(int(summary["threads"].max()), busy_before, busy_cores(1.0))
