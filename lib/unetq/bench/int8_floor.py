@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from ..machine import available_cores, ort_session_options
+from ..models import param_table
 
 
 def _matmul_integer_session(m: int, k: int, n: int, threads: int):
@@ -58,8 +59,6 @@ def gemm_peak(size: int = 1024, threads: int | None = None, seconds: float = 2.0
 
 def model_macs(model, image_size: int, batch_size: int = 1) -> int:
     """Multiply-accumulates of one forward pass (``unetq.models.param_table``'s total)."""
-    from ..models import param_table
-
     t = param_table(model, image_size, batch_size=batch_size)
     return int(t.loc[t["block"] == "Total", "macs"].iloc[0])
 
