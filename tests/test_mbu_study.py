@@ -81,3 +81,39 @@ def test_zeros_study_records_sparsity_per_epoch_and_layer_and_summarises(tmp_pat
     # the command: cached runs, same rows
     assert mbu_zeros.main(["--preset", "ci", "--rules", "emergent", "--seeds", "1"]) == 0
     assert len(results.read(results.MBU_ZEROS, root=tmp_path / "results").df) == len(df)
+
+
+def test_ablations_from_scratch_choose_a_rate_per_configuration_and_summarise(tmp_path, monkeypatch):
+    """python -m unetq.cli.mbu_ablation: every configuration trained from scratch at every rate
+    of the grid (seed 0), the seeds at its own chosen rate; the order experiment masks the same
+    number of layers in cost order, in reverse and at random."""
+    from unetq import results
+    from unetq.cli import mbu_ablation
+    from unetq.config import get_preset
+    from unetq.models.mbu_unet import cost_aware_order
+    from unetq.studies import ablations
+
+    order = ablations.order_configs(4, random_draws=2)
+    assert order["cost-aware"] == study.configurations(4)["mbu"]  # notebook 05's main MBU-Net
+    assert order["reverse"]["masked"] == sorted(cost_aware_order()[-4:])
+    assert all(len(v["masked"]) == 4 for c, v in order.items() if c != "cost-aware")
+    assert order["random-0"] != order["random-1"] and order == ablations.order_configs(4, random_draws=2)
+    t1 = ablations.table1_configs()
+    assert set(t1) == {"fp-weights", "int8", "int4", "mbu", "binary"} and t1["mbu"] == study.configurations(4)["mbu"]
+    for kw in t1.values():
+        create_model("mbu_unet", width=2, **kw)
+    with pytest.raises(ValueError, match="experiment"):
+        ablations.configs("everything")
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    cfg = get_preset("ci", seeds=2)
+    df = ablations.run(cfg, "order", k=2, random_draws=1, lrs=(1e-3, 1e-2), only=["cost-aware", "reverse"])
+    assert len(df) == 2 * (2 + 1)  # per configuration: two rates at seed 0, one more seed at the chosen one
+    for c, g in df.groupby("config"):
+        chosen = g[g["chosen"]]
+        assert chosen["lr"].nunique() == 1 and sorted(chosen["train_seed"]) == [0, 1]
+        assert chosen["lr"].iloc[0] == g[g["train_seed"] == 0].sort_values("val_loss")["lr"].iloc[0]
+    summ = ablations.summary(df)
+    assert set(summ["config"]) == {"cost-aware", "reverse"} and (summ["seeds"] == 2).all()
+    assert len(results.read(results.MBU_ABLATION, root=tmp_path / "results").df) == len(df)
+    assert mbu_ablation.main(["--experiment", "order", "--preset", "ci", "--k", "2", "--random-draws", "1",
+                              "--lrs", "1e-3,1e-2", "--seeds", "2", "--only", "cost-aware,reverse"]) == 0

@@ -91,6 +91,9 @@ MBU_SPARSITY = Table("mbu_sparsity", dict(preset=S, dataset=S, config=S, layer=S
 MBU_ZEROS = Table("mbu_zeros", dict(preset=S, dataset=S, backbone=S, rule=S, masked_layers=I, width=I, image_size=I,
                                     lr=F, train_seed=I, epoch=I, layer=S), ("zero_fraction", "test_dice"),
                   "seed 001 Figure 3a: do the zeros emerge (python -m unetq.cli.mbu_zeros)")
+MBU_ABLATION = Table("mbu_ablation", dict(preset=S, dataset=S, experiment=S, config=S, width=I, image_size=I,
+                                          lr=F, train_seed=I), ("test_dice", "chosen"),
+                     "seed 001 Table 1 and the masking order, trained from scratch (python -m unetq.cli.mbu_ablation)")
 MBU_SPEED = Table("mbu_speed", dict(preset=S, dataset=S, case=S), ("median_ms",), "packed engine vs its peers")
 MBU_PARETO = Table("mbu_pareto", dict(preset=S, dataset=S, config=S), ("masked_layers", "test_dice", "fps"),
                    "seed 001 Figure 7")
@@ -110,7 +113,7 @@ BENCHMARK_DEVICE = Table("benchmark_{device}", _BENCH_KEY, ("status",), "benchma
 BENCHMARK_DATASET = Table("benchmark_dataset", _BENCH_KEY, ("status",), "whole-test-split timing (seed 000)")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_SPEED,
+    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_ABLATION, MBU_SPEED,
     MBU_PARETO, ACCURACY_BY_FORMAT, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK,
     BENCHMARK_DEVICE, BENCHMARK_DATASET)}
 

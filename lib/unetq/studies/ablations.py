@@ -1,0 +1,146 @@
+"""MBU-Net variants trained from scratch: seed 001's Table 1 and the masking-order ablation
+(``python -m unetq.cli.mbu_ablation``).
+
+Notebook 05 fine-tunes its variants from the trained MBU-Net (one epoch each) to stay inside the
+main job's budget. Here every variant is trained **from scratch with the procedure every
+architecture gets**: its own learning rate chosen on the validation split from the same grid
+(``unetq.studies.tuning.LR_GRID``, training seed 0), then the preset's training seeds at that
+rate, each until early stopping ends it (the preset's epoch cap, schedule and BatchNorm
+re-estimation). Experiments:
+
+- ``table1``: full-precision weights (binary activations kept: seed 001's Table 1 varies the
+  weights), INT8 and INT4 weights, MBU-Net (cost-aware k = 4) and pure binary;
+- ``order``: k masked layers chosen in cost order (cheapest first, the study's rule), in the
+  reverse order (most expensive first) and at random (``random_draws`` draws), the same k for
+  all; what makes "uniform sensitivity, so mask the cheap layers" testable on a CPU budget.
+
+Every run is a cached checkpoint; rows go to ``mbu_ablation.csv`` (one per configuration,
+learning rate and seed, with ``chosen`` marking the rate the seeds were trained at), and
+:func:`summary` gives mean ± std over seeds at the chosen rates.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import results
+from ..config import StudyConfig
+from ..data import run_columns, splits_from_preset
+from ..models.mbu_unet import LAYER_NAMES, cost_aware_order
+from ..train import NonFiniteError, load_or_train
+from .mbu import DEFAULT_STEM
+from .tuning import LR_GRID
+
+EXPERIMENTS = ("table1", "order")
+
+
+def _stem_kw(stem: str) -> dict:
+    return {} if stem == "binary" else dict(stem=stem)
+
+
+def table1_configs(k: int = 4, stem: str = DEFAULT_STEM) -> dict[str, dict]:
+    """``label -> create_model("mbu_unet", ...) keywords`` of seed 001's Table 1 rows; the
+    ``"mbu"`` row is notebook 05's main MBU-Net, spelled the same so its checkpoints are shared."""
+    s = _stem_kw(stem)
+    own_c2 = stem in ("binary", "thermo")
+    return {
+        "fp-weights": dict(base="fp", layers={"input_c2": "fp"} if own_c2 else {}, **s),
+        "int8": dict(base="int8", layers={"input_c2": "int8"} if own_c2 else {}, **s),
+        "int4": dict(base="int4", layers={"input_c2": "int4"} if own_c2 else {}, **s),
+        "mbu": dict(masked=int(k), **s),
+        "binary": dict(masked=0, **s),
+    }
+
+
+def order_configs(k: int = 4, random_draws: int = 2, stem: str = DEFAULT_STEM, seed: int = 0) -> dict[str, dict]:
+    """``label -> keywords`` of the masking-order ablation: the k cheapest layers (the study's
+    rule, as ``masked=k`` so notebook 05's checkpoints are shared), the k most expensive, and
+    ``random_draws`` random sets of k (numpy ``default_rng(seed + draw)``)."""
+    if not 0 < k < len(LAYER_NAMES):
+        raise ValueError(f"k must be between 1 and {len(LAYER_NAMES) - 1}, got {k}")
+    s = _stem_kw(stem)
+    order = cost_aware_order()
+    out = {"cost-aware": dict(masked=int(k), **s), "reverse": dict(masked=sorted(order[::-1][:k]), **s)}
+    for d in range(random_draws):
+        pick = np.random.default_rng(seed + d).permutation(len(LAYER_NAMES))[:k]
+        out[f"random-{d}"] = dict(masked=sorted(LAYER_NAMES[i] for i in pick), **s)
+    return out
+
+
+def configs(experiment: str, k: int = 4, random_draws: int = 2, stem: str = DEFAULT_STEM) -> dict[str, dict]:
+    if experiment == "table1":
+        return table1_configs(k, stem)
+    if experiment == "order":
+        return order_configs(k, random_draws, stem)
+    raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+
+
+def _row(experiment: str, label: str, kw: dict, cfg: StudyConfig, ckpt: dict | None, note: str = "") -> dict:
+    t = (ckpt or {}).get("test_metrics", {})
+    best = (ckpt or {}).get("best_val", {})
+    masked = kw.get("masked")
+    masked_txt = (" ".join(cost_aware_order()[:masked]) if isinstance(masked, int) else " ".join(masked or []))
+    return dict(**run_columns(cfg), experiment=experiment, config=label, width=cfg.width, image_size=cfg.image_size,
+                lr=cfg.lr, train_seed=cfg.train_seed, masked=masked_txt, base=kw.get("base", "binary"),
+                epochs_trained=len((ckpt or {}).get("history", [])), best_epoch=(ckpt or {}).get("best_epoch"),
+                val_loss=best.get("loss", float("nan")), val_dice=best.get("dice", float("nan")),
+                test_loss=t.get("loss", float("nan")), test_iou=t.get("iou", float("nan")),
+                test_dice=t.get("dice", float("nan")), note=note,
+                checkpoint=(ckpt or {}).get("checkpoint_name", ""))
+
+
+def _train(cfg: StudyConfig, kw: dict, splits) -> tuple[dict | None, str]:
+    try:
+        return load_or_train("mbu_unet", cfg, splits=splits, verbose=False, **kw)[1], ""
+    except NonFiniteError as e:  # a diverging learning rate: a row that says so, never chosen
+        return None, f"diverged: {e}"
+
+
+def run(cfg: StudyConfig, experiment: str = "table1", k: int = 4, random_draws: int = 2, lrs=LR_GRID,
+        seeds: int | None = None, stem: str = DEFAULT_STEM, only: list[str] | None = None,
+        record: bool = True) -> pd.DataFrame:
+    """Every configuration of ``experiment``: seed 0 at every learning rate of ``lrs``, the one
+    with the lowest validation loss ``chosen``, then seeds 1 .. ``seeds`` - 1 at it. Returns the
+    rows (upserted into ``mbu_ablation.csv`` when ``record``)."""
+    splits = splits_from_preset(cfg)
+    todo = configs(experiment, k, random_draws, stem)
+    if only:
+        todo = {c: v for c, v in todo.items() if c in only}
+    rows = []
+    for label, kw in tqdm(list(todo.items()), desc=f"{experiment}: configurations", unit="config"):
+        sweep = []
+        for lr in lrs:
+            run_cfg = cfg.replace(lr=float(lr), train_seed=0)
+            ck, note = _train(run_cfg, kw, splits)
+            sweep.append(_row(experiment, label, kw, run_cfg, ck, note))
+        ok = [r for r in sweep if not r["note"]]
+        best_lr = min(ok, key=lambda r: r["val_loss"])["lr"] if ok else None
+        for r in sweep:
+            r["chosen"] = r["lr"] == best_lr
+        rows += sweep
+        if best_lr is None:
+            continue
+        for s in range(1, seeds or cfg.seeds):
+            run_cfg = cfg.replace(lr=best_lr, train_seed=s)
+            ck, note = _train(run_cfg, kw, splits)
+            rows.append(dict(_row(experiment, label, kw, run_cfg, ck, note), chosen=True))
+    df = pd.DataFrame(rows)
+    if record and not df.empty:
+        results.write(results.MBU_ABLATION, df)
+    return df
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± std over seeds of the chosen-rate runs, per experiment and configuration, with
+    the chosen learning rate and whether it lies at an end of the grid swept."""
+    chosen = df[df["chosen"].astype(bool) & df["note"].fillna("").eq("")]
+    if chosen.empty:
+        return pd.DataFrame()
+    out = results.seed_summary(chosen, ["experiment", "config", "masked", "lr"],
+                               ["test_dice", "test_iou", "val_loss", "epochs_trained"])
+    span = df.groupby(["experiment", "config"])["lr"].agg(["min", "max"])
+    out["lr_at_grid_edge"] = [lr in (span.loc[(e, c), "min"], span.loc[(e, c), "max"]) and
+                              span.loc[(e, c), "min"] != span.loc[(e, c), "max"]
+                              for e, c, lr in zip(out["experiment"], out["config"], out["lr"])]
+    return out
