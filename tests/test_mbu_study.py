@@ -117,3 +117,24 @@ def test_ablations_from_scratch_choose_a_rate_per_configuration_and_summarise(tm
     assert len(results.read(results.MBU_ABLATION, root=tmp_path / "results").df) == len(df)
     assert mbu_ablation.main(["--experiment", "order", "--preset", "ci", "--k", "2", "--random-draws", "1",
                               "--lrs", "1e-3,1e-2", "--seeds", "2", "--only", "cost-aware,reverse"]) == 0
+
+
+def test_notebook_05_reads_the_from_scratch_tables_or_names_their_commands(tmp_path, monkeypatch):
+    from unetq import results
+    from unetq.config import get_preset
+    from unetq.studies import ablations, zeros
+
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    monkeypatch.setenv("UNETQ_PUBLISHED_DIR", str(tmp_path))
+    cfg = get_preset("ci")
+    s, text = zeros.recorded(cfg)
+    assert s.empty and text == "not run yet: no rows for preset ci; run `python -m unetq.cli.mbu_zeros --preset ci`"
+    s, text = ablations.recorded(cfg, "order")
+    assert s.empty and "--experiment order --preset ci" in text
+    row = dict(preset="ci", dataset="synthetic-v3", experiment="order", config="reverse", width=4, image_size=32,
+               lr=1e-3, train_seed=0, masked="a b", test_dice=0.5, test_iou=0.4, val_loss=0.3, epochs_trained=2,
+               chosen=True, note="")
+    results.write(results.MBU_ABLATION, pd.DataFrame([row, dict(row, train_seed=1, test_dice=0.7)]))
+    s, text = ablations.recorded(cfg, "order")
+    assert len(s) == 1 and s["test_dice_mean"].iloc[0] == pytest.approx(0.6) and s["seeds"].iloc[0] == 2
+    assert ablations.recorded(cfg, "table1")[0].empty

@@ -134,7 +134,8 @@ def run(cfg: StudyConfig, experiment: str = "table1", k: int = 4, random_draws: 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over seeds of the chosen-rate runs, per experiment and configuration, with
     the chosen learning rate and whether it lies at an end of the grid swept."""
-    chosen = df[df["chosen"].astype(bool) & df["note"].fillna("").eq("")]
+    no_note = df["note"].isna() | df["note"].astype(str).eq("")  # "" reads back from the CSV as NaN
+    chosen = df[df["chosen"].astype(bool) & no_note]
     if chosen.empty:
         return pd.DataFrame()
     out = results.seed_summary(chosen, ["experiment", "config", "masked", "lr"],
@@ -144,3 +145,16 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                               span.loc[(e, c), "min"] != span.loc[(e, c), "max"]
                               for e, c, lr in zip(out["experiment"], out["config"], out["lr"])]
     return out
+
+
+def recorded(cfg: StudyConfig, experiment: str) -> tuple[pd.DataFrame, str]:
+    """``(summary, note)`` of this preset's and dataset's rows of ``mbu_ablation.csv`` for
+    ``experiment``; the note names the command when none are there."""
+    got = results.read(results.MBU_ABLATION, cfg.preset, dataset=run_columns(cfg)["dataset"])
+    df = got.df[got.df["experiment"] == experiment] if got.df is not None and not got.df.empty else None
+    if df is None or df.empty:
+        return pd.DataFrame(), (f"not run yet: no {experiment} rows for preset {cfg.preset}; run `python -m "
+                                f"unetq.cli.mbu_ablation --experiment {experiment} --preset {cfg.preset}`")
+    s = summary(df)
+    spread = "mean ± std over seeds at each configuration's own chosen learning rate"
+    return s, f"{experiment}: {len(s)} configurations, {spread}"
