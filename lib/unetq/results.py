@@ -262,6 +262,15 @@ def read(table: Table | str, preset: str | None = None, *, dataset: str | None =
     return Loaded(df, f"{stem}.csv: {len(df)} rows")
 
 
+def lead_columns(df: pd.DataFrame, values: dict) -> pd.DataFrame:
+    """A copy of ``df`` with a constant column per ``values`` item, first and in that order (the
+    run's identifying columns at the front of a results row)."""
+    out = df.copy()
+    for i, (k, v) in enumerate(values.items()):
+        out.insert(i, k, v)
+    return out
+
+
 def seed_summary(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
     """Mean, standard deviation (ddof 1; NaN for one seed) and number of seeds of ``metrics``
     per group ``by``: columns ``<metric>_mean``, ``<metric>_std`` and ``seeds``."""

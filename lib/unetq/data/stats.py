@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import results
 from .imageio import as_mask_array, binarize, read_image, read_mask
 
 #: Typical values of published road-crack datasets (CrackForest, Crack500, the Kaggle crack set
@@ -146,7 +147,4 @@ def data_stats_table(splits: Mapping, proportions: pd.DataFrame, **meta) -> pd.D
     for r in proportions.to_dict("records"):
         rows.append(dict(split="all", statistic=f"mask_{r['stage']}_fraction_{r['value']}",
                          value=r["fraction"]))
-    df = pd.DataFrame(rows)
-    for i, (k, v) in enumerate(meta.items()):
-        df.insert(i, k, v)
-    return df
+    return results.lead_columns(pd.DataFrame(rows), meta)

@@ -188,10 +188,8 @@ def record_params(arch: str, tables: dict[tuple[int, int], pd.DataFrame]) -> pd.
 def record_profile(arch: str, cfg: StudyConfig, profile: pd.DataFrame, device: str) -> pd.DataFrame:
     """Upsert a per-block profile (``unetq.models.profile_layers``) into ``profile_<arch>.csv``
     with the run's settings and the machine columns."""
-    t = profile.copy()
-    for i, (k, v) in enumerate(dict(arch=arch, preset=cfg.preset, width=cfg.width,
-                                    image_size=cfg.image_size, device=device).items()):
-        t.insert(i, k, v)
+    t = results.lead_columns(profile, dict(arch=arch, preset=cfg.preset, width=cfg.width,
+                                           image_size=cfg.image_size, device=device))
     for k, v in machine_info().items():
         t[k] = v
     return results.write(results.PROFILE, t, arch=arch)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import paths
+from .. import paths, results
 from ..bitpack import pack_mbu
 from ..config import StudyConfig
 from ..data import run_columns
@@ -284,10 +284,7 @@ def sparsity_table(models: dict, cfg: StudyConfig) -> pd.DataFrame:
 
 def stamp(df: pd.DataFrame, cfg: StudyConfig) -> pd.DataFrame:
     """``df`` with the run's ``preset`` and ``dataset`` columns first."""
-    df = df.copy()
-    for i, (k, v) in enumerate(run_columns(cfg).items()):
-        df.insert(i, k, v)
-    return df
+    return results.lead_columns(df, run_columns(cfg))
 
 
 # --------------------------------------------------------------------------------------------

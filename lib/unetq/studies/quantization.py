@@ -354,10 +354,7 @@ def record_speed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def record_sensitivity(arch: str, cfg: StudyConfig, df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    out.insert(0, "config", df.attrs.get("config", ""))
-    for k, v in reversed(list(_base_row(arch, cfg).items())):
-        out.insert(0, k, v)
+    out = results.lead_columns(df, dict(_base_row(arch, cfg), config=df.attrs.get("config", "")))
     return results.write(results.INT8_SENSITIVITY, out, arch=arch)
 
 

@@ -58,8 +58,7 @@ def run_rows(ckpt: dict, rule: str, masked: int, backbone: str, cfg: StudyConfig
                 image_size=cfg.image_size, lr=cfg.lr, train_seed=cfg.train_seed, best_epoch=int(ckpt["best_epoch"]),
                 epochs_trained=len(ckpt["history"]), test_dice=float(t.get("dice", float("nan"))),
                 test_iou=float(t.get("iou", float("nan"))), checkpoint=ckpt.get("checkpoint_name", ""))
-    for i, (k, v) in enumerate(meta.items()):
-        df.insert(i, k, v)
+    df = results.lead_columns(df, meta)
     df["is_best_epoch"] = df["epoch"] == df["best_epoch"]
     return df
 
