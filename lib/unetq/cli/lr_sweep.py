@@ -27,7 +27,7 @@ from ..data import splits_from_preset
 from ..studies.architectures import record_training
 from ..studies.benchmark import ARCHS, MODEL_KW
 from ..studies.mbu import train_main
-from ..studies.tuning import LR_GRID, chosen_lr, sweep_rows
+from ..studies.tuning import LR_GRID, chosen_lr, lr_at_grid_edge, sweep_rows
 from ..train import NonFiniteError, load_or_train
 
 
@@ -68,7 +68,7 @@ def at_grid_edge(table: pd.DataFrame) -> list[str]:
     out = []
     for arch, g in table.groupby("arch", sort=False):
         chosen = g.loc[g["chosen"], "lr"]
-        if len(g) > 1 and len(chosen) and float(chosen.iloc[0]) in (g["lr"].min(), g["lr"].max()):
+        if len(chosen) and lr_at_grid_edge(chosen.iloc[0], g["lr"]):
             out.append(str(arch))
     return out
 

@@ -383,15 +383,8 @@ TABLE_A4_PRINTED = {"up_ct4": 0.011, "up_ct3": 0.016, "up_ct2": 0.037, "up_ct1":
                     "down_c4": 0.583, "down_c3": 0.625}
 
 
-def paper_layer_costs(image_size: int = 512) -> pd.DataFrame:
-    """Operations and parameters of the 12 configurable layers of seed 001's U-Net backbone at
-    width 64 (about 16 M parameters; ``../shared/STUDY.md``): :func:`layer_costs` of
-    ``backbone="paper"``. Columns: layer, label, params, ops."""
-    return layer_costs(64, image_size, "paper")[["layer", "label", "params", "ops"]]
-
-
 def table_a4(w_op: float = 0.5, image_size: int = 512) -> pd.DataFrame:
-    """Seed 001 Table A.4 recomputed: the paper backbone's cost scores (:func:`paper_layer_costs`)
+    """Seed 001 Table A.4 recomputed: the paper backbone's cost scores (:func:`cost_ranking` of ``backbone="paper"``)
     with operations and parameters **divided by their maximum** over the 12 layers (the
     normalisation that reproduces the table; min-max does not), ranked cheapest first, next to
     the printed score (``printed``) and the difference. Columns: rank, layer, label, ops,

@@ -30,7 +30,7 @@ from ..data import run_columns, splits_from_preset
 from ..models.mbu_unet import LAYER_NAMES, cost_aware_order
 from ..train import NonFiniteError, load_or_train
 from .mbu import DEFAULT_STEM
-from .tuning import LR_GRID
+from .tuning import LR_GRID, lr_at_grid_edge
 
 EXPERIMENTS = ("table1", "order")
 
@@ -140,9 +140,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     out = results.seed_summary(chosen, ["experiment", "config", "masked", "lr"],
                                ["test_dice", "test_iou", "val_loss", "epochs_trained"])
-    span = df.groupby(["experiment", "config"])["lr"].agg(["min", "max"])
-    out["lr_at_grid_edge"] = [lr in (span.loc[(e, c), "min"], span.loc[(e, c), "max"]) and
-                              span.loc[(e, c), "min"] != span.loc[(e, c), "max"]
+    swept = df.groupby(["experiment", "config"])["lr"].agg(list)
+    out["lr_at_grid_edge"] = [lr_at_grid_edge(lr, swept[(e, c)])
                               for e, c, lr in zip(out["experiment"], out["config"], out["lr"])]
     return out
 

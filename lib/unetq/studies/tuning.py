@@ -27,6 +27,13 @@ LR_GRID = (1e-3, 3e-3, 1e-2)
 _SAME = ("preset", "dataset", "width", "image_size", "epochs", "amp")
 
 
+def lr_at_grid_edge(lr: float, swept) -> bool:
+    """Whether ``lr`` is the smallest or largest of the learning rates ``swept`` (at least two
+    distinct ones): the optimum may then lie outside the grid."""
+    swept = {float(v) for v in swept}
+    return len(swept) > 1 and float(lr) in (min(swept), max(swept))
+
+
 def sweep_rows(arch: str, cfg: StudyConfig, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """The ``training.csv`` rows of ``arch`` trained with ``cfg``'s settings (any learning rate)."""
     t = table if table is not None else results.read(results.TRAINING).df

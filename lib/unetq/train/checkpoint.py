@@ -45,6 +45,13 @@ def nonfinite_tensors(state_dict: dict) -> list[str]:
             if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+def parameter_layout(state_dict: dict) -> dict[str, tuple]:
+    """``{name: shape}`` of a state dict: what must agree for a checkpoint or a resume state to
+    load into a model (a library default that changes an architecture, e.g. MBU-Net's backbone,
+    changes it without changing a run's settings)."""
+    return {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
+
+
 def normalise(obj):
     """JSON round trip, so tuples/lists and int/float spellings compare equal."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))

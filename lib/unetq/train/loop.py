@@ -21,7 +21,7 @@ from ..machine import PeakMemory
 from ..metrics import SegmentationMeter, bce_dice_loss
 from ..models.tables import eval_mode
 from . import distributed
-from .checkpoint import NonFiniteError, nonfinite_tensors, write_checkpoint
+from .checkpoint import NonFiniteError, nonfinite_tensors, parameter_layout, write_checkpoint
 from .config import TrainConfig, resolve_device
 
 HISTORY_COLUMNS = [
@@ -375,8 +375,7 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
         except Exception as e:  # noqa: BLE001 -- a damaged resume state only costs a restart
             warnings.warn(f"{state_path}: cannot read the resume state ({e}); training from scratch")
             st = None
-        same_layout = st is not None and {k: tuple(v.shape) for k, v in st.get("model", {}).items()} == {
-            k: tuple(v.shape) for k, v in model.state_dict().items()}
+        same_layout = st is not None and parameter_layout(st.get("model", {})) == parameter_layout(model.state_dict())
         if st is not None and st.get("fingerprint") == fingerprint and same_layout:
             model.load_state_dict(st["model"])
             optimizer.load_state_dict(st["optimizer"])

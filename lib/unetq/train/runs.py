@@ -25,7 +25,8 @@ from ..data import SYNTHETIC, dataset_identity, splits_from_preset
 from ..machine import machine_info
 from ..models import create_model
 from . import distributed
-from .checkpoint import CheckpointError, load_checkpoint, normalise, read_checkpoint, write_checkpoint
+from .checkpoint import (CheckpointError, load_checkpoint, normalise, parameter_layout, read_checkpoint,
+                         write_checkpoint)
 from .config import TrainConfig, resolve_device
 from ..metrics import best_threshold
 from .loop import autocast_context, evaluate, fit, predict, resume_state_path
@@ -91,13 +92,6 @@ def _matches(ckpt: dict, identity: dict, layout: dict | None = None) -> tuple[bo
             return False, (f"its parameter layout is not this model's (the architecture changed since: "
                            f"{', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
     return True, ""
-
-
-def parameter_layout(state_dict: dict) -> dict[str, tuple]:
-    """``{name: shape}`` of a state dict: what must agree for a checkpoint to load into a model
-    (a library default that changes an architecture, e.g. MBU-Net's backbone, changes it
-    without changing a run's settings)."""
-    return {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
 
 
 def start_identity(ckpt: dict) -> dict:
