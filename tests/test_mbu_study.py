@@ -138,3 +138,28 @@ def test_notebook_05_reads_the_from_scratch_tables_or_names_their_commands(tmp_p
     s, text = ablations.recorded(cfg, "order")
     assert len(s) == 1 and s["test_dice_mean"].iloc[0] == pytest.approx(0.6) and s["seeds"].iloc[0] == 2
     assert ablations.recorded(cfg, "table1")[0].empty
+
+
+def test_ablation_records_each_configuration_as_it_finishes(tmp_path, monkeypatch):
+    """A study killed in its second configuration keeps the first one's rows (issue #14's rule
+    for sweeps: results appended as they finish, never only at the end)."""
+    from unetq import results
+    from unetq.config import get_preset
+    from unetq.studies import ablations
+
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    calls = []
+
+    def fake_train(cfg, kw, splits):
+        calls.append(kw)
+        if len(calls) > 3:  # second configuration: killed mid-way
+            raise KeyboardInterrupt
+        return dict(history=[{}] * 3, best_epoch=2, best_val=dict(loss=cfg.lr), test_metrics=dict(dice=0.5)), ""
+
+    monkeypatch.setattr(ablations, "_train", fake_train)
+    monkeypatch.setattr(ablations, "splits_from_preset", lambda cfg: None)
+    with pytest.raises(KeyboardInterrupt):
+        ablations.run(get_preset("ci", seeds=2), "order", k=2, random_draws=1, lrs=(1e-3, 1e-2),
+                      only=["cost-aware", "reverse"])
+    kept = results.read(results.MBU_ABLATION, root=tmp_path / "results").df
+    assert set(kept["config"]) == {"cost-aware"} and len(kept) == 3

@@ -102,7 +102,9 @@ def run(cfg: StudyConfig, experiment: str = "table1", k: int = 4, random_draws: 
         record: bool = True) -> pd.DataFrame:
     """Every configuration of ``experiment``: seed 0 at every learning rate of ``lrs``, the one
     with the lowest validation loss ``chosen``, then seeds 1 .. ``seeds`` - 1 at it. Returns the
-    rows (upserted into ``mbu_ablation.csv`` when ``record``)."""
+    rows, upserted into ``mbu_ablation.csv`` when ``record`` configuration by configuration as
+    each finishes (so a killed run loses only the configuration it was in; its checkpoints are
+    cached, so a re-run resumes there)."""
     splits = splits_from_preset(cfg)
     todo = configs(experiment, k, random_draws, stem)
     if only:
@@ -118,17 +120,16 @@ def run(cfg: StudyConfig, experiment: str = "table1", k: int = 4, random_draws: 
         best_lr = min(ok, key=lambda r: r["val_loss"])["lr"] if ok else None
         for r in sweep:
             r["chosen"] = r["lr"] == best_lr
-        rows += sweep
-        if best_lr is None:
-            continue
-        for s in range(1, seeds or cfg.seeds):
-            run_cfg = cfg.replace(lr=best_lr, train_seed=s)
-            ck, note = _train(run_cfg, kw, splits)
-            rows.append(dict(_row(experiment, label, kw, run_cfg, ck, note), chosen=True))
-    df = pd.DataFrame(rows)
-    if record and not df.empty:
-        results.write(results.MBU_ABLATION, df)
-    return df
+        done = sweep
+        if best_lr is not None:
+            for s in range(1, seeds or cfg.seeds):
+                run_cfg = cfg.replace(lr=best_lr, train_seed=s)
+                ck, note = _train(run_cfg, kw, splits)
+                done.append(dict(_row(experiment, label, kw, run_cfg, ck, note), chosen=True))
+        rows += done
+        if record:  # each configuration as it finishes: a killed run keeps what it did
+            results.write(results.MBU_ABLATION, pd.DataFrame(done))
+    return pd.DataFrame(rows)
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:

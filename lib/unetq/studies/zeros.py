@@ -66,7 +66,7 @@ def run_rows(ckpt: dict, rule: str, masked: int, backbone: str, cfg: StudyConfig
 def run(cfg: StudyConfig, rules=("emergent", "ratio"), masked=(4,), backbone: str = DEFAULT_BACKBONE,
         seeds: int | None = None, splits=None, record: bool = True) -> pd.DataFrame:
     """Train (or load) every rule x masked-layer count x seed and return their
-    :func:`run_rows`, upserted into ``mbu_zeros.csv`` when ``record``. A run trained before the
+    :func:`run_rows`, upserted into ``mbu_zeros.csv`` run by run when ``record``. A run trained before the
     zero fraction was recorded per epoch (no ``zeros_by_layer`` in its history) contributes no
     rows and is reported."""
     lr, _ = chosen_lr("mbu_unet", cfg)
@@ -80,14 +80,13 @@ def run(cfg: StudyConfig, rules=("emergent", "ratio"), masked=(4,), backbone: st
         df = run_rows(ck, rule, k, backbone, run_cfg)
         if df.empty:
             missing.append(ck.get("checkpoint_name", "?"))
+            continue
+        if record:  # run by run: a killed study keeps every run it finished
+            results.write(results.MBU_ZEROS, df)
         parts.append(df)
     if missing:
         print(f"no per-epoch zero fractions in {', '.join(missing)} (trained before they were recorded)")
-    out = pd.concat([p for p in parts if not p.empty], ignore_index=True) if any(not p.empty for p in parts) \
-        else pd.DataFrame()
-    if record and not out.empty:
-        results.write(results.MBU_ZEROS, out)
-    return out
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
