@@ -148,7 +148,9 @@ def test_fold_threshold_matches_definition_exhaustively():
     # seed 001's backbone (bottleneck kept, up-CT keeping channels, up-C 2c -> c/2) and learned zeros
     (16, 4, (32, 32), "thermo", dict(backbone="paper")), (6, 12, (16, 48), "binary", dict(backbone="paper")),
     (5, 7, (32, 16), "int8", dict(backbone="paper", zeros="emergent")),
-    (8, 12, (16, 32), "thermo", dict(zeros="emergent", dead_zone=0.3))])
+    (8, 12, (16, 32), "thermo", dict(zeros="emergent", dead_zone=0.3)),
+    # PyTorch's initialisation under the emergent rule: masked layers entirely zero
+    (6, 4, (32, 16), "thermo", dict(backbone="paper", zeros="emergent", latent_init="torch"))])
 def test_whole_network_exact_layer_by_layer(width, masked, size, stem, kw, threading):
     torch.manual_seed(width)
     model = randomize_model_bn(create_model("mbu_unet", width=width, masked=masked, stem=stem, **kw), seed=width)

@@ -68,13 +68,15 @@ def test_zeros_study_records_sparsity_per_epoch_and_layer_and_summarises(tmp_pat
     df = zeros.run(cfg, rules=("emergent", "ratio"), masked=(4,), seeds=1)
     layers = {"input_c2", "up_ct1", "up_ct2", "up_ct3", "up_ct4"}
     for rule, g in df.groupby("rule"):
-        assert set(g["layer"]) == layers and sorted(g["epoch"].unique()) == list(range(1, cfg.epochs + 1))
+        assert set(g["layer"]) == layers and sorted(g["epoch"].unique()) == list(range(0, cfg.epochs + 1))
         assert g["zero_fraction"].between(0, 1).all() and g["is_best_epoch"].sum() == len(layers)
     assert set(df["rule"]) == {"emergent", "ratio"}
     summ = zeros.summary(df)
     assert list(summ["rule"]) == ["emergent", "ratio"] and (summ["seeds"] == 1).all()
+    at_init = summ.set_index("rule")["at_init_mean"]  # epoch 0: the model training started from
+    assert 0.4 < at_init["emergent"] < 0.6 and 0.3 < at_init["ratio"] < 0.5
     text = zeros.verdict(summ)
-    assert "emergent rule" in text and "seed 001's 80%" in text
+    assert "emergent rule" in text and "seed 001's 80%" in text and "at initialisation" in text
     assert zeros.verdict(pd.DataFrame()).startswith("not run yet")
     stored = results.read(results.MBU_ZEROS, root=tmp_path / "results").df
     assert len(stored) == len(df)

@@ -119,6 +119,13 @@ def test_emergent_zeros_start_half_zero_and_are_recorded_per_epoch():
         create_model("mbu_unet", width=4, zeros="learned-ish")
     with pytest.raises(ValueError, match="dead_zone"):
         create_model("mbu_unet", width=4, zeros="emergent", dead_zone=1.5)
+    # PyTorch's own initialisation (bound 1/sqrt(fan_in)) starts every masked weight in the dead zone
+    torch_init = create_model("mbu_unet", width=8, masked=4, zeros="emergent", latent_init="torch")
+    assert set(torch_init.zero_fractions().values()) == {1.0}
+    with pytest.raises(ValueError, match="latent_init"):
+        create_model("mbu_unet", width=4, zeros="emergent", latent_init="normal")
+    with pytest.raises(ValueError, match="latent_init"):
+        create_model("mbu_unet", width=4, latent_init="torch")  # the ratio rule has no latent scale
 
 
 def test_w_op_changes_the_weighting():

@@ -9,6 +9,7 @@ main job it writes the committed ``reports/`` (``unetq.paths.publish``).
 
     python -m unetq.cli.mbu_zeros --preset cpu-study
     python -m unetq.cli.mbu_zeros --preset quick --rules emergent --masked 4,12 --seeds 1
+    python -m unetq.cli.mbu_zeros --preset cpu-study --rules emergent-torch-init
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m unetq.cli.mbu_zeros", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--data", default=None, metavar="PATH", help="a real dataset's root (default: the generator)")
-    ap.add_argument("--rules", default="emergent,ratio", help="comma-separated: emergent, ratio")
+    ap.add_argument("--rules", default="emergent,ratio",
+                    help=f"comma-separated, of: {', '.join(zeros.RULES)}")
     ap.add_argument("--masked", default="4", help="comma-separated masked-layer counts (cost order), e.g. 4,12")
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE, choices=sorted(BACKBONES))
     ap.add_argument("--seeds", type=int, default=None, help="training seeds (default: the preset's)")

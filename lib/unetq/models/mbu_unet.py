@@ -39,7 +39,8 @@ Keywords of ``create_model("mbu_unet", width=..., ...)``:
   fraction near 40 % by construction); ``"emergent"``: zero where ``|w| <= dead_zone``
   (``dead_zone=0.5``: rounding the latent weight clipped to [-1, 1]), a fixed dead zone on the
   latent weights, so which and how many weights are zero is decided by STE training alone
-  (seed 001: the zeros are "automatically applied");
+  (seed 001: the zeros are "automatically applied"); ``latent_init="uniform"`` (or ``"torch"``,
+  :data:`LATENT_INITS`) is where those latent weights start;
 - ``backbone="paper"`` (default) or ``"classic"`` (above);
 - ``stem="binary"`` (the paper's main text: binary activations from the first conv on),
   ``"float"`` (both input convs full precision with a ReLU between them, Appendix A.2; the
@@ -96,6 +97,12 @@ BACKBONES = {"classic": (64, 128, 256, 512, 1024), "paper": (64, 128, 256, 512, 
 DEFAULT_BACKBONE = "paper"
 MBU_CHANNELS = BACKBONES[DEFAULT_BACKBONE]
 ZEROS = ("ratio", "emergent")
+#: How the latent weights of masked layers start under ``zeros="emergent"``: ``"uniform"`` on
+#: [-1, 1] (half inside a 0.5 dead zone), or ``"torch"``, PyTorch's own layer initialisation
+#: (Kaiming-uniform, bound 1/sqrt(fan_in)), what a model built from standard layers gets: every
+#: latent weight then starts inside the dead zone, so the masked layers start all zero and a
+#: weight becomes +-1 only when training pushes it out.
+LATENT_INITS = ("uniform", "torch")
 
 
 class TernaryRule(NamedTuple):
@@ -267,7 +274,7 @@ class MBUNet(nn.Module):
     def __init__(self, in_channels: int = 3, classes: int = 1, width: int = 64, base: str = "binary",
                  masked=None, layers: dict | None = None, activation: str = "binary",
                  ternary_k: float = 0.7, stem: str = "binary", backbone: str = DEFAULT_BACKBONE,
-                 zeros: str = "ratio", dead_zone: float = 0.5):
+                 zeros: str = "ratio", dead_zone: float = 0.5, latent_init: str = "uniform"):
         super().__init__()
         if classes < 1 or in_channels < 1:
             raise ValueError(f"in_channels and classes must be >= 1, got {in_channels}, {classes}")
@@ -275,6 +282,10 @@ class MBUNet(nn.Module):
             raise ValueError(f"zeros must be one of {ZEROS}, got {zeros!r}")
         if zeros == "emergent" and not (isinstance(dead_zone, numbers.Real) and 0 < dead_zone < 1):
             raise ValueError(f"dead_zone must be in (0, 1) (latent weights are clipped to [-1, 1]), got {dead_zone!r}")
+        if latent_init not in LATENT_INITS:
+            raise ValueError(f"latent_init must be one of {LATENT_INITS}, got {latent_init!r}")
+        if latent_init != "uniform" and zeros != "emergent":
+            raise ValueError("latent_init applies to zeros='emergent' only (the ratio rule is scale-free)")
         self.in_channels, self.classes, self.activation, self.stem = in_channels, classes, activation, stem
         self.backbone, self.zeros = backbone, zeros
         self.kinds = resolve_layer_kinds(base, masked, layers, activation, stem, backbone)
@@ -298,7 +309,7 @@ class MBUNet(nn.Module):
         self.up_ct4 = UpCT(up[2], c1, k["up_ct4"], a, t)
         self.up_c4 = DoubleConvQ(2 * c1, up[3], k["up_c4"], a, t)
         self.output = nn.Conv2d(up[3], classes, 1, bias=True)
-        if zeros == "emergent":  # latent weights uniform on [-1, 1]: a dead zone of 0.5 starts half zero
+        if zeros == "emergent" and latent_init == "uniform":  # U(-1, 1): a dead zone of 0.5 starts half zero
             for m in self.modules():
                 if isinstance(getattr(m, "weight_quantizer", None), TernaryWeight):
                     nn.init.uniform_(m.weight, -1.0, 1.0)

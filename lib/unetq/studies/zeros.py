@@ -7,6 +7,11 @@ cannot test that: its threshold follows the weights, so the zero fraction stays 
 whatever training does. ``zeros="emergent"`` fixes the threshold on the latent weights instead
 (zero where ``|w| <= 0.5``, latent weights starting uniform on [-1, 1], so half are zero at
 initialisation), so how many weights end up zero is decided by training alone.
+``"emergent-torch-init"`` is the same rule with the latent weights starting from PyTorch's own
+layer initialisation (bound 1/sqrt(fan_in), far inside the dead zone): every masked weight starts
+at zero and becomes +-1 only when training pushes it out, which is what a model built from
+standard layers would start from. Each run's zero fractions at initialisation are recorded as
+epoch 0.
 
 :func:`run` trains MBU-Nets from scratch under both rules with the main study's procedure (the
 preset's epoch cap, early stopping, schedule and BatchNorm re-estimation; the MBU-Net's chosen
@@ -18,18 +23,23 @@ MBU-Net of notebook 05, so it is loaded, not retrained). Results: ``mbu_zeros.cs
 from __future__ import annotations
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from .. import results
 from ..config import StudyConfig
 from ..data import run_columns, splits_from_preset
+from ..models import create_model
 from ..models.mbu_unet import DEFAULT_BACKBONE, LAYER_LABELS
 from ..train import load_or_train
 from .mbu import DEFAULT_STEM
 from .tuning import chosen_lr
 
-#: ternary rule -> ``create_model`` keywords
-RULES = {"ratio": {}, "emergent": dict(zeros="emergent")}
+#: ternary rule -> ``create_model`` keywords. ``"emergent-torch-init"``: the emergent rule with
+#: latent weights starting from PyTorch's own initialisation (all inside the dead zone), what a
+#: model built from standard layers, as seed 001's presumably was, starts from.
+RULES = {"ratio": {}, "emergent": dict(zeros="emergent"),
+         "emergent-torch-init": dict(zeros="emergent", latent_init="torch")}
 
 
 def model_kw(rule: str, masked: int, backbone: str = DEFAULT_BACKBONE, stem: str = DEFAULT_STEM) -> dict:
@@ -44,11 +54,20 @@ def model_kw(rule: str, masked: int, backbone: str = DEFAULT_BACKBONE, stem: str
     return kw
 
 
-def run_rows(ckpt: dict, rule: str, masked: int, backbone: str, cfg: StudyConfig) -> pd.DataFrame:
+def init_zero_fractions(cfg: StudyConfig, kw: dict) -> dict[str, float]:
+    """``{layer: zero fraction}`` of the masked layers as training starts: the model built the
+    way ``unetq.train.runs`` builds it (``torch.manual_seed(train_seed)``, then ``create_model``)."""
+    torch.manual_seed(cfg.train_seed)
+    return create_model("mbu_unet", width=cfg.width, **kw).zero_fractions()
+
+
+def run_rows(ckpt: dict, rule: str, masked: int, backbone: str, cfg: StudyConfig,
+             init: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per epoch and masked layer of one trained run (``ckpt``): its zero fraction
-    then, with the run's metrics (best epoch, test Dice) on every row."""
+    then (epoch 0: ``init``, the fractions at initialisation), with the run's metrics (best
+    epoch, test Dice) on every row."""
     rows = []
-    for rec in ckpt["history"]:
+    for rec in [dict(epoch=0, zeros_by_layer=init)] * bool(init) + list(ckpt["history"]):
         for layer, frac in (rec.get("zeros_by_layer") or {}).items():
             rows.append(dict(epoch=int(rec["epoch"]), layer=layer, label=LAYER_LABELS.get(layer, layer),
                              zero_fraction=float(frac)))
@@ -76,8 +95,9 @@ def run(cfg: StudyConfig, rules=("emergent", "ratio"), masked=(4,), backbone: st
     jobs = [(r, int(k), s) for r in rules for k in masked for s in range(seeds or cfg.seeds)]
     for rule, k, seed in tqdm(jobs, desc="zeros: rule x masked x seed", unit="run"):
         run_cfg = base.replace(train_seed=seed)
-        _, ck = load_or_train("mbu_unet", run_cfg, splits=splits, **model_kw(rule, k, backbone))
-        df = run_rows(ck, rule, k, backbone, run_cfg)
+        kw = model_kw(rule, k, backbone)
+        _, ck = load_or_train("mbu_unet", run_cfg, splits=splits, **kw)
+        df = run_rows(ck, rule, k, backbone, run_cfg, init_zero_fractions(run_cfg, kw))
         if df.empty:
             missing.append(ck.get("checkpoint_name", "?"))
             continue
@@ -98,13 +118,14 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     if best.empty:
         return pd.DataFrame()
     keys = ["backbone", "rule", "masked_layers"]
+    start = df[df["epoch"] == 0].groupby(keys + ["train_seed"])["zero_fraction"].mean().rename("at_init")
     per_run = best.groupby(keys + ["train_seed"]).agg(
         zero_fraction=("zero_fraction", "mean"), min_layer=("zero_fraction", "min"),
         max_layer=("zero_fraction", "max"), above_80=("zero_fraction", lambda v: float((v > 0.8).mean())),
         above_90=("zero_fraction", lambda v: float((v > 0.9).mean())), test_dice=("test_dice", "first"),
-        best_epoch=("best_epoch", "first")).reset_index()
-    return results.seed_summary(per_run, keys, ["zero_fraction", "min_layer", "max_layer", "above_80", "above_90",
-                                                "test_dice", "best_epoch"])
+        best_epoch=("best_epoch", "first")).join(start).reset_index()
+    return results.seed_summary(per_run, keys, ["at_init", "zero_fraction", "min_layer", "max_layer", "above_80",
+                                                "above_90", "test_dice", "best_epoch"])
 
 
 def verdict(summ: pd.DataFrame, claim: float = 0.8) -> str:
@@ -117,9 +138,11 @@ def verdict(summ: pd.DataFrame, claim: float = 0.8) -> str:
         m, s = r["zero_fraction_mean"], r["zero_fraction_std"]
         spread = f" ± {s:.1%}" if s == s else ""
         side = "above" if m > claim else "below"
+        init = r.get("at_init_mean", float("nan"))
+        start = f" (from {init:.1%} at initialisation)" if init == init else ""
         lines.append(f"{r['rule']} rule, {r['backbone']} backbone, {int(r['masked_layers'])} masked layers: "
-                     f"{m:.1%}{spread} zeros per masked layer on average ({int(r['seeds'])} seed(s)), {side} "
-                     f"seed 001's {claim:.0%}; test Dice {r['test_dice_mean']:.4f}")
+                     f"{m:.1%}{spread} zeros per masked layer on average{start} ({int(r['seeds'])} seed(s)), "
+                     f"{side} seed 001's {claim:.0%}; test Dice {r['test_dice_mean']:.4f}")
     return "\n".join(lines)
 
 
