@@ -56,6 +56,14 @@ bench: env
 	$(PY) -m unetq.cli.deploy_benchmark
 	$(PY) -m unetq.cli.bitpack_benchmark
 
+# Seed 003's characterisation: every architecture x engine x precision over batch sizes 1-32 and
+# image sizes 128/256/512 (benchmark_grid.csv) and AMP training over batch sizes (amp.csv). Times
+# the preset's trained models (run `make all PRESET=...` first), on a quiet machine; about an hour
+# on a 2-core CPU at cpu-study.
+.PHONY: characterise
+characterise: env
+	$(PY) -m unetq.cli.characterise --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
+
 # Every CUDA path in one prepared run (AMP training, eager/compiled FP32/FP16/BF16 inference, the
 # Triton MBU-Net kernel) for a GPU lent for a few minutes; writes reports/results/gpu_check_<gpu>.csv.
 .PHONY: gpu-check

@@ -437,3 +437,54 @@ def test_cuda_memory_energy_and_sync():
     if counter is not None:  # NVML energy counter (Volta and newer, nvidia-ml-py installed)
         e, how = bench.measure_energy(CudaRunner(model), bench.random_batch(4, 64), counter, 4, min_s=0.5)
         assert isinstance(e, float) and e >= 0 and "NVML" in how
+
+
+def test_grid_preset_measures_every_format_at_every_batch_and_size(fake_stack, tmp_path):
+    """The characterisation grid (seed 003): every format at every batch and image size (not only
+    the study's size), rows in benchmark_grid.csv, the main job's benchmark.csv untouched."""
+    made, deps = fake_stack
+    from unetq.config import get_preset
+    from unetq.studies import characterise as ch
+
+    cfg = get_preset("ci")
+    s = ch.grid_settings(cfg, batch_sizes=[1, 2], image_sizes=[16, 48], archs=["unet"], time_cap_s=0.1,
+                         max_call_s=0.2, energy_min_s=0.0)
+    assert s["image_sizes"] == [16, 48] and s["grid"]  # the study's own 32 px is not added
+    df = ch.run_grid(cfg, s, progress=False, deps=deps)
+    got = df.groupby(["backend", "precision"])[["batch_size", "image_size"]].apply(
+        lambda g: sorted(zip(g["batch_size"], g["image_size"])))
+    assert all(v == [(1, 16), (1, 48), (2, 16), (2, 48)] for v in got), got
+    key = df.set_index(["backend", "precision", "batch_size", "image_size"])["status"]
+    assert key[("onnxruntime", "fp32", 2, 48)] == "measured" and key[("onnxruntime", "int8", 1, 16)] == "error"
+    assert key[("torch", "fp16", 2, 48)] == "skipped"  # slower than max_call_s: bigger batches skipped
+    assert (tmp_path / "results" / "benchmark_grid.csv").exists()
+    assert not (tmp_path / "results" / "benchmark.csv").exists()
+    with pytest.raises(ValueError, match="no image size"):
+        ch.grid_settings(cfg, image_sizes=[])
+
+
+def test_characterise_command_and_amp_over_batch(tmp_path, monkeypatch, capsys):
+    """python -m unetq.cli.characterise: the grid with the command's sizes, then AMP training at
+    every batch size (real, at the ci preset), rows in amp.csv per batch size."""
+    from unetq.cli import characterise as cli
+    from unetq.studies import characterise as ch
+
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    monkeypatch.setenv("UNETQ_PUBLISHED_DIR", str(tmp_path))
+    seen = {}
+
+    def fake_grid(cfg, s, **kw):
+        seen.update(s)
+        return pd.DataFrame([dict(status="measured")])
+
+    monkeypatch.setattr(ch, "run_grid", fake_grid)
+    assert cli.main(["--preset", "ci", "--archs", "unet", "--batch-sizes", "1,2", "--image-sizes", "32,64",
+                     "--max-call-s", "3"]) == 0
+    assert seen["batch_sizes"] == [1, 2] and seen["image_sizes"] == [32, 64] and seen["archs"] == ["unet"]
+    assert seen["max_call_s"] == 3.0 and seen["grid"]
+    amp = pd.read_csv(tmp_path / "results" / "amp.csv")
+    assert sorted(amp["batch_size"].unique()) == [1, 2] and set(amp["amp"]) == {"off", "bf16"}
+    assert (amp.loc[amp["amp"] == "off", "speedup_vs_off"] == 1.0).all()
+    assert "benchmark_grid.csv: 1 rows (1 measured)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--archs", "resnet"])

@@ -64,7 +64,7 @@ def test_load_table_missing_corrupt_and_preset(results):
 def test_every_section_survives_missing_tables(results, monkeypatch):
     monkeypatch.setattr(report.machine, "cuda_available", lambda: False)
     secs = report.build_report("quick")
-    assert len(secs) == 13 and secs[0].title == "The answer"
+    assert len(secs) == 15 and secs[0].title == "The answer"
     assert all(not s.ok for s in secs)
     st = report.section_status(secs)
     assert (st["shown"] == "no").all()
@@ -80,7 +80,7 @@ def test_missing_sections_say_not_run_yet_with_the_command(results, monkeypatch)
     for s in secs.values():
         assert s.message.startswith(report.NOT_RUN_YET), s.message
         assert report.NOT_MEASURED not in s.message, s.message
-        assert "`make all PRESET=quick`" in s.message or "`make lr-sweep PRESET=quick`" in s.message, s.message
+        assert any(f"`make {c} PRESET=quick`" in s.message for c in ("all", "lr-sweep", "characterise")), s.message
     st = report.section_status(report.build_report("quick")).set_index("section")
     assert st.loc["Benchmarks on GPUs", "status"] == report.NOT_MEASURED
     assert st.loc["Latency by format", "status"] == report.NOT_RUN_YET
@@ -198,6 +198,50 @@ def test_amp_section(results):
                  ).to_csv(results / "amp.csv", index=False)
     s = report.amp_training("quick")
     assert s.ok and "speed-up" in s.figure.axes[0].get_ylabel()
+    assert not report.amp_over_batch("quick").ok and "make characterise PRESET=quick" in \
+        report.amp_over_batch("quick").message
+
+
+def test_amp_over_batch_never_averages_batch_sizes(results):
+    """amp.csv with a batch sweep: the AMP bars show the preset's own batch size (not a silent
+    mean over batch sizes), the sweep gets its own lines over batch size."""
+    rows = [dict(preset="quick", dataset="d", arch=a, amp=m, device="cpu", batch_size=b, epoch_time_s=10 / s,
+                 peak_mem_mb=100 / s, speedup_vs_off=s, mem_reduction_vs_off=s)
+            for a in ("unet", "ghost_unet") for b in (1, 8, 32)
+            for m, s in (("off", 1.0), ("bf16", 1.0 + b / 100))]
+    pd.DataFrame(rows).to_csv(results / "amp.csv", index=False)
+    bars = report.amp_training("quick")
+    assert bars.ok and set(bars.table["batch_size"]) == {8} and "batch 8" in bars.text  # quick trains at batch 8
+    assert bars.table.loc[bars.table["amp"] == "bf16", "speedup_vs_off"].tolist() == [1.08, 1.08]
+    sweep = report.amp_over_batch("quick")
+    assert sweep.ok and sorted(sweep.table["batch_size"].unique()) == [1, 8, 32]
+    assert set(sweep.table["amp"]) == {"bf16"} and "batch size" in sweep.figure.axes[0].get_xlabel()
+
+
+def test_batch_image_grid_section(results):
+    from unetq.bench import add_ratios
+
+    rows = []
+    for arch in ("unet", "mbu_unet"):
+        for size in (128, 256):
+            for b in (1, 2, 4):
+                for backend, precision, ms in (("torch", "fp32", 10.0), ("onnxruntime", "int8", 4.0)):
+                    t = ms * b * (size / 128) ** 2
+                    rows.append(dict(preset="quick", dataset="d", arch=arch, width=16, backend=backend,
+                                     precision=precision, batch_size=b, image_size=size, status="measured",
+                                     latency_ms=t, latency_ms_per_image=t / b, throughput_ips=1000 * b / t,
+                                     peak_mem_mb=10.0, model_size_mb=1.0))
+    rows.append(dict(rows[-1], batch_size=8, status="skipped", reason="too slow on this machine"))
+    assert not report.batch_image_grid("quick").ok  # no grid table: the command
+    add_ratios(pd.DataFrame(rows)).to_csv(results / "benchmark_grid.csv", index=False)
+    s = report.batch_image_grid("quick")
+    assert s.ok and len(s.figure.axes) == 4  # image sizes x architectures
+    assert {ax.get_title() for ax in s.figure.axes} == {"unet, 128x128 px", "unet, 256x256 px",
+                                                        "mbu_unet, 128x128 px", "mbu_unet, 256x256 px"}
+    colours = {t.get_text(): h.get_color() for h, t in zip(s.figure.legends[0].legend_handles,
+                                                            s.figure.legends[0].get_texts())}
+    assert colours == report.format_palette(list(colours))  # the study's one colour per representation
+    assert len(s.table) == 12 and "1 combinations not measured" in s.text
 
 
 def test_section_display_and_figure_save(results, tmp_path):

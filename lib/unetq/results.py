@@ -111,10 +111,12 @@ _BENCH_KEY = dict(preset=S, dataset=S, arch=S, width=I, backend=S, precision=S, 
 BENCHMARK = Table("benchmark", _BENCH_KEY, ("status",), "latency/throughput/memory per format")
 BENCHMARK_DEVICE = Table("benchmark_{device}", _BENCH_KEY, ("status",), "benchmark.csv rows measured on a GPU")
 BENCHMARK_DATASET = Table("benchmark_dataset", _BENCH_KEY, ("status",), "whole-test-split timing (seed 000)")
+BENCHMARK_GRID = Table("benchmark_grid", _BENCH_KEY, ("status",),
+                       "every format over batch x image size (seed 003 Tables 6-9; python -m unetq.cli.characterise)")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_ABLATION, MBU_SPEED,
-    MBU_PARETO, ACCURACY_BY_FORMAT, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK,
+    MBU_PARETO, ACCURACY_BY_FORMAT, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK, BENCHMARK_GRID,
     BENCHMARK_DEVICE, BENCHMARK_DATASET)}
 
 

@@ -83,6 +83,9 @@ class SuiteDeps:
 #: size and skipped (with the reason) where it would be slower still (e.g. FP16 on CPUs without
 #: native FP16 arithmetic); ``threads``: torch / ONNX Runtime threads (default all cores; ``ci`` uses one so that its smoke
 #: test is not slowed 100x by OpenMP threads waiting on each other on a loaded machine).
+#: ``grid``: every format at every batch size and image size (exactly ``image_sizes``, the
+#: study's own size not added), written to ``benchmark_grid.csv`` instead of ``benchmark.csv``
+#: (seed 003's characterisation, ``python -m unetq.cli.characterise``); no whole-split timing.
 BENCH_PRESETS: dict[str, dict] = {
     "ci": dict(batch_sizes=[1, 2], image_sizes=[], sweep_formats=[], sweep_batch=1, rel_ci=0.25,
                time_cap_s=1.0, max_call_s=2.0, dataset_batch=4, energy_min_s=0.05, threads=1,
@@ -93,6 +96,11 @@ BENCH_PRESETS: dict[str, dict] = {
                   skip_reason="skipped under the quick preset: inductor compiles each model and batch shape "
                               "for about a minute on a 2-core CPU, over the notebook's budget (the gpu "
                               "preset measures it)"),
+    "grid": dict(batch_sizes=[1, 2, 4, 8, 16, 32], image_sizes=[128, 256, 512], grid=True, sweep_formats=[],
+                 sweep_batch=1, rel_ci=0.05, time_cap_s=2.0, max_call_s=4.0, dataset_batch=0, energy_min_s=0.5,
+                 skip=["torch_compile/*"],
+                 skip_reason="skipped in the grid: inductor compiles each model and shape (18 per architecture) "
+                             "for about a minute each on a 2-core CPU; make bench measures it"),
     "gpu": dict(batch_sizes=[1, 8, 16, 32, 64], image_sizes=[128, 448], sweep_formats=[
                     "tensorrt/fp16", "tensorrt/int8", "onnxruntime_cuda/fp32"],
                 sweep_batch=8, rel_ci=0.02, time_cap_s=20.0, max_call_s=10.0, dataset_batch=16,
@@ -123,7 +131,9 @@ def bench_settings(cfg: StudyConfig, bench_preset: str | None = None, **override
     s.update({k: v for k, v in overrides.items() if v is not None})
     size = int(cfg.image_size)
     s["image_size"] = size
-    s["image_sizes"] = sorted({int(v) for v in s["image_sizes"]} | {size})
+    s["image_sizes"] = sorted({int(v) for v in s["image_sizes"]} | (set() if s.get("grid") else {size}))
+    if not s["image_sizes"]:
+        raise ValueError("no image size to measure")
     bad = [v for v in s["image_sizes"] if v % 16]
     if bad:
         raise ValueError(f"image sizes must be divisible by 16 (U-Net with 4 poolings), got {bad}")
@@ -267,7 +277,7 @@ def _run_benchmark(cfg, s, threads, progress, write, deps: SuiteDeps):
     warn = busy_warning(threads, s.get("busy_cores"))
     if warn:
         print(warn)
-    steps = len(archs) * sum(len(s["batch_sizes"]) if z == s["image_size"] else 1 for z in s["image_sizes"])
+    steps = len(archs) * sum(len(_batches(s, z)) for z in s["image_sizes"])
     suite.bar = tqdm(total=steps, desc="benchmark", unit="group", disable=not progress)
     for arch in archs:
         suite.bar.set_postfix_str(f"{arch}: loading")
@@ -286,9 +296,17 @@ def _run_benchmark(cfg, s, threads, progress, write, deps: SuiteDeps):
 
     bench = add_ratios(pd.DataFrame(suite.rows))
     data = pd.DataFrame(suite.dataset_rows)
-    if write:
+    if write and s.get("grid"):
+        results.write(results.BENCHMARK_GRID, bench)
+    elif write:
         write_benchmark(bench, data)
     return bench, data
+
+
+def _batches(s: dict, size: int) -> list[int]:
+    """The batch sizes measured at ``size``: all of them at the study's size (or everywhere in a
+    ``grid``), the sweep's one batch size elsewhere."""
+    return list(s["batch_sizes"]) if (size == s["image_size"] or s.get("grid")) else [s["sweep_batch"]]
 
 
 def _err(e: BaseException) -> str:
@@ -311,12 +329,12 @@ def _benchmark_arch(suite: _Suite, arch: str, model, test_ds) -> None:
         return _status_row(suite.base(arch, width, *fmt.split("/"), b, size), status, reason)
 
     for size in s["image_sizes"]:
-        batches = s["batch_sizes"] if size == main else [s["sweep_batch"]]
+        batches = _batches(s, size)
         runners: dict[str, Any] = {}
         factories: dict[str, Any] = {}
         for backend, precision, ok, reason in formats:
             fmt = _fmt(backend, precision)
-            if size != main and fmt != _fmt(*BASELINE) and fmt not in sweep:
+            if not s.get("grid") and size != main and fmt != _fmt(*BASELINE) and fmt not in sweep:
                 continue
             if not ok:
                 suite.rows += [row(fmt, b, size, NOT_MEASURED, reason or "backend not available") for b in batches]

@@ -27,6 +27,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import HTML, Markdown, display
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .. import machine, paths, results
 from ..results import NOT_RUN, Loaded  # noqa: F401 (NOT_RUN: re-exported, the report's vocabulary)
@@ -475,31 +476,129 @@ def image_size_sweep(preset: str | None = None, *, dataset: str | None = None) -
                    table, fig, unit="ms per image")
 
 
-def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Section:
-    """AMP training speed-up and memory reduction factor (seed 003 Equations 17-18)."""
-    title = "Mixed-precision (AMP) training"
+def characterise_command(preset: str | None) -> str:
+    return f"make characterise PRESET={preset or 'quick'}"
+
+
+def batch_image_grid(preset: str | None = None, *, dataset: str | None = None) -> Section:
+    """Seed 003's characterisation: throughput of every representation against batch size, one
+    panel per architecture and image size, from ``benchmark_grid.csv``."""
+    title = "Throughput over batch size and image size"
+    t = load_table(results.BENCHMARK_GRID, preset, dataset=dataset)
+    cmd = characterise_command(preset)
+    if t.df is None:
+        return _missing(title, not_run_yet(missing_reason(t.message), preset, cmd))
+    df = _with_format(_measured(_num(t.df, "throughput_ips", "latency_ms_per_image", "speedup")))
+    if df.empty:
+        absent = _absent_hardware(t.df)
+        return _missing(title, not_measured_here(absent) if absent
+                        else not_run_yet("benchmark_grid.csv has no measured rows", preset, cmd))
+    archs, sizes = sorted(df["arch"].unique()), sorted(df["image_size"].unique())
+    order = format_order(df)
+    palette = format_palette(order)  # one colour per representation in every panel
+    fig = Figure(figsize=(3.2 * len(archs) + 2.2, 2.8 * len(sizes) + 0.4), layout="constrained")
+    grid = fig.subplots(len(sizes), len(archs), squeeze=False)
+    bs = sorted(df["batch_size"].unique())
+    for i, z in enumerate(sizes):
+        for j, a in enumerate(archs):
+            ax = grid[i, j]
+            d = df[(df["arch"] == a) & (df["image_size"] == z)]
+            if not d.empty:
+                sns.lineplot(d, x="batch_size", y="throughput_ips", hue="format", hue_order=[f for f in order if f in
+                             set(d["format"])], palette=palette, marker="o", ax=ax, legend=False)
+            ax.set(title=f"{a}, {z}x{z} px", xlabel="batch size (images)" if i == len(sizes) - 1 else "",
+                   ylabel="throughput (images/s)" if j == 0 else "", yscale="log")
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(bs, [str(int(b)) for b in bs])
+            ax.minorticks_off()
+    fig.legend(handles=[Line2D([], [], color=palette[f], marker="o", label=f) for f in order],
+               title="representation", loc="outside right center", fontsize=8)
+    fig.suptitle("Throughput against batch size per architecture and image size (a missing point was skipped; "
+                 "the reasons are in benchmark_grid.csv)", fontsize=10)
+    table = df.pivot_table(index=["arch", "image_size", "batch_size"], columns="format",
+                           values="throughput_ips").round(1).reset_index()
+    skipped = t.df[t.df["status"].astype(str) != "measured"] if "status" in t.df else t.df.iloc[:0]
+    note = f" {len(skipped)} combinations not measured (reasons in benchmark_grid.csv)." if len(skipped) else ""
+    return Section(title, "Images per second, every representation at every batch size and image size, measured "
+                          "interleaved per architecture, size and batch in one run (seed 003 Tables 6-9)." + note
+                          + _machine_note(df), table, fig, unit="images/s")
+
+
+def _amp_rows(preset, dataset) -> tuple[pd.DataFrame | None, str]:
     t = _load(results.AMP, preset, dataset)
     if t.df is None:
-        return _missing(title, t.message)
-    df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb")
-    need = {"arch", "amp", "speedup_vs_off", "mem_reduction_vs_off"}
+        return None, t.message
+    df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb", "batch_size")
+    need = {"arch", "amp", "batch_size", "speedup_vs_off", "mem_reduction_vs_off"}
     if not need <= set(df.columns):
-        return _missing(title, not_run_yet(f"amp.csv lacks {sorted(need - set(df.columns))}", preset))
+        return None, not_run_yet(f"amp.csv lacks {sorted(need - set(df.columns))}", preset)
+    return df.assign(amp=df["amp"].astype(str)), ""
+
+
+def amp_over_batch(preset: str | None = None, *, dataset: str | None = None) -> Section:
+    """AMP training speed-up and memory reduction factor against batch size (seed 003 Tables 2-5),
+    one line per architecture and autocast type."""
+    title = "Mixed-precision (AMP) training over batch size"
+    df, msg = _amp_rows(preset, dataset)
+    if df is None:
+        return _missing(title, msg)
+    df = df[df["amp"] != "off"]
+    if df.groupby("arch")["batch_size"].nunique().max() < 2:
+        return _missing(title, not_run_yet("AMP measured at one batch size only", preset, characterise_command(preset)))
     fig, axes = _fig(2, 5.0, 3.6)
-    palette = {a: amp_colour(a) for a in df["amp"].astype(str).unique()}
-    df = df.assign(amp=df["amp"].astype(str))
+    kw = dict(x="batch_size", hue="arch", hue_order=sorted(df["arch"].unique()), style="amp", marker="o")
+    sns.lineplot(df, y="speedup_vs_off", ax=axes[0], **kw)
+    sns.lineplot(df, y="mem_reduction_vs_off", ax=axes[1], legend=False, **kw)
+    axes[0].set(xlabel="batch size (images)", ylabel="training speed-up vs float32 (x)", title="speed")
+    axes[1].set(xlabel="batch size (images)", ylabel="memory reduction factor vs float32 (x)", title="memory")
+    bs = sorted(df["batch_size"].unique())
+    for ax in axes:
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bs, [str(int(b)) for b in bs])
+        ax.minorticks_off()
+    _finish(fig, "Autocast training against float32 over batch size: speed-up and memory reduction",
+            legend_title=None)
+    cols = [c for c in ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
+                        "speedup_vs_off", "mem_reduction_vs_off") if c in df.columns]
+    return Section(title, "One epoch per batch size in float32 and with autocast, same model seed and batches; "
+                          "ratios from the same run. On a CPU, memory is the peak increase of resident memory.",
+                   df[cols].sort_values(["arch", "amp", "batch_size"]).round(3).reset_index(drop=True), fig)
+
+
+def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Section:
+    """AMP training speed-up and memory reduction factor (seed 003 Equations 17-18) at the
+    preset's training batch size (the batch sweep is :func:`amp_over_batch`)."""
+    title = "Mixed-precision (AMP) training"
+    df, msg = _amp_rows(preset, dataset)
+    if df is None:
+        return _missing(title, msg)
+    df, b = _one_batch(df, preset)
+    fig, axes = _fig(2, 5.0, 3.6)
+    palette = {a: amp_colour(a) for a in df["amp"].unique()}
     sns.barplot(df, x="arch", y="speedup_vs_off", hue="amp", palette=palette, saturation=1, ax=axes[0])
     axes[0].set(xlabel="architecture", ylabel="training speed-up vs float32 (x)", title="speed")
     sns.barplot(df, x="arch", y="mem_reduction_vs_off", hue="amp", palette=palette, saturation=1, ax=axes[1])
     axes[1].set(xlabel="architecture", ylabel="memory reduction factor vs float32 (x)", title="memory")
     for ax in axes:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    _finish(fig, "Training with autocast against float32: speed-up and memory reduction",
+    _finish(fig, f"Training with autocast against float32 at batch {b}: speed-up and memory reduction",
             legend_title="training precision")
     cols = [c for c in ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
                         "speedup_vs_off", "mem_reduction_vs_off") if c in df.columns]
-    return Section(title, "Epoch time and peak memory with autocast against float32 training.",
+    return Section(title, f"Epoch time and peak memory with autocast against float32 training, batch {b}.",
                    df[cols].round(3).reset_index(drop=True), fig)
+
+
+def _one_batch(df: pd.DataFrame, preset: str | None) -> tuple[pd.DataFrame, int]:
+    """The rows of one batch size (never an average over several): the preset's training batch
+    size where it was measured, else the one measured for the most architectures."""
+    from ..config import PRESETS
+
+    sizes = df.groupby("batch_size")["arch"].nunique()
+    own = PRESETS.get(preset, {}).get("batch_size") if preset else None
+    b = int(own) if own in sizes.index else int(sizes.sort_index().idxmax())
+    return df[df["batch_size"] == b], b
 
 
 def pareto_front(df: pd.DataFrame, cost: str, gain: str, cost_higher_better: bool = False) -> pd.DataFrame:
@@ -825,7 +924,9 @@ def build_report(preset: str | None = None, dataset: str | None = None, **kw) ->
         speedup_table(preset, "speedup", dataset=dataset),
         speedup_table(preset, "throughput_if", dataset=dataset),
         image_size_sweep(preset, dataset=dataset),
+        batch_image_grid(preset, dataset=dataset),
         amp_training(preset, dataset=dataset),
+        amp_over_batch(preset, dataset=dataset),
         mbu_pareto(preset, dataset=dataset),
         lr_sweep(preset, dataset=dataset),
         gpu_tables(preset),
