@@ -67,3 +67,8 @@ def test_training_summary_says_which_runs_hit_the_epoch_cap(monkeypatch, tmp_pat
     r = chosen.iloc[0]
     assert r["lr"] == 3e-3 and r["seeds"] == 2 and r["runs_at_cap"] == 1 and r["test_dice_mean"] == pytest.approx(0.65)
     assert bool(r["lr_at_grid_edge"])
+    # one learning rate only (no sweep): not "at the edge" of a grid that does not exist
+    results.write(results.TRAINING, pd.DataFrame([dict(base, arch="ghost_unet", lr=1e-3, train_seed=0, epochs_trained=7,
+                                                       val_loss=0.4, val_dice=0.6, test_dice=0.6)]))
+    _, chosen = training_summary.summary("ci")
+    assert not bool(chosen.set_index("arch").loc["ghost_unet", "lr_at_grid_edge"])

@@ -205,12 +205,13 @@ class Loaded(NamedTuple):
 
 
 def read(table: Table | str, preset: str | None = None, *, dataset: str | None = None,
-         root: str | os.PathLike | None = None, **parts) -> Loaded:
+         root: str | os.PathLike | None = None, where: dict | None = None, **parts) -> Loaded:
     """The table as :class:`Loaded`. ``table`` is a :class:`Table` (with its name ``parts``), or
     a file stem, possibly a glob (``"mbu_*"``: every match concatenated with a ``table``
     column). Outside the main job (``paths.is_published()`` false) and with no ``root``, the
     committed table is read beneath this run's own rows. With ``preset``, rows of other presets are dropped when the table has a ``preset``
-    column (and the message says so if none is left); likewise ``dataset``."""
+    column (and the message says so if none is left); likewise ``dataset`` and each
+    ``{column: value}`` of ``where``."""
     own = Path(root or paths.results_dir())
     if isinstance(table, Table):
         stem, schema = table.file_name(**parts)[:-4], table
@@ -254,7 +255,7 @@ def read(table: Table | str, preset: str | None = None, *, dataset: str | None =
             schema.check(df, writing=False)
         except SchemaError as e:
             return Loaded(None, f"{NOT_RUN}: {e}")
-    for col, want in (("preset", preset), ("dataset", dataset)):
+    for col, want in (("preset", preset), ("dataset", dataset), *(where or {}).items()):
         if want is not None and col in df.columns:
             sub = df[df[col].astype(str) == str(want)]
             if sub.empty:

@@ -14,7 +14,7 @@ import sys
 import pandas as pd
 
 from .. import results
-from ..studies.tuning import chosen_lrs
+from ..studies.tuning import chosen_lrs, lr_at_grid_edge
 
 
 def summary(preset: str, dataset: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -35,8 +35,7 @@ def summary(preset: str, dataset: str | None = None) -> tuple[pd.DataFrame, pd.D
                          epochs_trained_mean=g["epochs_trained"].mean(), epoch_cap=int(g["epochs"].max()),
                          runs_at_cap=int((g["epochs_trained"] >= g["epochs"]).sum()),
                          best_epoch_max=int(g["best_epoch"].max()),
-                         lr_at_grid_edge=lr in (float(t[t["arch"] == arch]["lr"].min()),
-                                                float(t[t["arch"] == arch]["lr"].max()))))
+                         lr_at_grid_edge=lr_at_grid_edge(lr, t[t["arch"] == arch]["lr"])))
     return sweep, pd.DataFrame(rows).sort_values("test_dice_mean", ascending=False)
 
 

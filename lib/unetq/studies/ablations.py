@@ -150,9 +150,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 def recorded(cfg: StudyConfig, experiment: str) -> tuple[pd.DataFrame, str]:
     """``(summary, note)`` of this preset's and dataset's rows of ``mbu_ablation.csv`` for
     ``experiment``; the note names the command when none are there."""
-    got = results.read(results.MBU_ABLATION, cfg.preset, dataset=run_columns(cfg)["dataset"])
-    df = got.df[got.df["experiment"] == experiment] if got.df is not None and not got.df.empty else None
-    if df is None or df.empty:
+    df = results.read(results.MBU_ABLATION, **run_columns(cfg), where=dict(experiment=experiment)).df
+    if df is None:
         return pd.DataFrame(), (f"not run yet: no {experiment} rows for preset {cfg.preset}; run `python -m "
                                 f"unetq.cli.mbu_ablation --experiment {experiment} --preset {cfg.preset}`")
     s = summary(df)

@@ -149,8 +149,8 @@ def verdict(summ: pd.DataFrame, claim: float = 0.8) -> str:
 def recorded(cfg: StudyConfig) -> tuple[pd.DataFrame, str]:
     """``(summary, verdict)`` of this preset's and dataset's rows of ``mbu_zeros.csv`` (what
     notebook 05 shows; the command that fills it when there are none)."""
-    got = results.read(results.MBU_ZEROS, cfg.preset, dataset=run_columns(cfg)["dataset"])
-    if got.df is None or got.df.empty:
+    got = results.read(results.MBU_ZEROS, **run_columns(cfg))
+    if got.df is None:
         return pd.DataFrame(), (f"not run yet: no rows for preset {cfg.preset}; run `python -m "
                                 f"unetq.cli.mbu_zeros --preset {cfg.preset}`")
     s = summary(got.df)
