@@ -263,3 +263,15 @@ def test_nonfinite_input_is_rejected_by_the_engine_and_its_runner(stem):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(packed(x), ref, rtol=0, atol=1e-5 * max(1.0, np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3])
+def test_dynamic_row_chunks_give_the_same_bits(chunk_rows):
+    """Dynamic scheduling (chunk_rows > 0) changes which thread computes a row, never the result."""
+    torch.manual_seed(3)
+    model = randomize_model_bn(create_model("mbu_unet", width=6, masked=4, stem="thermo"), seed=3)
+    x = np.random.default_rng(3).random((2, 3, 32, 48), dtype=np.float32)
+    static = pack_mbu(model)(x)
+    assert np.array_equal(pack_mbu(model, chunk_rows=chunk_rows)(x), static)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        pack_mbu(model, chunk_rows=-1)

@@ -1,4 +1,5 @@
 """The benchmark CLI runs end to end on a tiny configuration (no timing is asserted)."""
+import numpy as np
 import pandas as pd
 
 from unetq import bench
@@ -55,6 +56,44 @@ def test_bitpack_benchmark_takes_its_documented_default_stem(capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "stem 'thermo'" in out and "goals met" in out
     assert "NOT MEASURED  MBU-Net bitpack" in out  # --no-ort: that goal is not measured, not failed silently
+
+
+def test_bitpack_benchmark_compares_with_the_int8_peers_of_its_own_backbone_quiet_and_under_load(capsys, tmp_path):
+    """The packed engine's peers are the MBU-Net's backbone in full precision quantized by ONNX
+    Runtime and OpenVINO + NNCF; at every image size; then again with one core busy; the packed
+    layer's binary MACs per second are printed against the XOR+popcount ceiling."""
+    from unetq.cli import bitpack_benchmark as bb
+    from unetq.deploy.openvino_engine import openvino_reason
+
+    csv = tmp_path / "bitpack.csv"
+    rc = bb.main(["--width", "4", "--image-size", "32,64", "--repeats", "2", "--warmup", "1", "--layer-channels", "64",
+                  "--layer-size", "8", "--threads", "1", "--no-compile", "--csv", str(csv)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "of the ceiling" in out and "XOR+popcount ceiling" in out
+    df = pd.read_csv(csv)
+    quiet = df[df["load"] == "quiet"]
+    assert set(quiet["image_size"]) == {32, 64} and "MBU-Net bitpack (k=4, dynamic rows)" in set(quiet["case"])
+    peers = {bb.PEER_ORT} | ({bb.PEER_OV} if openvino_reason("int8", nncf=True) is None else set())
+    assert peers <= set(quiet["case"])
+    busy = df[df["load"] == "one other process spinning"]
+    assert set(busy["image_size"]) == {32} and peers <= set(busy["case"])
+    for size in (32, 64):
+        assert f"vs the fastest INT8 U-Net of its backbone and width 4 (" in out and f"{size} px:" in out
+    assert "one core busy, 32 px:" in out
+    assert bb.fastest_peer(pd.Series({bb.PEER_ORT: 3.0, bb.PEER_OV: 2.0, "x": 1.0})) == (bb.PEER_OV, 2.0)
+    assert bb.fastest_peer(pd.Series({"x": 1.0}))[0] is None
+
+
+def test_xor_popcount_ceiling_counts_what_it_times():
+    from unetq.bench.popcount_ceiling import _reference, _xor_popcount, xor_popcount_peak
+
+    a = np.arange(6, dtype=np.uint64).reshape(2, 3) * np.uint64(0x9E3779B97F4A7C15)
+    b = a[::-1].copy()
+    out = np.zeros(2, np.int64)
+    _xor_popcount(a, b, 5, out)
+    assert np.array_equal(out, _reference(a, b, 5)) and out.sum() > 0
+    peak = xor_popcount_peak(1, words=64, reps=100, seconds=0.01)
+    assert peak["bmacs_per_s"] > 0 and peak["calls"] >= 3
 
 
 def test_gpu_check_dry_runs_on_the_cpu(tmp_path, capsys):

@@ -17,7 +17,10 @@ layer whose output bits equal the PyTorch model's eval-mode binary activations e
 
 Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``,
 which run on the calling thread; the float first conv runs on one torch thread (see
-``_first_conv``). Not thread-safe: a ``PackedMBU`` reuses its activation buffers.
+``_first_conv``). ``chunk_rows=0`` gives each thread one equal share of a layer's rows (numba's
+static schedule); ``chunk_rows=n`` hands out chunks of about n rows to whichever thread is free
+(``numba.parallel_chunksize``), so a thread slowed by other load on its core does less of the
+work instead of holding up the layer. Not thread-safe: a ``PackedMBU`` reuses its activation buffers.
 
 Masked layers use the single-popcount form ``a.b = popc(m) - 2 popc((a' ^ s') & m)`` by default
 (``masked_form="xor_and"``) or the paper's subtractive encoding with two popcounts
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import copy
 
+import numba
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -215,7 +219,7 @@ class PackedMBU:
     NaN / Inf raise ``ValueError``), returns float32 logits NCHW. ``nbytes``: bytes of
     everything it holds (bit planes, thresholds, the float first and last layers)."""
 
-    def __init__(self, model: nn.Module, masked_form: str = "xor_and"):
+    def __init__(self, model: nn.Module, masked_form: str = "xor_and", chunk_rows: int = 0):
         if not isinstance(model, MBUNet):
             raise TypeError(f"pack_mbu needs an MBUNet, got {type(model).__name__}")
         if model.activation != "binary":
@@ -226,7 +230,10 @@ class PackedMBU:
         if bad:
             raise ValueError(f"pack_mbu: layers {bad} are not binary/masked; the packed engine supports "
                              f"only {PACKABLE_KINDS}")
+        if not (isinstance(chunk_rows, (int, np.integer)) and chunk_rows >= 0):
+            raise ValueError(f"chunk_rows must be an integer >= 0, got {chunk_rows!r}")
         self.masked_form = masked_form
+        self.chunk_rows = int(chunk_rows)
         self.kinds = dict(model.kinds)
         self.config = dict(getattr(model, "config", {}))
         self.in_channels, self.classes = model.in_channels, model.classes
@@ -347,6 +354,10 @@ class PackedMBU:
                 torch.set_num_threads(threads)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        with numba.parallel_chunksize(self.chunk_rows):  # 0: one equal share per thread; n: dynamic
+            return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"PackedMBU expects float32 [N, {self.in_channels}, H, W], got shape {x.shape}")
@@ -448,6 +459,6 @@ class IntegerConv3x3:
         return (acc.astype(np.float64) * self.scale).astype(np.float32)
 
 
-def pack_mbu(model: nn.Module, masked_form: str = "xor_and") -> PackedMBU:
+def pack_mbu(model: nn.Module, masked_form: str = "xor_and", chunk_rows: int = 0) -> PackedMBU:
     """Pack a trained MBU-Net (all configurable layers binary or masked, binary activations)."""
-    return PackedMBU(model, masked_form)
+    return PackedMBU(model, masked_form, chunk_rows)
