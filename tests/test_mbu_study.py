@@ -77,6 +77,8 @@ def test_zeros_study_records_sparsity_per_epoch_and_layer_and_summarises(tmp_pat
     assert 0.4 < at_init["emergent"] < 0.6 and 0.3 < at_init["ratio"] < 0.5
     text = zeros.verdict(summ)
     assert "emergent rule" in text and "seed 001's 80%" in text and "at initialisation" in text
+    fig = zeros.plot(df)
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "epoch (0: initialisation)"
     assert zeros.verdict(pd.DataFrame()).startswith("not run yet")
     stored = results.read(results.MBU_ZEROS, root=tmp_path / "results").df
     assert len(stored) == len(df)
@@ -116,6 +118,8 @@ def test_ablations_from_scratch_choose_a_rate_per_configuration_and_summarise(tm
         assert chosen["lr"].iloc[0] == g[g["train_seed"] == 0].sort_values("val_loss")["lr"].iloc[0]
     summ = ablations.summary(df)
     assert set(summ["config"]) == {"cost-aware", "reverse"} and (summ["seeds"] == 2).all()
+    fig = ablations.plot(summ, "order")
+    assert "mean ± std" in fig.axes[0].get_xlabel() and len(fig.axes[0].get_yticklabels()) == 2
     assert len(results.read(results.MBU_ABLATION, root=tmp_path / "results").df) == len(df)
     assert mbu_ablation.main(["--experiment", "order", "--preset", "ci", "--k", "2", "--random-draws", "1",
                               "--lrs", "1e-3,1e-2", "--seeds", "2", "--only", "cost-aware,reverse"]) == 0

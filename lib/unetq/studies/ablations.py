@@ -157,3 +157,19 @@ def recorded(cfg: StudyConfig, experiment: str) -> tuple[pd.DataFrame, str]:
     s = summary(df)
     spread = "mean ± std over seeds at each configuration's own chosen learning rate"
     return s, f"{experiment}: {len(s)} configurations, {spread}"
+
+
+def plot(summ: pd.DataFrame, experiment: str):
+    """Test Dice (mean ± std over seeds) of each configuration of ``experiment`` in
+    :func:`summary`'s table, with its masked layers and chosen learning rate in the label."""
+    import matplotlib.pyplot as plt
+
+    d = summ[summ["experiment"] == experiment].sort_values("test_dice_mean")
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(d) + 1.4))
+    y = np.arange(len(d))
+    ax.errorbar(d["test_dice_mean"], y, xerr=d["test_dice_std"].fillna(0), fmt="o", capsize=3, color="C0")
+    ax.set_yticks(y, [f"{r.config} (lr {r.lr:g}, {int(r.seeds)} seeds)" for r in d.itertuples()])
+    ax.set(xlabel="test Dice, mean ± std over seeds", title=f"{experiment}: each configuration trained from scratch")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

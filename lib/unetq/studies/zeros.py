@@ -155,3 +155,37 @@ def recorded(cfg: StudyConfig) -> tuple[pd.DataFrame, str]:
                                 f"unetq.cli.mbu_zeros --preset {cfg.preset}`")
     s = summary(got.df)
     return s, verdict(s)
+
+
+def plot(df: pd.DataFrame):
+    """Zero fraction of each masked layer against the epoch (0: at initialisation), one panel per
+    rule, mean over seeds with its range shaded, the best epochs marked; seed 001's 80 % drawn.
+    ``df``: rows of :func:`run` or ``mbu_zeros.csv``."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rules = [r for r in RULES if r in set(df["rule"])]
+    fig, axes = plt.subplots(1, len(rules), figsize=(4.6 * len(rules) + 1.5, 3.6), sharey=True, squeeze=False)
+    order = [v for v in LAYER_LABELS.values() if v in set(df["label"])] + sorted(
+        set(df["label"]) - set(LAYER_LABELS.values()))
+    for i, (ax, rule) in enumerate(zip(axes[0], rules)):
+        d = df[df["rule"] == rule]
+        sns.lineplot(d, x="epoch", y="zero_fraction", hue="label", hue_order=order, errorbar=("pi", 100), ax=ax,
+                     legend=i == len(rules) - 1)
+        ax.axhline(0.8, color="k", ls="--", lw=0.8)
+        ax.set(title=f"{rule} rule ({d['train_seed'].nunique()} seed(s))", xlabel="epoch (0: initialisation)",
+               ylabel="zero fraction of the masked layer" if i == 0 else "", ylim=(0, 1))
+    leg = axes[0][-1].get_legend()
+    if leg is not None:
+        leg.set_bbox_to_anchor((1.02, 0.5))
+        leg.set_loc("center left")
+        leg.set_title("masked layer")
+    fig.suptitle("Zeros of the masked layers during training (dashed: seed 001's 80 %)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def recorded_rows(cfg: StudyConfig) -> pd.DataFrame:
+    """This preset's and dataset's rows of ``mbu_zeros.csv`` (empty when there are none)."""
+    got = results.read(results.MBU_ZEROS, **run_columns(cfg))
+    return got.df if got.df is not None else pd.DataFrame()
