@@ -64,6 +64,12 @@ bench: env
 characterise: env
 	$(PY) -m unetq.cli.characterise --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
 
+# Every representation of every training seed (accuracy_by_format_seeds.csv): does the report's
+# recommendation hold for each seed? No timing; needs the preset's checkpoints.
+.PHONY: deploy-seeds
+deploy-seeds: env
+	$(LONG_JOB) $(PY) -m unetq.cli.deploy_seeds --preset $(PRESET) $(if $(DATA),--data "$(DATA)")
+
 # Every CUDA path in one prepared run (AMP training, eager/compiled FP32/FP16/BF16 inference, the
 # Triton MBU-Net kernel) for a GPU lent for a few minutes; writes reports/results/gpu_check_<gpu>.csv.
 .PHONY: gpu-check

@@ -210,3 +210,26 @@ def test_unknown_backend_or_precision():
         runner_unavailable_reason("tflite", "fp32")
     with pytest.raises(ValueError, match="no precision"):
         runner_unavailable_reason("onnxruntime_cuda", "int8")
+
+
+def test_deploy_seeds_scores_every_representation_of_a_seed(tmp_path, monkeypatch):
+    """python -m unetq.cli.deploy_seeds: each training seed's model in every representation that
+    runs here plus notebook 06's chosen INT8 configuration, rows tagged with the seed."""
+    from unetq import results
+    from unetq.cli import deploy_seeds as cli
+    from unetq.config import get_preset
+    from unetq.studies import deploy_seeds
+
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    monkeypatch.setenv("UNETQ_PUBLISHED_DIR", str(tmp_path))
+    df = deploy_seeds.run(get_preset("ci"), archs=["unet"], seeds=[1], progress=False)
+    assert set(df["train_seed"]) == {1}
+    ok = df[df["status"] == "ok"]
+    assert {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")} <= set(zip(ok.backend, ok.precision))
+    assert set(df.loc[df.precision == "int8", "int8_name"].dropna()) >= {"default", "chosen"}
+    stored = results.read(results.ACCURACY_SEEDS, root=tmp_path / "results").df
+    assert len(stored) == len(df)
+    s = deploy_seeds.summary(df)
+    assert (s["seeds"] >= 1).all() and "dice_mean" in s
+    with pytest.raises(SystemExit):
+        cli.main(["--archs", "resnet"])

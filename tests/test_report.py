@@ -64,7 +64,7 @@ def test_load_table_missing_corrupt_and_preset(results):
 def test_every_section_survives_missing_tables(results, monkeypatch):
     monkeypatch.setattr(report.machine, "cuda_available", lambda: False)
     secs = report.build_report("quick")
-    assert len(secs) == 15 and secs[0].title == "The answer"
+    assert len(secs) == 16 and secs[0].title == "The answer"
     assert all(not s.ok for s in secs)
     st = report.section_status(secs)
     assert (st["shown"] == "no").all()
@@ -80,7 +80,8 @@ def test_missing_sections_say_not_run_yet_with_the_command(results, monkeypatch)
     for s in secs.values():
         assert s.message.startswith(report.NOT_RUN_YET), s.message
         assert report.NOT_MEASURED not in s.message, s.message
-        assert any(f"`make {c} PRESET=quick`" in s.message for c in ("all", "lr-sweep", "characterise")), s.message
+        assert any(f"`make {c} PRESET=quick`" in s.message for c in ("all", "lr-sweep", "characterise", "deploy-seeds")), \
+            s.message
     st = report.section_status(report.build_report("quick")).set_index("section")
     assert st.loc["Benchmarks on GPUs", "status"] == report.NOT_MEASURED
     assert st.loc["Latency by format", "status"] == report.NOT_RUN_YET
@@ -438,3 +439,29 @@ def test_every_notebook_labels_ci_output_as_a_smoke_test():
         assert "show_preset_notice(" in first.source or "report.show_preset(" in first.source, path.name
         html_out = "".join(o.get("data", {}).get("text/html", "") for o in first.outputs[:1])
         assert "Smoke-test output" in html_out, path.name
+
+
+def test_seed_stability_recomputes_the_picks_per_seed(results):
+    """The recommendation recomputed from each training seed's accuracies: a pick the seeds agree
+    on is stable, one that flips is said to be decided by the noise of training."""
+    _bench_rows().to_csv(results / "benchmark.csv", index=False)
+    _accuracy_rows().to_csv(results / "accuracy_by_format.csv", index=False)
+    assert "make deploy-seeds PRESET=quick" in report.seed_stability("quick").message
+    rows = []
+    for seed, ghost in ((0, 0.70), (1, 0.60)):  # the most accurate architecture flips between seeds
+        for (a, b, p), v in {("unet", "torch", "fp32"): 0.66, ("unet", "onnxruntime", "fp32"): 0.66,
+                             ("unet", "onnxruntime", "int8"): 0.65, ("ghost_unet", "torch", "fp32"): ghost,
+                             ("ghost_unet", "onnxruntime", "fp32"): ghost,
+                             ("ghost_unet", "onnxruntime", "int8"): 0.3}.items():
+            rows.append(dict(preset="quick", dataset="d", arch=a, split="test", backend=b, precision=p, config=p,
+                             train_seed=seed, int8_name="default" if p == "int8" else "", status="ok", dice=v,
+                             iou=0.75 * v))
+    pd.DataFrame(rows).to_csv(results / "accuracy_by_format_seeds.csv", index=False)
+    c0 = report.candidates("quick", train_seed=0).df.set_index(["arch", "format"])
+    assert c0.loc[("ghost_unet", "torch fp32"), "dice"] == pytest.approx(0.70)
+    assert "seed 0" in c0.loc[("ghost_unet", "torch fp32"), "accuracy_source"]
+    s = report.seed_stability("quick")
+    assert s.ok and {"seed 0", "seed 1", "same pick at every seed"} <= set(s.table.columns)
+    best = s.table.set_index("priority").loc["best accuracy"]
+    assert best["seed 0"].startswith("ghost_unet") and best["seed 1"].startswith("unet")
+    assert best["same pick at every seed"] == "no" and "keep their pick" in s.text

@@ -99,6 +99,9 @@ MBU_PARETO = Table("mbu_pareto", dict(preset=S, dataset=S, config=S), ("masked_l
                    "seed 001 Figure 7")
 ACCURACY_BY_FORMAT = Table("accuracy_by_format", dict(arch=S, preset=S, dataset=S, split=S, backend=S, precision=S, config=S),
                            ("arch", "backend", "precision"), "loss/IoU/Dice per representation")
+ACCURACY_SEEDS = Table("accuracy_by_format_seeds", dict(arch=S, preset=S, dataset=S, split=S, backend=S, precision=S,
+                                                     config=S, train_seed=I), ("arch", "backend", "precision"),
+                       "every representation of every training seed (python -m unetq.cli.deploy_seeds)")
 MODEL_SIZES = Table("model_sizes", dict(arch=S, preset=S, dataset=S, representation=S), ("size_bytes",),
                     "bytes on disk per representation")
 INT8_SENSITIVITY = Table("int8_sensitivity_{arch}", dict(arch=S, preset=S, dataset=S, mode=S, node=S), ("delta_dice",),
@@ -116,7 +119,7 @@ BENCHMARK_GRID = Table("benchmark_grid", _BENCH_KEY, ("status",),
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_ABLATION, MBU_SPEED,
-    MBU_PARETO, ACCURACY_BY_FORMAT, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK, BENCHMARK_GRID,
+    MBU_PARETO, ACCURACY_BY_FORMAT, ACCURACY_SEEDS, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK, BENCHMARK_GRID,
     BENCHMARK_DEVICE, BENCHMARK_DATASET)}
 
 

@@ -680,13 +680,18 @@ def lr_sweep(preset: str | None = None, *, dataset: str | None = None) -> Sectio
 # ----------------------------------------------------------------------------------------------
 # the answer: which model and representation for which priority
 # ----------------------------------------------------------------------------------------------
-def candidates(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Loaded:
+def candidates(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None,
+               train_seed: int | None = None) -> Loaded:
     """One row per (architecture, representation): latency per image at batch 1, best
     throughput, peak memory, model size (from ``benchmark.csv``) joined with the test Dice/IoU
-    (``accuracy_by_format.csv``; the FP32 PyTorch Dice falls back on ``training.csv``)."""
+    (``accuracy_by_format.csv``; the FP32 PyTorch Dice falls back on ``training.csv``, means
+    over seeds). With ``train_seed``, the accuracies are those of that training seed alone
+    (``accuracy_by_format_seeds.csv``, ``training.csv`` and ``mbu_accuracy.csv`` rows of that seed)."""
     df, msg, size = _bench(preset, image_size, dataset)
     if df is None:
         return Loaded(None, msg)
+    one_seed = (lambda d: d[pd.to_numeric(d["train_seed"], errors="coerce") == train_seed]
+                if train_seed is not None and "train_seed" in d else d)
     sub = df[df["image_size"] == size]
     keys = ["arch", "backend", "precision", "format"]
     b1 = sub[sub["batch_size"] == sub["batch_size"].min()].groupby(keys)[["latency_ms_per_image"]].min()
@@ -694,7 +699,7 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
                                 model_size_mb=("model_size_mb", "max"))
     out = b1.join(agg, how="outer").reset_index()
     out["accuracy_source"] = ""
-    acc = _accuracy(preset, dataset)
+    acc = _accuracy(preset, dataset) if train_seed is None else _seed_accuracy(preset, dataset, train_seed)
     for m in ("dice", "iou"):
         out[m] = np.nan
     if acc.df is not None:
@@ -705,13 +710,15 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
             if k in a.index:
                 for m in a.columns:
                     out.at[i, m] = a.loc[k, m]
-                out.at[i, "accuracy_source"] = "accuracy_by_format.csv"
+                out.at[i, "accuracy_source"] = ("accuracy_by_format.csv" if train_seed is None
+                                                else f"accuracy_by_format_seeds.csv (seed {train_seed})")
     tr = load_table(results.TRAINING, preset, dataset=dataset)
     if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
         best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
         if "lr" in best.columns:  # the runs at each architecture's chosen learning rate
             lrs = chosen_lrs(best)
             best = best[np.isclose(best["lr"], best["arch"].map(lrs))]
+        best = one_seed(best)
         best = best.groupby("arch")[[c for c in ("test_dice", "test_iou") if c in best]].mean()  # over seeds
         for i, r in out.iterrows():
             if np.isnan(r["dice"]) and (r["backend"], r["precision"]) == ("torch", "fp32") and r["arch"] in best.index:
@@ -721,7 +728,7 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
     mbu = load_table(results.MBU_ACCURACY, preset, dataset=dataset)
     if mbu.df is not None and {"config", "test_dice"} <= set(mbu.df.columns):
         m = _num(mbu.df, "test_dice", "test_iou", "packed_dice", "packed_iou")
-        m = m[m["config"].astype(str) == "mbu"]  # notebook 05's main MBU-Net configuration
+        m = one_seed(m[m["config"].astype(str) == "mbu"])  # notebook 05's main MBU-Net configuration
         if len(m):
             r = m[[c for c in ("test_dice", "test_iou", "packed_dice", "packed_iou") if c in m]].mean()  # over seeds
             for i, c in out.iterrows():
@@ -733,6 +740,55 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
                 out.at[i, "accuracy_source"] = "mbu_accuracy.csv (config mbu)"
     out["image_size"] = size
     return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
+
+
+def _seed_accuracy(preset, dataset, train_seed: int) -> Loaded:
+    """The rows of one training seed in ``accuracy_by_format_seeds.csv``, shaped as
+    :func:`_accuracy` shapes ``accuracy_by_format.csv`` (``is_default``: the default INT8 config)."""
+    t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset, where=dict(train_seed=train_seed))
+    if t.df is None:
+        return t
+    df = _num(t.df, "dice", "iou")
+    df = df[df["status"].astype(str) == "ok"] if "status" in df else df
+    name = df["int8_name"].fillna("").astype(str) if "int8_name" in df else pd.Series("", index=df.index)
+    return Loaded(df.assign(is_default=name.isin(["", "default"])), t.message)
+
+
+def deploy_seeds_command(preset: str | None) -> str:
+    return f"make deploy-seeds PRESET={preset or 'quick'}"
+
+
+def seed_stability(preset: str | None = None, *, dataset: str | None = None) -> Section:
+    """Does the recommendation hold for every training seed? The accuracy-dependent priorities
+    of :func:`recommendations` recomputed from each seed's accuracies alone, next to the
+    recommendation from the means (``accuracy_by_format_seeds.csv``)."""
+    title = "Stability across training seeds"
+    t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset)
+    if t.df is None:
+        return _missing(title, not_run_yet(missing_reason(t.message), preset, deploy_seeds_command(preset)))
+    seeds = sorted(int(v) for v in pd.to_numeric(t.df["train_seed"], errors="coerce").dropna().unique())
+    main = recommendations(preset, dataset=dataset)
+    if not main.ok:
+        return _missing(title, main.message)
+    keep = ["best accuracy", "best accuracy within a latency budget", "best accuracy within a size budget",
+            "fastest at (near) best accuracy"]
+    table = main.table.set_index("priority").loc[lambda d: d.index.isin(keep)]
+    out = pd.DataFrame({"from the means": table["arch"] + " " + table["representation"]})
+    for s in seeds:
+        r = recommendations(preset, dataset=dataset, train_seed=s)
+        if r.ok:
+            picks = r.table.set_index("priority")
+            out[f"seed {s}"] = (picks["arch"] + " " + picks["representation"]).reindex(out.index)
+    per_seed = out.drop(columns="from the means")
+    out["same pick at every seed"] = ["yes" if (per_seed.loc[p] == out.loc[p, "from the means"]).all() else "no"
+                                      for p in out.index]
+    stable = int((out["same pick at every seed"] == "yes").sum())
+    text = (f"{stable} of {len(out)} accuracy-dependent priorities keep their pick when the recommendation is "
+            f"recomputed from one training seed at a time ({len(seeds)} seeds: every representation of each "
+            "seed's model scored on the test split); latency, memory and size come from the same benchmark rows. "
+            "A pick that changes between seeds is one the noise of training decides (see the ties of the "
+            "recommendation).")
+    return Section(title, text, out.reset_index())
 
 
 #: What a priority of the recommendation shows when no measured candidate meets its criterion
@@ -761,12 +817,13 @@ def seed_spread(preset: str | None = None, *, dataset: str | None = None) -> tup
 
 def recommendations(preset: str | None = None, latency_budget_ms: float | None = None,
                     size_budget_mb: float | None = None, dice_tolerance: float = 0.01,
-                    image_size: int | None = None, *, dataset: str | None = None) -> Section:
+                    image_size: int | None = None, *, dataset: str | None = None,
+                    train_seed: int | None = None) -> Section:
     """The study's answer: for each priority, the architecture and representation to deploy,
     computed from the measured tables. Budgets default to twice the fastest latency and a quarter
     of the largest model; ``dice_tolerance`` defines "as accurate as the best"."""
     title = "Which model and representation to deploy"
-    c = candidates(preset, image_size, dataset=dataset)
+    c = candidates(preset, image_size, dataset=dataset, train_seed=train_seed)
     if c.df is None:
         return _missing(title, c.message)
     df = c.df
@@ -931,6 +988,7 @@ def build_report(preset: str | None = None, dataset: str | None = None, **kw) ->
         lr_sweep(preset, dataset=dataset),
         gpu_tables(preset),
         recommendations(preset, dataset=dataset, **kw),
+        seed_stability(preset, dataset=dataset),
     ]
 
 
