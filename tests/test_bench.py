@@ -479,9 +479,9 @@ def test_characterise_command_and_amp_over_batch(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ch, "run_grid", fake_grid)
     assert cli.main(["--preset", "ci", "--archs", "unet", "--batch-sizes", "1,2", "--image-sizes", "32,64",
-                     "--max-call-s", "3"]) == 0
+                     "--max-call-s", "3", "--time-cap-s", "0.5"]) == 0
     assert seen["batch_sizes"] == [1, 2] and seen["image_sizes"] == [32, 64] and seen["archs"] == ["unet"]
-    assert seen["max_call_s"] == 3.0 and seen["grid"]
+    assert seen["max_call_s"] == 3.0 and seen["time_cap_s"] == 0.5 and seen["grid"]
     amp = pd.read_csv(tmp_path / "results" / "amp.csv")
     assert sorted(amp["batch_size"].unique()) == [1, 2] and set(amp["amp"]) == {"off", "bf16"}
     assert (amp.loc[amp["amp"] == "off", "speedup_vs_off"] == 1.0).all()

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-amp", action="store_true", help="skip the AMP comparison")
     ap.add_argument("--max-call-s", type=float, default=None,
                     help="a call slower than this is timed once and bigger batches are skipped (default: the grid preset's)")
+    ap.add_argument("--time-cap-s", type=float, default=None,
+                    help="seconds of timing per format and group at most (default: the grid preset's)")
     a = ap.parse_args(argv)
     archs = [v.strip() for v in a.archs.split(",") if v.strip()]
     unknown = sorted(set(archs) - set(ARCHS))
@@ -49,7 +51,8 @@ def main(argv=None) -> int:
     data = str(Path(a.data).expanduser().resolve()) if a.data else None
     cfg = get_preset(a.preset, source=data)
     if not a.no_grid:
-        s = ch.grid_settings(cfg, _ints(a.batch_sizes), _ints(a.image_sizes), archs, max_call_s=a.max_call_s)
+        s = ch.grid_settings(cfg, _ints(a.batch_sizes), _ints(a.image_sizes), archs, max_call_s=a.max_call_s,
+                             time_cap_s=a.time_cap_s)
         df = ch.run_grid(cfg, s)
         counts = df["status"].value_counts().to_dict() if not df.empty else {}
         print(f"benchmark_grid.csv: {len(df)} rows ({', '.join(f'{v} {k}' for k, v in counts.items())})")
