@@ -120,6 +120,15 @@ def test_ablations_from_scratch_choose_a_rate_per_configuration_and_summarise(tm
     assert set(summ["config"]) == {"cost-aware", "reverse"} and (summ["seeds"] == 2).all()
     fig = ablations.plot(summ, "order")
     assert "mean ± std" in fig.axes[0].get_xlabel() and len(fig.axes[0].get_yticklabels()) == 2
+    # the Pareto experiment: k = 0 .. 12 in cost order, frames per second from the packed engine
+    pc = ablations.pareto_configs()
+    assert list(pc) == [f"k={k}" for k in range(13)] and pc["k=4"] == study.configurations(4)["mbu"]
+    fake = pd.DataFrame([dict(experiment="pareto", config=f"k={k}", test_dice_mean=0.8 + k / 100,
+                              test_dice_std=0.01, seeds=2) for k in (0, 12)])
+    front = ablations.pareto(cfg, fake, repeats=2, warmup=1)
+    assert list(front["masked_layers"]) == [0, 12] and (front["fps"] > 0).all()
+    assert front["on_frontier"].any()
+    assert "frames per second" in ablations.plot_pareto(front).axes[0].get_xlabel()
     assert len(results.read(results.MBU_ABLATION, root=tmp_path / "results").df) == len(df)
     assert mbu_ablation.main(["--experiment", "order", "--preset", "ci", "--k", "2", "--random-draws", "1",
                               "--lrs", "1e-3,1e-2", "--seeds", "2", "--only", "cost-aware,reverse"]) == 0

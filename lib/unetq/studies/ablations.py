@@ -12,7 +12,9 @@ re-estimation). Experiments:
   weights), INT8 and INT4 weights, MBU-Net (cost-aware k = 4) and pure binary;
 - ``order``: k masked layers chosen in cost order (cheapest first, the study's rule), in the
   reverse order (most expensive first) and at random (``random_draws`` draws), the same k for
-  all; what makes "uniform sensitivity, so mask the cheap layers" testable on a CPU budget.
+  all; what makes "uniform sensitivity, so mask the cheap layers" testable on a CPU budget;
+- ``pareto``: k = 0 .. 12 layers masked in cost order (seed 001's Figure 7); :func:`pareto`
+  joins its Dice with the packed engine's measured frames per second.
 
 Every run is a cached checkpoint; rows go to ``mbu_ablation.csv`` (one per configuration,
 learning rate and seed, with ``chosen`` marking the rate the seeds were trained at), and
@@ -32,7 +34,7 @@ from ..train import NonFiniteError, load_or_train
 from .mbu import DEFAULT_STEM
 from .tuning import LR_GRID, lr_at_grid_edge
 
-EXPERIMENTS = ("table1", "order")
+EXPERIMENTS = ("table1", "order", "pareto")
 
 
 def _stem_kw(stem: str) -> dict:
@@ -68,11 +70,21 @@ def order_configs(k: int = 4, random_draws: int = 2, stem: str = DEFAULT_STEM, s
     return out
 
 
+def pareto_configs(stem: str = DEFAULT_STEM) -> dict[str, dict]:
+    """``"k=0" .. "k=12"``: the k cheapest layers masked (cost order), the rest binary, seed 001's
+    Figure 7 (``k=4`` is notebook 05's main MBU-Net, ``k=0`` Table 1's pure binary row: their
+    checkpoints are shared)."""
+    s = _stem_kw(stem)
+    return {f"k={k}": dict(masked=k, **s) for k in range(len(LAYER_NAMES) + 1)}
+
+
 def configs(experiment: str, k: int = 4, random_draws: int = 2, stem: str = DEFAULT_STEM) -> dict[str, dict]:
     if experiment == "table1":
         return table1_configs(k, stem)
     if experiment == "order":
         return order_configs(k, random_draws, stem)
+    if experiment == "pareto":
+        return pareto_configs(stem)
     raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
 
 
@@ -171,5 +183,50 @@ def plot(summ: pd.DataFrame, experiment: str):
     ax.set_yticks(y, [f"{r.config} (lr {r.lr:g}, {int(r.seeds)} seeds)" for r in d.itertuples()])
     ax.set(xlabel="test Dice, mean ± std over seeds", title=f"{experiment}: each configuration trained from scratch")
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int = 3) -> pd.DataFrame:
+    """The ``pareto`` rows of :func:`summary` (Dice mean ± std over seeds per k) with the frames
+    per second of each configuration in the packed engine (batch 1, the preset's image size,
+    timed side by side in one run, untrained weights: the kernels' run time does not depend on
+    the weight values), and whether each point is on the Pareto frontier (no other k both faster
+    and more accurate)."""
+    from ..bench import speed_table
+    from ..bitpack import pack_mbu
+    from ..models import create_model
+
+    d = summ[summ["experiment"] == "pareto"].copy()
+    if d.empty:
+        return d
+    kws = pareto_configs()
+    cases = {c: pack_mbu(create_model("mbu_unet", width=cfg.width, **kws[c]).eval()) for c in d["config"]}
+    speed = speed_table(cases, image_size=cfg.image_size, repeats=repeats, warmup=warmup).set_index("case")
+    d["masked_layers"] = d["config"].str.slice(2).astype(int)
+    d["fps"] = d["config"].map(speed["fps"])
+    d["median_ms"] = d["config"].map(speed["median_ms"])
+    d["on_frontier"] = [not ((d["fps"] > r.fps) & (d["test_dice_mean"] > r.test_dice_mean)).any()
+                        for r in d.itertuples()]
+    return d.sort_values("masked_layers").reset_index(drop=True)
+
+
+def plot_pareto(front: pd.DataFrame):
+    """Seed 001's Figure 7 from scratch: test Dice (mean ± std over seeds) against the packed
+    engine's frames per second, one point per k, the frontier joined."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.errorbar(front["fps"], front["test_dice_mean"], yerr=front["test_dice_std"].fillna(0), fmt="o", capsize=3,
+                color="C0", zorder=3)
+    f = front[front["on_frontier"]].sort_values("fps")
+    ax.plot(f["fps"], f["test_dice_mean"], color="C1", lw=1.2, label="Pareto frontier")
+    for r in front.itertuples():
+        ax.annotate(f"k={r.masked_layers}", (r.fps, r.test_dice_mean), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    ax.set(xlabel="frames per second, packed engine (batch 1, this CPU)", ylabel="test Dice, mean ± std over seeds",
+           title="Masked layers in cost order, each trained from scratch")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
     fig.tight_layout()
     return fig
