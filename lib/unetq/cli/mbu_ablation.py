@@ -1,7 +1,9 @@
 """MBU-Net variants from scratch: ``python -m unetq.cli.mbu_ablation`` (``unetq.studies.ablations``).
 
 ``--experiment table1``: seed 001's Table 1 (full-precision, INT8 and INT4 weights, MBU-Net,
-pure binary); ``--experiment order``: k layers masked in cost order, in reverse and at random.
+pure binary); ``--experiment order``: k layers masked in cost order, in reverse and at random;
+``--experiment pareto``: k = 0 .. 12 layers masked in cost order (seed 001's Figure 7; notebook
+05 joins it with the packed engine's frames per second).
 Each configuration gets its own learning rate from the grid (seed 0, lowest validation loss),
 then the preset's seeds at it, every run to early stopping. Writes ``mbu_ablation.csv`` and prints
 mean ± std over seeds. Checkpoints are cached: a re-run only trains what is missing, and
@@ -10,6 +12,7 @@ mean ± std over seeds. Checkpoints are cached: a re-run only trains what is mis
 
     python -m unetq.cli.mbu_ablation --experiment order --preset cpu-study
     python -m unetq.cli.mbu_ablation --experiment table1 --preset cpu-study --only int8,int4
+    python -m unetq.cli.mbu_ablation --experiment pareto --preset cpu-study --lrs 3e-3,1e-2,3e-2
 """
 from __future__ import annotations
 
