@@ -460,8 +460,14 @@ def test_seed_stability_recomputes_the_picks_per_seed(results):
     c0 = report.candidates("quick", train_seed=0).df.set_index(["arch", "format"])
     assert c0.loc[("ghost_unet", "torch fp32"), "dice"] == pytest.approx(0.70)
     assert "seed 0" in c0.loc[("ghost_unet", "torch fp32"), "accuracy_source"]
+    pd.DataFrame([dict(preset="quick", dataset="d", arch="unet", lr=1e-3, train_seed=sd, val_loss=0.3, test_dice=v)
+                  for sd, v in ((0, 0.65), (1, 0.67))]).to_csv(results / "training.csv", index=False)  # noise 0.014
+    main = report.recommendations("quick").table.set_index("priority")
+    assert main.loc["best accuracy", "arch"] == "unet"  # mean over seeds: unet 0.66 > ghost 0.65
     s = report.seed_stability("quick")
-    assert s.ok and {"seed 0", "seed 1", "same pick at every seed"} <= set(s.table.columns)
+    assert s.ok and {"seed 0", "seed 1", "mean pick qualifies at every seed"} <= set(s.table.columns)
     best = s.table.set_index("priority").loc["best accuracy"]
     assert best["seed 0"].startswith("ghost_unet") and best["seed 1"].startswith("unet")
-    assert best["same pick at every seed"] == "no" and "keep their pick" in s.text
+    # at seed 0 the mean pick (0.66) is 0.04 below that seed's pick: more than 2 x 0.014, no tie
+    assert best["mean pick qualifies at every seed"] == "no" and best["same architecture at every seed"] == "no"
+    assert "still qualifies at every seed" in s.text

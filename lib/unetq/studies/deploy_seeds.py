@@ -62,10 +62,12 @@ def run(cfg: StudyConfig, archs=ARCHS, seeds=None, representations=REPRESENTATIO
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Test Dice mean ± std over training seeds per architecture and representation (scored
-    rows only), with the number of seeds and of collapsed seeds."""
+    """Test Dice mean ± std over training seeds per architecture, representation and INT8
+    configuration (scored rows only), with the number of seeds and of collapsed seeds."""
+    df = df.assign(int8_name=df["int8_name"].fillna("").astype(str)) if "int8_name" in df else df.assign(int8_name="")
+    keys = ["arch", "backend", "precision", "int8_name"]
     scored = df[df["status"].astype(str) == "ok"]
-    out = results.seed_summary(scored, ["arch", "backend", "precision"], ["dice", "iou"])
-    collapsed = df[df["status"].astype(str).str.startswith("collapsed")].groupby(
-        ["arch", "backend", "precision"]).size().rename("collapsed_seeds")
-    return out.join(collapsed, on=["arch", "backend", "precision"]).fillna({"collapsed_seeds": 0})
+    out = results.seed_summary(scored, keys, ["dice", "iou"])
+    collapsed = df[df["status"].astype(str).str.startswith("collapsed")].groupby(keys).size().rename("collapsed_seeds")
+    out = out.join(collapsed, on=keys) if len(collapsed) else out.assign(collapsed_seeds=0)
+    return out.fillna({"collapsed_seeds": 0})

@@ -699,7 +699,8 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
                                 model_size_mb=("model_size_mb", "max"))
     out = b1.join(agg, how="outer").reset_index()
     out["accuracy_source"] = ""
-    acc = _accuracy(preset, dataset) if train_seed is None else _seed_accuracy(preset, dataset, train_seed)
+    per_seed = _seed_accuracy(preset, dataset, train_seed)  # every seed deployed (make deploy-seeds)
+    acc = per_seed if (per_seed.df is not None or train_seed is not None) else _accuracy(preset, dataset)
     for m in ("dice", "iou"):
         out[m] = np.nan
     if acc.df is not None:
@@ -710,8 +711,10 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
             if k in a.index:
                 for m in a.columns:
                     out.at[i, m] = a.loc[k, m]
-                out.at[i, "accuracy_source"] = ("accuracy_by_format.csv" if train_seed is None
-                                                else f"accuracy_by_format_seeds.csv (seed {train_seed})")
+                out.at[i, "accuracy_source"] = (
+                    f"accuracy_by_format_seeds.csv (seed {train_seed})" if train_seed is not None
+                    else "accuracy_by_format_seeds.csv (mean over training seeds)" if per_seed.df is not None
+                    else "accuracy_by_format.csv")
     tr = load_table(results.TRAINING, preset, dataset=dataset)
     if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
         best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
@@ -742,52 +745,85 @@ def candidates(preset: str | None = None, image_size: int | None = None, *, data
     return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
 
 
-def _seed_accuracy(preset, dataset, train_seed: int) -> Loaded:
-    """The rows of one training seed in ``accuracy_by_format_seeds.csv``, shaped as
-    :func:`_accuracy` shapes ``accuracy_by_format.csv`` (``is_default``: the default INT8 config)."""
-    t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset, where=dict(train_seed=train_seed))
+def _seed_accuracy(preset, dataset, train_seed: int | None) -> Loaded:
+    """``accuracy_by_format_seeds.csv`` shaped as :func:`_accuracy` shapes
+    ``accuracy_by_format.csv``: the rows of ``train_seed``, or (``None``) the mean over the seeds
+    of every representation scored at all of them; ``is_default`` marks the INT8 configuration
+    that stands for INT8 (notebook 06's chosen one, else the default)."""
+    where = dict(train_seed=train_seed) if train_seed is not None else None
+    t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset, where=where)
     if t.df is None:
         return t
-    df = _num(t.df, "dice", "iou")
+    df = _num(t.df, "dice", "iou", "train_seed")
     df = df[df["status"].astype(str) == "ok"] if "status" in df else df
-    name = df["int8_name"].fillna("").astype(str) if "int8_name" in df else pd.Series("", index=df.index)
-    return Loaded(df.assign(is_default=name.isin(["", "default"])), t.message)
+    df = df.assign(int8_name=df["int8_name"].fillna("").astype(str) if "int8_name" in df else "")
+    keys = ["arch", "backend", "precision", "int8_name"]
+    if train_seed is None:  # a representation collapsed at some seed has no mean: it is not a candidate
+        n = df["train_seed"].nunique()
+        g = df.groupby(keys)
+        df = g[["dice", "iou"]].mean()[g.size() == n].reset_index()
+    rank = df["int8_name"].map(lambda v: _INT8_PRIORITY.index(v) if v in _INT8_PRIORITY else len(_INT8_PRIORITY))
+    best = rank.groupby([df[k] for k in keys[:3]]).transform("min")
+    return Loaded(_with_format(df.assign(is_default=rank == best)), t.message)
 
 
 def deploy_seeds_command(preset: str | None) -> str:
     return f"make deploy-seeds PRESET={preset or 'quick'}"
 
 
-def seed_stability(preset: str | None = None, *, dataset: str | None = None) -> Section:
+def seed_stability(preset: str | None = None, *, dataset: str | None = None, dice_tolerance: float = 0.01) -> Section:
     """Does the recommendation hold for every training seed? The accuracy-dependent priorities
-    of :func:`recommendations` recomputed from each seed's accuracies alone, next to the
-    recommendation from the means (``accuracy_by_format_seeds.csv``)."""
+    of :func:`recommendations` recomputed from each seed's accuracies alone
+    (``accuracy_by_format_seeds.csv``), next to the pick from the means, and whether that pick
+    still qualifies at every seed: for the accuracy priorities, its Dice at that seed within
+    ``TIE_STDS`` seed standard deviations of the seed's own pick (a tie, as the recommendation
+    counts ties); for "fastest at (near) best accuracy", its Dice at that seed within
+    ``dice_tolerance`` of the seed's best."""
     title = "Stability across training seeds"
     t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset)
     if t.df is None:
         return _missing(title, not_run_yet(missing_reason(t.message), preset, deploy_seeds_command(preset)))
     seeds = sorted(int(v) for v in pd.to_numeric(t.df["train_seed"], errors="coerce").dropna().unique())
-    main = recommendations(preset, dataset=dataset)
+    main = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance)
     if not main.ok:
         return _missing(title, main.message)
+    noise, _, _ = seed_spread(preset, dataset=dataset)
     keep = ["best accuracy", "best accuracy within a latency budget", "best accuracy within a size budget",
             "fastest at (near) best accuracy"]
-    table = main.table.set_index("priority").loc[lambda d: d.index.isin(keep)]
-    out = pd.DataFrame({"from the means": table["arch"] + " " + table["representation"]})
-    for s in seeds:
-        r = recommendations(preset, dataset=dataset, train_seed=s)
-        if r.ok:
-            picks = r.table.set_index("priority")
-            out[f"seed {s}"] = (picks["arch"] + " " + picks["representation"]).reindex(out.index)
-    per_seed = out.drop(columns="from the means")
-    out["same pick at every seed"] = ["yes" if (per_seed.loc[p] == out.loc[p, "from the means"]).all() else "no"
-                                      for p in out.index]
-    stable = int((out["same pick at every seed"] == "yes").sum())
-    text = (f"{stable} of {len(out)} accuracy-dependent priorities keep their pick when the recommendation is "
-            f"recomputed from one training seed at a time ({len(seeds)} seeds: every representation of each "
-            "seed's model scored on the test split); latency, memory and size come from the same benchmark rows. "
-            "A pick that changes between seeds is one the noise of training decides (see the ties of the "
-            "recommendation).")
+    picks = main.table.set_index("priority").loc[lambda d: d.index.isin(keep)]
+    out = pd.DataFrame({"from the means": picks["arch"] + " " + picks["representation"]})
+    holds = pd.DataFrame(True, index=out.index, columns=seeds)
+    same_arch = pd.Series(True, index=out.index)
+    for sd in seeds:
+        r = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, train_seed=sd)
+        c = candidates(preset, dataset=dataset, train_seed=sd)
+        if not r.ok or c.df is None:
+            holds[sd] = False
+            continue
+        rs = r.table.set_index("priority")
+        dice = c.df.set_index(["arch", "format"])["dice"]
+        col = []
+        for prio in out.index:
+            pa, pr = picks.loc[prio, "arch"], picks.loc[prio, "representation"]
+            sa, srep, sdice = rs.loc[prio, "arch"], rs.loc[prio, "representation"], rs.loc[prio, "dice"]
+            mine = dice.get((pa, pr), np.nan)
+            if prio == "fastest at (near) best accuracy":
+                ok = mine >= dice.max() - dice_tolerance
+            else:
+                ok = (noise == noise) and (sdice - mine) <= TIE_STDS * noise
+            holds.loc[prio, sd] = bool(ok)
+            same_arch[prio] &= sa == pa
+            col.append(f"{sa} {srep} ({sdice:.4f}); mean pick {mine:.4f}")
+        out[f"seed {sd}"] = col
+    out["mean pick qualifies at every seed"] = np.where(holds.all(axis=1), "yes", "no")
+    out["same architecture at every seed"] = np.where(same_arch, "yes", "no")
+    n_hold = int(holds.all(axis=1).sum())
+    text = (f"The recommendation recomputed from one training seed at a time ({len(seeds)} seeds; every "
+            f"representation of each seed's model scored on the test split; latency, memory and size from the "
+            f"same benchmark rows). For {n_hold} of {len(out)} accuracy-dependent priorities the pick from the means "
+            f"still qualifies at every seed (accuracy priorities: within {TIE_STDS:g} x {noise:.4f} Dice of that "
+            f"seed's own pick; fastest at near-best: within {dice_tolerance} of that seed's best Dice). Each seed "
+            "column shows that seed's own pick with its Dice, and the Dice of the pick from the means at that seed.")
     return Section(title, text, out.reset_index())
 
 
