@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import subprocess
 import sys
 
@@ -303,6 +304,9 @@ def main(argv=None) -> int:
             _, peer_busy = fastest_peer(tb)
             goals.append(Goal(f"MBU-Net bitpack (dynamic rows) vs the fastest INT8 U-Net of its backbone, "
                               f"one core busy, {size} px", peer_busy / tb[dyn_case], 1.0))
+            del cases_load
+        del cases  # every engine of this size freed before the next size's are built (memory)
+        gc.collect()
         print()
     print("== model sizes (bytes) ==")
     fp32_mbu = sizes[f"MBU-Net torch FP32 (k={a.masked}, fake quant)"]

@@ -285,7 +285,10 @@ def _run_benchmark(cfg, s, threads, progress, write, deps: SuiteDeps):
         model, _ = deps.load_model(arch, cfg, splits, **kw)
         model = model.eval().cpu()
         suite.arch = arch
+        done = len(suite.rows)
         _benchmark_arch(suite, arch, model, test_ds)
+        if write and s.get("grid"):  # the grid takes long: each architecture's rows as it finishes
+            results.write(results.BENCHMARK_GRID, add_ratios(pd.DataFrame(suite.rows[done:])))
     suite.bar.close()
     for arch in missing:
         for _, f in avail.iterrows():
