@@ -27,8 +27,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import results
+from ..bench import speed_table
+from ..bitpack import pack_mbu
 from ..config import StudyConfig
 from ..data import run_columns, splits_from_preset
+from ..models import create_model
 from ..models.mbu_unet import LAYER_NAMES, cost_aware_order
 from ..train import NonFiniteError, load_or_train
 from .mbu import DEFAULT_STEM
@@ -193,10 +196,6 @@ def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int 
     timed side by side in one run, untrained weights: the kernels' run time does not depend on
     the weight values), and whether each point is on the Pareto frontier (no other k both faster
     and more accurate)."""
-    from ..bench import speed_table
-    from ..bitpack import pack_mbu
-    from ..models import create_model
-
     d = summ[summ["experiment"] == "pareto"].copy()
     if d.empty:
         return d

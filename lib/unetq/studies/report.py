@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .. import machine, paths, results
+from ..config import PRESETS
 from ..results import NOT_RUN, Loaded  # noqa: F401 (NOT_RUN: re-exported, the report's vocabulary)
 from ..results import read as load_table
 from .figures import amp_colour, figure_image, format_palette, legend_outside, save_figure, table_html
@@ -593,8 +594,6 @@ def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Se
 def _one_batch(df: pd.DataFrame, preset: str | None) -> tuple[pd.DataFrame, int]:
     """The rows of one batch size (never an average over several): the preset's training batch
     size where it was measured, else the one measured for the most architectures."""
-    from ..config import PRESETS
-
     sizes = df.groupby("batch_size")["arch"].nunique()
     own = PRESETS.get(preset, {}).get("batch_size") if preset else None
     b = int(own) if own in sizes.index else int(sizes.sort_index().idxmax())
