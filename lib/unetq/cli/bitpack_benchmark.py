@@ -119,9 +119,9 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
               f"MBU-Net bitpack (k={masked}, dynamic rows)": pack_mbu(mbu, chunk_rows=DYNAMIC_CHUNK_ROWS),
               f"MBU-Net bitpack (k={masked}, 2-popcount masked)": pack_mbu(mbu, masked_form="subtractive")}
     cases, sizes, notes = speed_cases(packed, unet, image_size, with_ort=with_ort)
+    calib = np.random.default_rng(0).random((8, 3, image_size, image_size), dtype=np.float32)  # the NNCF/peer INT8
     if with_ort:  # the MBU-Net's own backbone in full precision, quantized to INT8 by both engines
         peer = create_model("mbu_unet", width=width, **BACKBONE_FP).eval()
-        calib = np.random.default_rng(0).random((8, 3, image_size, image_size), dtype=np.float32)
         for name, backend, why in ((PEER_ORT, "onnxruntime", runner_unavailable_reason("onnxruntime", "int8")),
                                    (PEER_OV, "openvino_nncf", openvino_reason("int8", nncf=True))):
             if why is not None:
@@ -142,7 +142,6 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
     elif with_compile:
         notes["U-Net torch.compile FP32"] = f"not measured on this machine: {why}"
     if with_ort and openvino_reason("int8", nncf=True) is None:
-        calib = np.random.default_rng(0).random((8, 3, image_size, image_size), dtype=np.float32)
         ov = make_runner("openvino_nncf", "int8", model=unet, image_size=image_size, calib_data=calib)
         cases["U-Net OpenVINO INT8 (NNCF)"], sizes["U-Net OpenVINO INT8 (NNCF)"] = ov, ov.model_size_bytes
     df = speed_table(cases, image_size=image_size, batch_size=batch_size, repeats=repeats, warmup=warmup,

@@ -202,7 +202,7 @@ def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int 
     kws = pareto_configs()
     cases = {c: pack_mbu(create_model("mbu_unet", width=cfg.width, **kws[c]).eval()) for c in d["config"]}
     speed = speed_table(cases, image_size=cfg.image_size, repeats=repeats, warmup=warmup).set_index("case")
-    d["masked_layers"] = d["config"].str.slice(2).astype(int)
+    d["masked_layers"] = [kws[c]["masked"] for c in d["config"]]
     d["fps"] = d["config"].map(speed["fps"])
     d["median_ms"] = d["config"].map(speed["median_ms"])
     d["on_frontier"] = [not ((d["fps"] > r.fps) & (d["test_dice_mean"] > r.test_dice_mean)).any()

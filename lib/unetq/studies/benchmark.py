@@ -290,6 +290,7 @@ def _run_benchmark(cfg, s, threads, progress, write, deps: SuiteDeps):
         if write and s.get("grid"):  # the grid takes long: each architecture's rows as it finishes
             results.write(results.BENCHMARK_GRID, add_ratios(pd.DataFrame(suite.rows[done:])))
     suite.bar.close()
+    written = len(suite.rows) if s.get("grid") else 0
     for arch in missing:
         for _, f in avail.iterrows():
             if format_applies(arch, f["backend"], f["precision"]):
@@ -300,7 +301,8 @@ def _run_benchmark(cfg, s, threads, progress, write, deps: SuiteDeps):
     bench = add_ratios(pd.DataFrame(suite.rows))
     data = pd.DataFrame(suite.dataset_rows)
     if write and s.get("grid"):
-        results.write(results.BENCHMARK_GRID, bench)
+        if len(suite.rows) > written:  # rows of architectures that are not registered
+            results.write(results.BENCHMARK_GRID, add_ratios(pd.DataFrame(suite.rows[written:])))
     elif write:
         write_benchmark(bench, data)
     return bench, data

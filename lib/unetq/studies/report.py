@@ -40,10 +40,11 @@ from .tuning import chosen_lrs
 METRICS = ("loss", "iou", "dice")
 
 
-def _load(table, preset: str | None, dataset: str | None = None) -> Loaded:
-    """:func:`load_table`, a missing table reported as not run yet, with the command."""
+def _load(table, preset: str | None, dataset: str | None = None, command: str | None = None) -> Loaded:
+    """:func:`load_table`, a missing table reported as not run yet, with the command that fills
+    it (default: the preset's main job)."""
     t = load_table(table, preset, dataset=dataset)
-    return t if t.df is not None else Loaded(None, not_run_yet(missing_reason(t.message), preset))
+    return t if t.df is not None else Loaded(None, not_run_yet(missing_reason(t.message), preset, command))
 
 
 def _absent_hardware(df: pd.DataFrame) -> str:
@@ -188,6 +189,14 @@ def _auto_log(ax, values, axis: str = "y", ratio: float = 30.0) -> None:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
+def _log2_ticks(ax, values) -> None:
+    """A base-2 log x axis with a plain tick at each value measured (batch sizes, image sides)."""
+    ax.set_xscale("log", base=2)
+    v = sorted(values)
+    ax.set_xticks(v, [str(int(x)) for x in v])
+    ax.minorticks_off()
+
+
 def _bars_by_format(ax, df: pd.DataFrame, y: str) -> None:
     """Bars of ``y`` per architecture, one bar per representation in its
     :data:`~unetq.studies.figures.FORMAT_COLOURS` colour (short labels on x: no overlap)."""
@@ -330,7 +339,7 @@ def _accuracy(preset, dataset=None) -> Loaded:
     df["is_default"] = True
     if "int8_name" in df.columns:  # several INT8 configurations: one represents the format
         name = df["int8_name"].fillna("").astype(str)
-        rank = name.map(lambda n: _INT8_PRIORITY.index(n) if n in _INT8_PRIORITY else len(_INT8_PRIORITY))
+        rank = _int8_rank(name)
         keys = ["arch", "backend", "precision"]
         first = rank.groupby([df[k] for k in keys]).transform("min")
         df["is_default"] = rank == first
@@ -343,6 +352,11 @@ def _accuracy(preset, dataset=None) -> Loaded:
 
 #: which INT8 configuration of the quantization notebook stands for "INT8" in the report
 _INT8_PRIORITY = ("chosen", "default", "")
+
+
+def _int8_rank(names: pd.Series) -> pd.Series:
+    """Position of each INT8 configuration name in :data:`_INT8_PRIORITY` (others last)."""
+    return names.map(lambda n: _INT8_PRIORITY.index(n) if n in _INT8_PRIORITY else len(_INT8_PRIORITY))
 
 
 def accuracy_by_format(preset: str | None = None, *, dataset: str | None = None) -> Section:
@@ -420,10 +434,7 @@ def throughput_vs_batch(preset: str | None = None, image_size: int | None = None
         sns.lineplot(d, x="batch_size", y="throughput_ips", hue="format", hue_order=format_order(d), palette=palette,
                      marker="o", ax=ax)
         ax.set(title=a, xlabel="batch size (images)", ylabel="throughput (images/s)")
-        ax.set_xscale("log", base=2)
-        bs = sorted(sub["batch_size"].unique())
-        ax.set_xticks(bs, [str(int(b)) for b in bs])
-        ax.minorticks_off()
+        _log2_ticks(ax, sub["batch_size"].unique())
         _auto_log(ax, sub.loc[sub["arch"] == a, "throughput_ips"])
     _finish(fig, f"Throughput against batch size for each representation ({size}x{size} px)")
     table = sub.pivot_table(index=["arch", "batch_size"], columns="format", values="throughput_ips").round(1)
@@ -467,10 +478,7 @@ def image_size_sweep(preset: str | None = None, *, dataset: str | None = None) -
     sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="format", hue_order=format_order(sub),
                  palette=format_palette(format_order(sub)), style="arch", marker="o", ax=axes[0])
     axes[0].set(xlabel="image size (px per side)", ylabel="latency per image (ms)", yscale="log", title=f"batch {b}")
-    axes[0].set_xscale("log", base=2)
-    sizes = sorted(sub["image_size"].unique())
-    axes[0].set_xticks(sizes, [str(int(v)) for v in sizes])
-    axes[0].minorticks_off()
+    _log2_ticks(axes[0], sub["image_size"].unique())
     _finish(fig, f"Latency per image against image size (batch {b})", legend_title=None)
     table = sub.pivot_table(index=["arch", "format"], columns="image_size", values="latency_ms_per_image").round(3)
     return Section(title, "How latency grows with the image side (seed 003 compares 48 px and 128 px inputs).",
@@ -485,10 +493,10 @@ def batch_image_grid(preset: str | None = None, *, dataset: str | None = None) -
     """Seed 003's characterisation: throughput of every representation against batch size, one
     panel per architecture and image size, from ``benchmark_grid.csv``."""
     title = "Throughput over batch size and image size"
-    t = load_table(results.BENCHMARK_GRID, preset, dataset=dataset)
     cmd = characterise_command(preset)
+    t = _load(results.BENCHMARK_GRID, preset, dataset, cmd)
     if t.df is None:
-        return _missing(title, not_run_yet(missing_reason(t.message), preset, cmd))
+        return _missing(title, t.message)
     df = _with_format(_measured(_num(t.df, "throughput_ips", "latency_ms_per_image", "speedup")))
     if df.empty:
         absent = _absent_hardware(t.df)
@@ -509,9 +517,7 @@ def batch_image_grid(preset: str | None = None, *, dataset: str | None = None) -
                              set(d["format"])], palette=palette, marker="o", ax=ax, legend=False)
             ax.set(title=f"{a}, {z}x{z} px", xlabel="batch size (images)" if i == len(sizes) - 1 else "",
                    ylabel="throughput (images/s)" if j == 0 else "", yscale="log")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(bs, [str(int(b)) for b in bs])
-            ax.minorticks_off()
+            _log2_ticks(ax, bs)
     fig.legend(handles=[Line2D([], [], color=palette[f], marker="o", label=f) for f in order],
                title="representation", loc="outside right center", fontsize=8)
     fig.suptitle("Throughput against batch size per architecture and image size (a missing point was skipped; "
@@ -523,6 +529,11 @@ def batch_image_grid(preset: str | None = None, *, dataset: str | None = None) -
     return Section(title, "Images per second, every representation at every batch size and image size, measured "
                           "interleaved per architecture, size and batch in one run (seed 003 Tables 6-9)." + note
                           + _machine_note(df), table, fig, unit="images/s")
+
+
+#: The columns the AMP sections show.
+_AMP_COLUMNS = ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
+                "speedup_vs_off", "mem_reduction_vs_off")
 
 
 def _amp_rows(preset, dataset) -> tuple[pd.DataFrame | None, str]:
@@ -555,13 +566,10 @@ def amp_over_batch(preset: str | None = None, *, dataset: str | None = None) -> 
     bs = sorted(df["batch_size"].unique())
     for ax in axes:
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(bs, [str(int(b)) for b in bs])
-        ax.minorticks_off()
+        _log2_ticks(ax, bs)
     _finish(fig, "Autocast training against float32 over batch size: speed-up and memory reduction",
             legend_title=None)
-    cols = [c for c in ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
-                        "speedup_vs_off", "mem_reduction_vs_off") if c in df.columns]
+    cols = [c for c in _AMP_COLUMNS if c in df.columns]
     return Section(title, "One epoch per batch size in float32 and with autocast, same model seed and batches; "
                           "ratios from the same run. On a CPU, memory is the peak increase of resident memory.",
                    df[cols].sort_values(["arch", "amp", "batch_size"]).round(3).reset_index(drop=True), fig)
@@ -585,8 +593,7 @@ def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Se
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     _finish(fig, f"Training with autocast against float32 at batch {b}: speed-up and memory reduction",
             legend_title="training precision")
-    cols = [c for c in ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem_mb", "peak_mem_kind",
-                        "speedup_vs_off", "mem_reduction_vs_off") if c in df.columns]
+    cols = [c for c in _AMP_COLUMNS if c in df.columns]
     return Section(title, f"Epoch time and peak memory with autocast against float32 training, batch {b}.",
                    df[cols].round(3).reset_index(drop=True), fig)
 
@@ -761,7 +768,7 @@ def _seed_accuracy(preset, dataset, train_seed: int | None) -> Loaded:
         n = df["train_seed"].nunique()
         g = df.groupby(keys)
         df = g[["dice", "iou"]].mean()[g.size() == n].reset_index()
-    rank = df["int8_name"].map(lambda v: _INT8_PRIORITY.index(v) if v in _INT8_PRIORITY else len(_INT8_PRIORITY))
+    rank = _int8_rank(df["int8_name"])
     best = rank.groupby([df[k] for k in keys[:3]]).transform("min")
     return Loaded(_with_format(df.assign(is_default=rank == best)), t.message)
 
@@ -770,20 +777,22 @@ def deploy_seeds_command(preset: str | None) -> str:
     return f"make deploy-seeds PRESET={preset or 'quick'}"
 
 
-def seed_stability(preset: str | None = None, *, dataset: str | None = None, dice_tolerance: float = 0.01) -> Section:
+def seed_stability(preset: str | None = None, *, dataset: str | None = None, dice_tolerance: float = 0.01,
+                   **budgets) -> Section:
     """Does the recommendation hold for every training seed? The accuracy-dependent priorities
     of :func:`recommendations` recomputed from each seed's accuracies alone
     (``accuracy_by_format_seeds.csv``), next to the pick from the means, and whether that pick
     still qualifies at every seed: for the accuracy priorities, its Dice at that seed within
     ``TIE_STDS`` seed standard deviations of the seed's own pick (a tie, as the recommendation
     counts ties); for "fastest at (near) best accuracy", its Dice at that seed within
-    ``dice_tolerance`` of the seed's best."""
+    ``dice_tolerance`` of the seed's best. ``budgets``: :func:`recommendations`'
+    ``latency_budget_ms`` / ``size_budget_mb``, so the recommendation checked is the one shown."""
     title = "Stability across training seeds"
-    t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset)
+    t = _load(results.ACCURACY_SEEDS, preset, dataset, deploy_seeds_command(preset))
     if t.df is None:
-        return _missing(title, not_run_yet(missing_reason(t.message), preset, deploy_seeds_command(preset)))
+        return _missing(title, t.message)
     seeds = sorted(int(v) for v in pd.to_numeric(t.df["train_seed"], errors="coerce").dropna().unique())
-    main = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance)
+    main = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, **budgets)
     if not main.ok:
         return _missing(title, main.message)
     noise, _, _ = seed_spread(preset, dataset=dataset)
@@ -794,7 +803,7 @@ def seed_stability(preset: str | None = None, *, dataset: str | None = None, dic
     holds = pd.DataFrame(True, index=out.index, columns=seeds)
     same_arch = pd.Series(True, index=out.index)
     for sd in seeds:
-        r = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, train_seed=sd)
+        r = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, train_seed=sd, **budgets)
         c = candidates(preset, dataset=dataset, train_seed=sd)
         if not r.ok or c.df is None:
             holds[sd] = False
@@ -1023,7 +1032,7 @@ def build_report(preset: str | None = None, dataset: str | None = None, **kw) ->
         lr_sweep(preset, dataset=dataset),
         gpu_tables(preset),
         recommendations(preset, dataset=dataset, **kw),
-        seed_stability(preset, dataset=dataset),
+        seed_stability(preset, dataset=dataset, **kw),
     ]
 
 

@@ -149,17 +149,17 @@ def verdict(summ: pd.DataFrame, claim: float = 0.8) -> str:
 def recorded(cfg: StudyConfig) -> tuple[pd.DataFrame, str]:
     """``(summary, verdict)`` of this preset's and dataset's rows of ``mbu_zeros.csv`` (what
     notebook 05 shows; the command that fills it when there are none)."""
-    got = results.read(results.MBU_ZEROS, **run_columns(cfg))
-    if got.df is None:
+    rows = recorded_rows(cfg)
+    if rows.empty:
         return pd.DataFrame(), (f"not run yet: no rows for preset {cfg.preset}; run `python -m "
                                 f"unetq.cli.mbu_zeros --preset {cfg.preset}`")
-    s = summary(got.df)
+    s = summary(rows)
     return s, verdict(s)
 
 
 def plot(df: pd.DataFrame):
     """Zero fraction of each masked layer against the epoch (0: at initialisation), one panel per
-    rule, mean over seeds with its range shaded, the best epochs marked; seed 001's 80 % drawn.
+    rule, mean over seeds with its range shaded; seed 001's 80 % drawn.
     ``df``: rows of :func:`run` or ``mbu_zeros.csv``."""
     import matplotlib.pyplot as plt
     import seaborn as sns
