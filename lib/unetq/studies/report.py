@@ -6,163 +6,42 @@ CUDA GPU for TensorRT and ONNX Runtime CUDA), ``"not run yet"`` with the command
 
 - :func:`load_table`        a results table (or ``None`` and the reason): ``unetq.results.read``
 - :class:`Section`          title, text, table and figure; displays itself in a notebook
+  (:mod:`unetq.studies.sections`, with the table loading the sections share)
 - section builders          :func:`latency_by_format` (seed 000 Fig. 5), :func:`memory_by_format`
   (Fig. 6), :func:`accuracy_by_format` (Figs. 7-8), :func:`throughput_vs_batch`,
   :func:`speedup_table` (seed 003 Tables 6-9), :func:`image_size_sweep`, :func:`amp_training`
-  (seed 003), :func:`mbu_pareto`, :func:`lr_sweep`, :func:`recommendations`
+  (seed 003), :func:`mbu_pareto`, :func:`lr_sweep`; the answer, :func:`recommendations`,
+  :func:`seed_stability` and :func:`answer`, from :mod:`unetq.studies.recommend`
 - :func:`build_report`      all sections in report order; :func:`section_status` which were shown
 - :func:`choose_preset`     the preset whose rows the report shows (the committed study's when the
   notebook's own preset has none) and why; :func:`show_preset`
 """
+
 from __future__ import annotations
 
-import html as _html
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from IPython.display import HTML, Markdown, display
+from IPython.display import HTML, display
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .. import machine, paths, results
 from ..config import PRESETS
-from ..results import NOT_RUN, Loaded  # noqa: F401 (NOT_RUN: re-exported, the report's vocabulary)
+from ..results import NOT_RUN  # noqa: F401 (re-exported with the notices: the report's vocabulary)
 from ..results import read as load_table
-from .figures import amp_colour, figure_image, format_palette, legend_outside, save_figure, table_html
-from .notice import NOT_MEASURED, NOT_RUN_YET, missing_reason, not_measured_here, not_run_yet, run_command, \
-    show_preset_notice
-from .tuning import chosen_lrs
-METRICS = ("loss", "iou", "dice")
-
-
-def _load(table, preset: str | None, dataset: str | None = None, command: str | None = None) -> Loaded:
-    """:func:`load_table`, a missing table reported as not run yet, with the command that fills
-    it (default: the preset's main job)."""
-    t = load_table(table, preset, dataset=dataset)
-    return t if t.df is not None else Loaded(None, not_run_yet(missing_reason(t.message), preset, command))
-
-
-def _absent_hardware(df: pd.DataFrame) -> str:
-    """The reasons of rows not measured because this machine lacks the hardware ("" if none)."""
-    if "status" not in df.columns:
-        return ""
-    st = df["status"].astype(str)
-    rows = df[st.str.startswith(NOT_MEASURED)]
-    if rows.empty or len(rows) < len(df):
-        return ""
-    why = rows["reason"].dropna().astype(str).unique() if "reason" in rows else []
-    return "; ".join(sorted(why)) or "; ".join(sorted(st.unique()))
-
+from .figures import amp_colour, format_palette, legend_outside, table_html
+from .notice import NOT_MEASURED, NOT_RUN_YET, not_measured_here, not_run_yet, run_command, \
+    show_preset_notice  # noqa: F401 (NOT_MEASURED, NOT_RUN_YET: re-exported)
+from .recommend import NO_CANDIDATE, answer, candidates, recommendations, seed_stability  # noqa: F401
+from .sections import (METRICS, Section, absent_hardware, accuracy_rows, bench_rows, format_label,  # noqa: F401
+                       format_order, load_or_missing, measured_rows, missing, numeric, with_format)
 
 # ----------------------------------------------------------------------------------------------
-# tables
+# figures
 # ----------------------------------------------------------------------------------------------
-def format_label(backend: str, precision: str) -> str:
-    """``"onnxruntime int8"``-style label of a representation."""
-    return f"{backend} {precision}"
-
-
-_BACKEND_ORDER = ("torch", "torch_compile", "onnxruntime", "onnxruntime_cuda", "tensorrt", "openvino", "openvino_nncf",
-                  "bitpack")
-_PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8", "binary")
-
-
-def format_order(df: pd.DataFrame) -> list[str]:
-    """The formats of ``df`` in a fixed reading order: backend, then precision (FP32 first)."""
-    def rank(f: str):
-        parts = f.split(" ")
-        b = _BACKEND_ORDER.index(parts[0]) if parts[0] in _BACKEND_ORDER else len(_BACKEND_ORDER)
-        p = _PRECISION_ORDER.index(parts[1]) if len(parts) > 1 and parts[1] in _PRECISION_ORDER else 99
-        return (b, p, f)
-
-    return sorted(df["format"].dropna().unique(), key=rank)
-
-
-def _with_format(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    df["format"] = [format_label(b, p) for b, p in zip(df["backend"], df["precision"])]
-    return df
-
-
-def _measured(df: pd.DataFrame) -> pd.DataFrame:
-    if "status" in df.columns:
-        df = df[df["status"] == "measured"]
-    return df
-
-
-def _num(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
-    df = df.copy()
-    for c in cols:
-        if c in df.columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df
-
-
-# ----------------------------------------------------------------------------------------------
-# sections
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Section:
-    """One part of the report; in a notebook it displays its title, text, figure and table."""
-
-    title: str
-    text: str = ""
-    table: pd.DataFrame | None = None
-    figure: Any = None
-    message: str = ""  # set when the section could not be computed (missing table...)
-    notes: list[str] = field(default_factory=list)
-    unit: str | None = None  # unit of the table's value columns (a pivot's category columns)
-
-    @property
-    def ok(self) -> bool:
-        return not self.message
-
-    @property
-    def status(self) -> str:
-        """``"shown"``, :data:`NOT_RUN_YET` or :data:`NOT_MEASURED` (or the message's own kind)."""
-        return "shown" if self.ok else self.message.split(":")[0]
-
-    def table_html(self) -> str:
-        """The table as the report shows it (:func:`unetq.studies.figures.table_html`): units in
-        the headers, no pandas index column, a scrolling container."""
-        return "" if self.table is None else table_html(self.table, self.unit)
-
-    def _ipython_display_(self):
-        display(Markdown(f"### {self.title}"))
-        if self.message:
-            display(HTML(f"<p style='color:#8a6d3b'><b>{_html.escape(self.message)}</b></p>"))
-            return
-        if self.text:
-            display(Markdown(self.text))
-        if self.figure is not None:
-            display(figure_image(self.figure))
-        if self.table is not None:
-            display(HTML(self.table_html()))
-        for n in self.notes:
-            display(Markdown(f"*{n}*"))
-
-    def __repr__(self) -> str:
-        state = self.message or f"{0 if self.table is None else len(self.table)} rows"
-        return f"<Section {self.title!r}: {state}>"
-
-    def save_figure(self, folder: str | os.PathLike | None = None, cfg=None) -> Path | None:
-        """Write the figure as PNG (atomically) into ``folder`` (default ``figures_dir()``), named
-        for ``cfg``'s dataset (:func:`unetq.studies.figures.figure_name`)."""
-        if self.figure is None:
-            return None
-        slug = "".join(ch if ch.isalnum() else "_" for ch in self.title.lower()).strip("_")
-        return save_figure(self.figure, f"report_{slug}.png", cfg, folder)
-
-
-def _missing(title: str, msg: str) -> Section:
-    return Section(title, message=msg)
-
-
 def _fig(ncols: int = 1, width: float = 6.0, height: float = 3.6):
     """A figure outside pyplot's global state (shown only when a Section displays it)."""
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
@@ -211,28 +90,6 @@ def _finish(fig, title: str, legend_title: str | None = "representation") -> Non
     legend_outside(fig, title=legend_title)
 
 
-def _pick_size(df: pd.DataFrame, image_size: int | None) -> int:
-    if image_size is not None:
-        return int(image_size)
-    # the size measured at the most batch sizes is the study's main size
-    counts = df.groupby("image_size")["batch_size"].nunique()
-    return int(counts.idxmax())
-
-
-def _bench(preset, image_size=None, dataset=None) -> tuple[pd.DataFrame | None, str, int | None]:
-    t = _load(results.BENCHMARK, preset, dataset)
-    if t.df is None:
-        return None, t.message, None
-    df = _measured(_num(t.df, "latency_ms", "latency_ms_per_image", "throughput_ips", "peak_mem_mb",
-                        "model_size_mb", "speedup", "throughput_if", "energy_j_per_image"))
-    if df.empty:
-        absent = _absent_hardware(t.df)
-        return None, (not_measured_here(absent) if absent
-                      else not_run_yet("benchmark.csv has no measured rows", preset)), None
-    size = _pick_size(df, image_size)
-    return _with_format(df), "", size
-
-
 def _machine_note(df: pd.DataFrame) -> str:
     cols = [c for c in ("cpu", "cores", "threads_pinned", "gpu") if c in df.columns]
     if not cols:
@@ -249,16 +106,16 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
     """Latency per image of every architecture in every representation (seed 000 Figure 5), and
     the seconds for the whole test split (JPEG reading included) when it was timed."""
     title = "Latency by format"
-    df, msg, size = _bench(preset, image_size, dataset)
+    df, msg, size = bench_rows(preset, image_size, dataset)
     if df is None:
-        return _missing(title, msg)
+        return missing(title, msg)
     sub = df[(df["image_size"] == size) & (df["batch_size"] == batch_size)]
     if sub.empty:
-        return _missing(title, not_run_yet(f"no measured rows at batch {batch_size}, {size}x{size} px", preset))
+        return missing(title, not_run_yet(f"no measured rows at batch {batch_size}, {size}x{size} px", preset))
     data = load_table(results.BENCHMARK_DATASET, preset, dataset=dataset)
     dset = None
     if data.df is not None:
-        dset = _with_format(_measured(_num(data.df, "seconds_total")))
+        dset = with_format(measured_rows(numeric(data.df, "seconds_total")))
         dset = dset[dset["image_size"] == size] if not dset.empty else dset
     fig, axes = _fig(2 if dset is not None and len(dset) else 1, 5.5, 3.8)
     _bars_by_format(axes[0], sub, "latency_ms_per_image")
@@ -297,14 +154,14 @@ def latency_by_format(preset: str | None = None, batch_size: int = 1, image_size
 def memory_by_format(preset: str | None = None, batch_size: int | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """Peak inference memory (seed 000 Figure 6) and model size on disk by representation."""
     title = "Memory by format"
-    df, msg, size = _bench(preset, image_size, dataset)
+    df, msg, size = bench_rows(preset, image_size, dataset)
     if df is None:
-        return _missing(title, msg)
+        return missing(title, msg)
     sub = df[df["image_size"] == size]
     b = int(batch_size or sub["batch_size"].max())
     sub = sub[sub["batch_size"] == b]
     if sub.empty:
-        return _missing(title, not_run_yet(f"no measured rows at batch {b}", preset))
+        return missing(title, not_run_yet(f"no measured rows at batch {b}", preset))
     fig, axes = _fig(2, 5.5, 3.8)
     _bars_by_format(axes[0], sub, "peak_mem_mb")
     axes[0].set(xlabel="architecture", ylabel="peak inference memory (MiB)", title=f"batch {b}, {size}x{size} px")
@@ -319,58 +176,18 @@ def memory_by_format(preset: str | None = None, batch_size: int | None = None, i
                    table, fig, notes=[f"Memory measured as: {'; '.join(methods)}."] if methods else [])
 
 
-def _accuracy(preset, dataset=None) -> Loaded:
-    t = _load(results.ACCURACY_BY_FORMAT, preset, dataset)
-    if t.df is None:
-        return t
-    df = t.df.copy()
-    if "arch" not in df.columns and "model" in df.columns:
-        df = df.rename(columns={"model": "arch"})
-    need = {"arch", "backend", "precision"}
-    if not need <= set(df.columns):
-        return Loaded(None, not_run_yet(f"accuracy_by_format.csv lacks columns {sorted(need - set(df.columns))}",
-                                        preset))
-    ren = {c: c.replace("test_", "") for c in df.columns if c.replace("test_", "") in METRICS and c not in METRICS}
-    df = _num(df.rename(columns=ren), *METRICS)
-    if "split" in df.columns and (df["split"] == "test").any():
-        df = df[df["split"] == "test"]
-    df = _with_format(df)
-    df = df.reset_index(drop=True)
-    df["is_default"] = True
-    if "int8_name" in df.columns:  # several INT8 configurations: one represents the format
-        name = df["int8_name"].fillna("").astype(str)
-        rank = _int8_rank(name)
-        keys = ["arch", "backend", "precision"]
-        first = rank.groupby([df[k] for k in keys]).transform("min")
-        df["is_default"] = rank == first
-        df["is_default"] &= ~df.assign(_r=rank).duplicated(keys + ["_r"])
-        several = df.groupby(keys)["format"].transform("size") > 1
-        label = several & ~df["is_default"] & (name != "")
-        df.loc[label, "format"] = df.loc[label, "format"] + " (" + name[label] + ")"
-    return Loaded(df, t.message)
-
-
-#: which INT8 configuration of the quantization notebook stands for "INT8" in the report
-_INT8_PRIORITY = ("chosen", "default", "")
-
-
-def _int8_rank(names: pd.Series) -> pd.Series:
-    """Position of each INT8 configuration name in :data:`_INT8_PRIORITY` (others last)."""
-    return names.map(lambda n: _INT8_PRIORITY.index(n) if n in _INT8_PRIORITY else len(_INT8_PRIORITY))
-
-
 def accuracy_by_format(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Loss, IoU and Dice of every representation, one panel per architecture (seed 000
     Figures 7-8)."""
     title = "Accuracy by format"
-    t = _accuracy(preset, dataset)
+    t = accuracy_rows(preset, dataset)
     mbu, mbu_note = _mbu_accuracy_rows(preset, dataset)
     if t.df is None and mbu is None:
-        return _missing(title, t.message)
+        return missing(title, t.message)
     df = t.df if t.df is not None else pd.DataFrame(columns=["arch", "format", *METRICS])
     metrics = [m for m in METRICS if m in df.columns]
     if not metrics:
-        return _missing(title, not_run_yet(f"accuracy_by_format.csv has none of {METRICS}", preset))
+        return missing(title, not_run_yet(f"accuracy_by_format.csv has none of {METRICS}", preset))
     if "status" in df.columns:
         df = df[df["status"].isin(["measured", "ok", "evaluated"]) | df[metrics].notna().any(axis=1)]
     df = df.dropna(subset=metrics, how="all")
@@ -379,7 +196,7 @@ def accuracy_by_format(preset: str | None = None, *, dataset: str | None = None)
         df = pd.concat([df, mbu], ignore_index=True)
         notes.append(mbu_note)
     if df.empty:
-        return _missing(title, not_run_yet("no evaluated representation in accuracy_by_format.csv", preset))
+        return missing(title, not_run_yet("no evaluated representation in accuracy_by_format.csv", preset))
     archs = sorted(df["arch"].unique())
     fig, axes = _grid(len(archs), 4.5, 3.4)
     long = df.melt(id_vars=["arch", "format"], value_vars=metrics, var_name="metric", value_name="value")
@@ -402,7 +219,7 @@ def _mbu_accuracy_rows(preset, dataset=None) -> tuple[pd.DataFrame | None, str]:
     t = load_table(results.MBU_ACCURACY, preset, dataset=dataset)
     if t.df is None or "config" not in t.df.columns:
         return None, ""
-    m = _num(t.df[t.df["config"].astype(str) == "mbu"], "test_loss", "test_iou", "test_dice", "packed_dice",
+    m = numeric(t.df[t.df["config"].astype(str) == "mbu"], "test_loss", "test_iou", "test_dice", "packed_dice",
              "packed_iou")
     if m.empty or m["test_dice"].notna().sum() == 0:
         return None, ""
@@ -413,19 +230,19 @@ def _mbu_accuracy_rows(preset, dataset=None) -> tuple[pd.DataFrame | None, str]:
         rows.append(dict(arch="mbu_unet", backend="bitpack", precision="binary", loss=np.nan,
                          iou=mean.get("packed_iou", np.nan), dice=mean["packed_dice"]))
     n = len(m)
-    return _with_format(pd.DataFrame(rows)), (f"MBU-Net from mbu_accuracy.csv (notebook 05, configuration mbu, "
+    return with_format(pd.DataFrame(rows)), (f"MBU-Net from mbu_accuracy.csv (notebook 05, configuration mbu, "
                                               f"mean over {n} training run{'s' if n != 1 else ''}).")
 
 
 def throughput_vs_batch(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None) -> Section:
     """Throughput (images/s) against batch size, one line per representation, per architecture."""
     title = "Throughput vs batch size"
-    df, msg, size = _bench(preset, image_size, dataset)
+    df, msg, size = bench_rows(preset, image_size, dataset)
     if df is None:
-        return _missing(title, msg)
+        return missing(title, msg)
     sub = df[df["image_size"] == size]
     if sub["batch_size"].nunique() < 2:
-        return _missing(title, not_run_yet(f"only one batch size measured at {size}x{size} px", preset))
+        return missing(title, not_run_yet(f"only one batch size measured at {size}x{size} px", preset))
     archs = sorted(sub["arch"].unique())
     fig, axes = _grid(len(archs), 4.5, 3.4)
     palette = format_palette(format_order(sub))
@@ -447,12 +264,12 @@ def speedup_table(preset: str | None = None, value: str = "speedup", image_size:
     PyTorch baseline, rows batch size, columns representation, per architecture."""
     title = {"speedup": "Latency speed-up over FP32 PyTorch",
              "throughput_if": "Throughput improvement factor over FP32 PyTorch"}.get(value, value)
-    df, msg, size = _bench(preset, image_size, dataset)
+    df, msg, size = bench_rows(preset, image_size, dataset)
     if df is None:
-        return _missing(title, msg)
+        return missing(title, msg)
     sub = df[df["image_size"] == size]
     if value not in sub.columns or sub[value].notna().sum() == 0:
-        return _missing(title, not_run_yet(f"no {value} values (the FP32 PyTorch baseline was not measured)", preset))
+        return missing(title, not_run_yet(f"no {value} values (the FP32 PyTorch baseline was not measured)", preset))
     table = sub.pivot_table(index=["arch", "batch_size"], columns="format", values=value).round(2)
     return Section(title, f"Ratios measured side by side (interleaved) in one run, {size}x{size} px; "
                           "1.0 = FP32 PyTorch of the same architecture and batch size.", table,
@@ -462,18 +279,18 @@ def speedup_table(preset: str | None = None, value: str = "speedup", image_size:
 def image_size_sweep(preset: str | None = None, *, dataset: str | None = None) -> Section:
     """Latency per image against image size for the representations swept over size."""
     title = "Latency vs image size"
-    t = _load(results.BENCHMARK, preset, dataset)
+    t = load_or_missing(results.BENCHMARK, preset, dataset)
     if t.df is None:
-        return _missing(title, t.message)
-    df = _with_format(_measured(_num(t.df, "latency_ms_per_image")))
+        return missing(title, t.message)
+    df = with_format(measured_rows(numeric(t.df, "latency_ms_per_image")))
     if df.empty or df["image_size"].nunique() < 2:
-        return _missing(title, not_run_yet("one image size only", preset))
+        return missing(title, not_run_yet("one image size only", preset))
     # per (arch, format), the batch size that was measured at every size it appears at
     b = int(df.groupby("batch_size")["image_size"].nunique().idxmax())
     sub = df[df["batch_size"] == b]
     sub = sub[sub.groupby(["arch", "format"])["image_size"].transform("nunique") > 1]
     if sub.empty:
-        return _missing(title, not_run_yet("no representation measured at two image sizes", preset))
+        return missing(title, not_run_yet("no representation measured at two image sizes", preset))
     fig, axes = _fig(1, 6.5, 3.8)
     sns.lineplot(sub, x="image_size", y="latency_ms_per_image", hue="format", hue_order=format_order(sub),
                  palette=format_palette(format_order(sub)), style="arch", marker="o", ax=axes[0])
@@ -494,13 +311,13 @@ def batch_image_grid(preset: str | None = None, *, dataset: str | None = None) -
     panel per architecture and image size, from ``benchmark_grid.csv``."""
     title = "Throughput over batch size and image size"
     cmd = characterise_command(preset)
-    t = _load(results.BENCHMARK_GRID, preset, dataset, cmd)
+    t = load_or_missing(results.BENCHMARK_GRID, preset, dataset, cmd)
     if t.df is None:
-        return _missing(title, t.message)
-    df = _with_format(_measured(_num(t.df, "throughput_ips", "latency_ms_per_image", "speedup")))
+        return missing(title, t.message)
+    df = with_format(measured_rows(numeric(t.df, "throughput_ips", "latency_ms_per_image", "speedup")))
     if df.empty:
-        absent = _absent_hardware(t.df)
-        return _missing(title, not_measured_here(absent) if absent
+        absent = absent_hardware(t.df)
+        return missing(title, not_measured_here(absent) if absent
                         else not_run_yet("benchmark_grid.csv has no measured rows", preset, cmd))
     archs, sizes = sorted(df["arch"].unique()), sorted(df["image_size"].unique())
     order = format_order(df)
@@ -537,10 +354,10 @@ _AMP_COLUMNS = ("arch", "amp", "device", "batch_size", "epoch_time_s", "peak_mem
 
 
 def _amp_rows(preset, dataset) -> tuple[pd.DataFrame | None, str]:
-    t = _load(results.AMP, preset, dataset)
+    t = load_or_missing(results.AMP, preset, dataset)
     if t.df is None:
         return None, t.message
-    df = _num(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb", "batch_size")
+    df = numeric(t.df, "speedup_vs_off", "mem_reduction_vs_off", "epoch_time_s", "peak_mem_mb", "batch_size")
     need = {"arch", "amp", "batch_size", "speedup_vs_off", "mem_reduction_vs_off"}
     if not need <= set(df.columns):
         return None, not_run_yet(f"amp.csv lacks {sorted(need - set(df.columns))}", preset)
@@ -553,10 +370,10 @@ def amp_over_batch(preset: str | None = None, *, dataset: str | None = None) -> 
     title = "Mixed-precision (AMP) training over batch size"
     df, msg = _amp_rows(preset, dataset)
     if df is None:
-        return _missing(title, msg)
+        return missing(title, msg)
     df = df[df["amp"] != "off"]
     if df.groupby("arch")["batch_size"].nunique().max() < 2:
-        return _missing(title, not_run_yet("AMP measured at one batch size only", preset, characterise_command(preset)))
+        return missing(title, not_run_yet("AMP measured at one batch size only", preset, characterise_command(preset)))
     fig, axes = _fig(2, 5.0, 3.6)
     kw = dict(x="batch_size", hue="arch", hue_order=sorted(df["arch"].unique()), style="amp", marker="o")
     sns.lineplot(df, y="speedup_vs_off", ax=axes[0], **kw)
@@ -581,7 +398,7 @@ def amp_training(preset: str | None = None, *, dataset: str | None = None) -> Se
     title = "Mixed-precision (AMP) training"
     df, msg = _amp_rows(preset, dataset)
     if df is None:
-        return _missing(title, msg)
+        return missing(title, msg)
     df, b = _one_batch(df, preset)
     fig, axes = _fig(2, 5.0, 3.6)
     palette = {a: amp_colour(a) for a in df["amp"].unique()}
@@ -633,20 +450,20 @@ def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | N
     """MBU-Net configurations (binary / masked layers): accuracy against speed or cost, with the
     Pareto frontier (from the ``mbu_*.csv`` tables, a ``*pareto*`` one first)."""
     title = "MBU-Net Pareto frontier"
-    t = _load("mbu_*", preset, dataset)
+    t = load_or_missing("mbu_*", preset, dataset)
     if t.df is None:
-        return _missing(title, t.message)
+        return missing(title, t.message)
     found = None
     names = sorted(t.df["table"].unique(), key=lambda n: ("pareto" not in n, n))
     for name in names:
-        g = _num(t.df[t.df["table"] == name].dropna(axis=1, how="all"), *(c for c, _, _ in _COSTS), *_GAINS)
+        g = numeric(t.df[t.df["table"] == name].dropna(axis=1, how="all"), *(c for c, _, _ in _COSTS), *_GAINS)
         xs = [c for c in _COSTS if c[0] in g and g[c[0]].notna().sum() > 1 and (cost is None or c[0] == cost)]
         ys = [y for y in _GAINS if y in g and g[y].notna().sum() > 1 and (gain is None or y == gain)]
         if xs and ys:
             found = (name, g, xs[0], ys[0])
             break
     if found is None:
-        return _missing(title, not_run_yet(f"no mbu_*.csv table with a speed or cost column "
+        return missing(title, not_run_yet(f"no mbu_*.csv table with a speed or cost column "
                                            f"({', '.join(c for c, _, _ in _COSTS)}) and an accuracy column "
                                            f"({', '.join(_GAINS)})", preset))
     name, g, (c, higher, xlabel), y = found
@@ -672,319 +489,15 @@ def lr_sweep(preset: str | None = None, *, dataset: str | None = None) -> Sectio
     """Test Dice / IoU / loss per learning rate and architecture (seed 000 Tables 3-6), from
     ``training.csv`` when more than one learning rate was trained."""
     title = "Learning-rate sweep"
-    t = _load(results.TRAINING, preset, dataset)
+    t = load_or_missing(results.TRAINING, preset, dataset)
     if t.df is None:
-        return _missing(title, t.message)
-    df = _num(t.df, "lr", "test_dice", "test_iou", "test_loss", "val_loss")
+        return missing(title, t.message)
+    df = numeric(t.df, "lr", "test_dice", "test_iou", "test_loss", "val_loss")
     if "lr" not in df.columns or df["lr"].nunique() < 2:
-        return _missing(title, not_run_yet("one learning rate only", preset, run_command(preset, "lr-sweep")))
+        return missing(title, not_run_yet("one learning rate only", preset, run_command(preset, "lr-sweep")))
     vals = [c for c in ("val_loss", "test_loss", "test_iou", "test_dice") if c in df.columns]
     table = df.pivot_table(index="lr", columns="arch", values=vals).sort_index(ascending=False).round(4)
     return Section(title, "Validation and test metrics per learning rate (best-validation-loss checkpoint).", table)
-
-
-# ----------------------------------------------------------------------------------------------
-# the answer: which model and representation for which priority
-# ----------------------------------------------------------------------------------------------
-def candidates(preset: str | None = None, image_size: int | None = None, *, dataset: str | None = None,
-               train_seed: int | None = None) -> Loaded:
-    """One row per (architecture, representation): latency per image at batch 1, best
-    throughput, peak memory, model size (from ``benchmark.csv``) joined with the test Dice/IoU
-    (``accuracy_by_format.csv``; the FP32 PyTorch Dice falls back on ``training.csv``, means
-    over seeds). With ``train_seed``, the accuracies are those of that training seed alone
-    (``accuracy_by_format_seeds.csv``, ``training.csv`` and ``mbu_accuracy.csv`` rows of that seed)."""
-    df, msg, size = _bench(preset, image_size, dataset)
-    if df is None:
-        return Loaded(None, msg)
-    one_seed = (lambda d: d[pd.to_numeric(d["train_seed"], errors="coerce") == train_seed]
-                if train_seed is not None and "train_seed" in d else d)
-    sub = df[df["image_size"] == size]
-    keys = ["arch", "backend", "precision", "format"]
-    b1 = sub[sub["batch_size"] == sub["batch_size"].min()].groupby(keys)[["latency_ms_per_image"]].min()
-    agg = sub.groupby(keys).agg(throughput_ips=("throughput_ips", "max"), peak_mem_mb=("peak_mem_mb", "max"),
-                                model_size_mb=("model_size_mb", "max"))
-    out = b1.join(agg, how="outer").reset_index()
-    out["accuracy_source"] = ""
-    per_seed = _seed_accuracy(preset, dataset, train_seed)  # every seed deployed (make deploy-seeds)
-    acc = per_seed if (per_seed.df is not None or train_seed is not None) else _accuracy(preset, dataset)
-    for m in ("dice", "iou"):
-        out[m] = np.nan
-    if acc.df is not None:
-        a = acc.df[acc.df["is_default"]].dropna(subset=[m for m in ("dice", "iou") if m in acc.df], how="all")
-        a = a.groupby(["arch", "backend", "precision"])[[m for m in ("dice", "iou") if m in acc.df]].first()
-        for i, r in out.iterrows():
-            k = (r["arch"], r["backend"], r["precision"])
-            if k in a.index:
-                for m in a.columns:
-                    out.at[i, m] = a.loc[k, m]
-                out.at[i, "accuracy_source"] = (
-                    f"accuracy_by_format_seeds.csv (seed {train_seed})" if train_seed is not None
-                    else "accuracy_by_format_seeds.csv (mean over training seeds)" if per_seed.df is not None
-                    else "accuracy_by_format.csv")
-    tr = load_table(results.TRAINING, preset, dataset=dataset)
-    if tr.df is not None and {"arch", "test_dice"} <= set(tr.df.columns):
-        best = _num(tr.df, "test_dice", "test_iou", "val_loss", "lr")
-        if "lr" in best.columns:  # the runs at each architecture's chosen learning rate
-            lrs = chosen_lrs(best)
-            best = best[np.isclose(best["lr"], best["arch"].map(lrs))]
-        best = one_seed(best)
-        best = best.groupby("arch")[[c for c in ("test_dice", "test_iou") if c in best]].mean()  # over seeds
-        for i, r in out.iterrows():
-            if np.isnan(r["dice"]) and (r["backend"], r["precision"]) == ("torch", "fp32") and r["arch"] in best.index:
-                out.at[i, "dice"] = best.loc[r["arch"], "test_dice"]
-                out.at[i, "iou"] = best.loc[r["arch"], "test_iou"] if "test_iou" in best else np.nan
-                out.at[i, "accuracy_source"] = "training.csv (PyTorch FP32 test split)"
-    mbu = load_table(results.MBU_ACCURACY, preset, dataset=dataset)
-    if mbu.df is not None and {"config", "test_dice"} <= set(mbu.df.columns):
-        m = _num(mbu.df, "test_dice", "test_iou", "packed_dice", "packed_iou")
-        m = one_seed(m[m["config"].astype(str) == "mbu"])  # notebook 05's main MBU-Net configuration
-        if len(m):
-            r = m[[c for c in ("test_dice", "test_iou", "packed_dice", "packed_iou") if c in m]].mean()  # over seeds
-            for i, c in out.iterrows():
-                if c["arch"] != "mbu_unet" or not np.isnan(c["dice"]):
-                    continue
-                packed = c["backend"] == "bitpack" and pd.notna(r.get("packed_dice"))
-                out.at[i, "dice"] = r["packed_dice"] if packed else r["test_dice"]
-                out.at[i, "iou"] = r.get("packed_iou" if packed else "test_iou", np.nan)
-                out.at[i, "accuracy_source"] = "mbu_accuracy.csv (config mbu)"
-    out["image_size"] = size
-    return Loaded(out, f"{len(out)} candidates at {size}x{size} px")
-
-
-def _seed_accuracy(preset, dataset, train_seed: int | None) -> Loaded:
-    """``accuracy_by_format_seeds.csv`` shaped as :func:`_accuracy` shapes
-    ``accuracy_by_format.csv``: the rows of ``train_seed``, or (``None``) the mean over the seeds
-    of every representation scored at all of them; ``is_default`` marks the INT8 configuration
-    that stands for INT8 (notebook 06's chosen one, else the default)."""
-    where = dict(train_seed=train_seed) if train_seed is not None else None
-    t = load_table(results.ACCURACY_SEEDS, preset, dataset=dataset, where=where)
-    if t.df is None:
-        return t
-    df = _num(t.df, "dice", "iou", "train_seed")
-    df = df[df["status"].astype(str) == "ok"] if "status" in df else df
-    df = df.assign(int8_name=df["int8_name"].fillna("").astype(str) if "int8_name" in df else "")
-    keys = ["arch", "backend", "precision", "int8_name"]
-    if train_seed is None:  # a representation collapsed at some seed has no mean: it is not a candidate
-        n = df["train_seed"].nunique()
-        g = df.groupby(keys)
-        df = g[["dice", "iou"]].mean()[g.size() == n].reset_index()
-    rank = _int8_rank(df["int8_name"])
-    best = rank.groupby([df[k] for k in keys[:3]]).transform("min")
-    return Loaded(_with_format(df.assign(is_default=rank == best)), t.message)
-
-
-def deploy_seeds_command(preset: str | None) -> str:
-    return f"make deploy-seeds PRESET={preset or 'quick'}"
-
-
-def seed_stability(preset: str | None = None, *, dataset: str | None = None, dice_tolerance: float = 0.01,
-                   **budgets) -> Section:
-    """Does the recommendation hold for every training seed? The accuracy-dependent priorities
-    of :func:`recommendations` recomputed from each seed's accuracies alone
-    (``accuracy_by_format_seeds.csv``), next to the pick from the means, and whether that pick
-    still qualifies at every seed: for the accuracy priorities, its Dice at that seed within
-    ``TIE_STDS`` seed standard deviations of the seed's own pick (a tie, as the recommendation
-    counts ties); for "fastest at (near) best accuracy", its Dice at that seed within
-    ``dice_tolerance`` of the seed's best. ``budgets``: :func:`recommendations`'
-    ``latency_budget_ms`` / ``size_budget_mb``, so the recommendation checked is the one shown."""
-    title = "Stability across training seeds"
-    t = _load(results.ACCURACY_SEEDS, preset, dataset, deploy_seeds_command(preset))
-    if t.df is None:
-        return _missing(title, t.message)
-    seeds = sorted(int(v) for v in pd.to_numeric(t.df["train_seed"], errors="coerce").dropna().unique())
-    main = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, **budgets)
-    if not main.ok:
-        return _missing(title, main.message)
-    noise, _, _ = seed_spread(preset, dataset=dataset)
-    keep = ["best accuracy", "best accuracy within a latency budget", "best accuracy within a size budget",
-            "fastest at (near) best accuracy"]
-    picks = main.table.set_index("priority").loc[lambda d: d.index.isin(keep)]
-    out = pd.DataFrame({"from the means": picks["arch"] + " " + picks["representation"]})
-    holds = pd.DataFrame(True, index=out.index, columns=seeds)
-    same_arch = pd.Series(True, index=out.index)
-    for sd in seeds:
-        r = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, train_seed=sd, **budgets)
-        c = candidates(preset, dataset=dataset, train_seed=sd)
-        if not r.ok or c.df is None:
-            holds[sd] = False
-            continue
-        rs = r.table.set_index("priority")
-        dice = c.df.set_index(["arch", "format"])["dice"]
-        col = []
-        for prio in out.index:
-            pa, pr = picks.loc[prio, "arch"], picks.loc[prio, "representation"]
-            sa, srep, sdice = rs.loc[prio, "arch"], rs.loc[prio, "representation"], rs.loc[prio, "dice"]
-            mine = dice.get((pa, pr), np.nan)
-            if prio == "fastest at (near) best accuracy":
-                ok = mine >= dice.max() - dice_tolerance
-            else:
-                ok = (noise == noise) and (sdice - mine) <= TIE_STDS * noise
-            holds.loc[prio, sd] = bool(ok)
-            same_arch[prio] &= sa == pa
-            col.append(f"{sa} {srep} ({sdice:.4f}); mean pick {mine:.4f}")
-        out[f"seed {sd}"] = col
-    out["mean pick qualifies at every seed"] = np.where(holds.all(axis=1), "yes", "no")
-    out["same architecture at every seed"] = np.where(same_arch, "yes", "no")
-    n_hold = int(holds.all(axis=1).sum())
-    text = (f"The recommendation recomputed from one training seed at a time ({len(seeds)} seeds; every "
-            f"representation of each seed's model scored on the test split; latency, memory and size from the "
-            f"same benchmark rows). For {n_hold} of {len(out)} accuracy-dependent priorities the pick from the means "
-            f"still qualifies at every seed (accuracy priorities: within {TIE_STDS:g} x {noise:.4f} Dice of that "
-            f"seed's own pick; fastest at near-best: within {dice_tolerance} of that seed's best Dice). Each seed "
-            "column shows that seed's own pick with its Dice, and the Dice of the pick from the means at that seed.")
-    return Section(title, text, out.reset_index())
-
-
-#: What a priority of the recommendation shows when no measured candidate meets its criterion
-#: (a budget too tight, a column nobody measured): neither missing hardware nor missing work.
-NO_CANDIDATE = "no measured candidate meets this criterion"
-
-#: Two accuracies closer than this many seed standard deviations are reported as a tie.
-TIE_STDS = 2.0
-
-
-def seed_spread(preset: str | None = None, *, dataset: str | None = None) -> tuple[float, int, pd.DataFrame | None]:
-    """``(noise, seeds, summary)``: the largest standard deviation over training seeds of any
-    architecture's test Dice (``training.csv``; NaN with fewer than two seeds), the fewest seeds
-    of an architecture, and the per-architecture mean/std table."""
-    t = load_table(results.TRAINING, preset, dataset=dataset)
-    if t.df is None or "test_dice" not in t.df:
-        return float("nan"), 0, None
-    df = _num(t.df, "test_dice", "test_iou", "lr")
-    if "lr" in df:  # the runs at each architecture's chosen learning rate (not the other sweep points)
-        df = df[np.isclose(df["lr"], df["arch"].map(chosen_lrs(df)))]
-    s = results.seed_summary(df, ["arch"], ["test_dice", "test_iou"])
-    if s.empty:
-        return float("nan"), 0, None
-    return float(s["test_dice_std"].max()), int(s["seeds"].min()), s
-
-
-def recommendations(preset: str | None = None, latency_budget_ms: float | None = None,
-                    size_budget_mb: float | None = None, dice_tolerance: float = 0.01,
-                    image_size: int | None = None, *, dataset: str | None = None,
-                    train_seed: int | None = None) -> Section:
-    """The study's answer: for each priority, the architecture and representation to deploy,
-    computed from the measured tables. Budgets default to twice the fastest latency and a quarter
-    of the largest model; ``dice_tolerance`` defines "as accurate as the best"."""
-    title = "Which model and representation to deploy"
-    c = candidates(preset, image_size, dataset=dataset, train_seed=train_seed)
-    if c.df is None:
-        return _missing(title, c.message)
-    df = c.df
-    rows = []
-
-    def pick(priority, pool, col, best="min", criterion=""):
-        pool = pool.dropna(subset=[col])
-        if pool.empty:
-            rows.append(dict(priority=priority, criterion=criterion, arch="-", representation="-",
-                             value=NO_CANDIDATE, dice=np.nan))
-            return
-        # ties: the more accurate, then the faster candidate wins
-        tie = [c for c in ("dice", "latency_ms_per_image") if c != col]
-        r = pool.sort_values([col, *tie], ascending=[best == "min", *(c != "dice" for c in tie)],
-                             na_position="last").iloc[0]
-        rows.append(dict(priority=priority, criterion=criterion, arch=r["arch"], representation=r["format"],
-                         value=f"{r[col]:.4g} {_UNITS.get(col, '')}".strip(), dice=r["dice"]))
-
-    noise, n_seeds, _ = seed_spread(preset, dataset=dataset)
-
-    def ties(pool, row):
-        """Other candidates whose Dice is within TIE_STDS seed standard deviations of the pick."""
-        if not (noise == noise) or row["arch"] == "-" or not np.isfinite(row["dice"]):
-            return ""
-        near = pool.dropna(subset=["dice"])
-        near = near[(near["dice"] - row["dice"]).abs() <= TIE_STDS * noise]
-        return ", ".join(f"{r.arch} {r.format}" for r in near.itertuples()
-                         if (r.arch, r.format) != (row["arch"], row["representation"]))
-
-    pick("lowest latency", df, "latency_ms_per_image", "min", "median ms per image at the smallest batch")
-    pick("highest throughput", df, "throughput_ips", "max", "images/s at the best batch size")
-    pick("smallest model", df, "model_size_mb", "min", "size on disk")
-    pick("lowest inference memory", df, "peak_mem_mb", "min", "peak memory at the largest batch")
-    pick("best accuracy", df, "dice", "max", "test Dice")
-    has = df.dropna(subset=["dice"])
-    if not has.empty:
-        lat = latency_budget_ms if latency_budget_ms is not None else 2 * df["latency_ms_per_image"].min()
-        pick("best accuracy within a latency budget", has[has["latency_ms_per_image"] <= lat], "dice", "max",
-             f"test Dice with latency <= {lat:.3g} ms/image")
-        size = size_budget_mb if size_budget_mb is not None else df["model_size_mb"].max() / 4
-        pick("best accuracy within a size budget", has[has["model_size_mb"] <= size], "dice", "max",
-             f"test Dice with model <= {size:.3g} MiB")
-        near = has[has["dice"] >= has["dice"].max() - dice_tolerance]
-        pick("fastest at (near) best accuracy", near, "latency_ms_per_image", "min",
-             f"lowest latency with Dice within {dice_tolerance} of the best")
-    else:
-        rows.append(dict(priority="accuracy-aware choices", criterion="", arch="-", representation="-",
-                         value=not_run_yet("no accuracy per representation (notebook 06)", preset), dice=np.nan))
-    table = pd.DataFrame(rows)
-    pools = {"best accuracy": df}
-    if not has.empty:
-        pools.update({"best accuracy within a latency budget": has[has["latency_ms_per_image"] <= lat],
-                      "best accuracy within a size budget": has[has["model_size_mb"] <= size]})
-    table["ties within the seed spread"] = [ties(pools[r["priority"]], r) if r["priority"] in pools else ""
-                                            for _, r in table.iterrows()]
-    text = (f"Computed from {c.message}; latency and memory from benchmark.csv, accuracy from "
-            f"{', '.join(sorted(set(df['accuracy_source']) - {''})) or 'no accuracy table'}.")
-    if noise == noise:
-        note = (f"Accuracy differences under {TIE_STDS:g} x {noise:.4f} (the largest standard deviation of test Dice "
-                f"over {n_seeds} training seeds) are ties: the candidates listed are as accurate as the pick "
-                "within the noise of training.")
-    else:
-        note = ("Accuracy from one training seed: differences between models cannot be told from the noise of "
-                "training here (run a preset with seeds >= 3).")
-    return Section(title, text, table, notes=[note, "Timings depend on the machine in the benchmark rows; "
-                                                    "compare representations, not absolute numbers."])
-
-
-def answer(preset: str | None = None, *, dataset: str | None = None) -> Section:
-    """The study's answer in a few sentences, with the conditions it holds for (data, image size,
-    width, epochs, seeds, machine), from :func:`recommendations` and ``training.csv``."""
-    title = "The answer"
-    rec = recommendations(preset, dataset=dataset)
-    if not rec.ok:
-        return _missing(title, rec.message)
-    r = rec.table.set_index("priority")
-    noise, n_seeds, spread = seed_spread(preset, dataset=dataset)
-    tr = load_table(results.TRAINING, preset, dataset=dataset).df
-    bench = load_table(results.BENCHMARK, preset, dataset=dataset).df
-    cond = []
-    if tr is not None:
-        first = tr.iloc[0]
-        cond.append(f"dataset {first.get('dataset', '?')}, {int(first['image_size'])}x{int(first['image_size'])} px "
-                    f"inputs, width {int(first['width'])}, up to {int(first['epochs'])} epochs"
-                    + (f" with early stopping (patience {int(first['patience'])})"
-                       if "patience" in tr and pd.notna(first.get("patience")) else "")
-                    + f", {n_seeds} training seed{'s' if n_seeds != 1 else ''}")
-    if bench is not None and "cpu" in bench and "status" in bench:
-        bench = bench[bench["status"] == "measured"].dropna(subset=["cpu"])
-    if bench is not None and "cpu" in bench and len(bench):
-        b = bench.iloc[0]
-        cond.append(f"timed on {b['cpu']} ({int(b['threads_pinned']) if 'threads_pinned' in b and pd.notna(b['threads_pinned']) else '?'} "
-                    f"threads, GPU: {b.get('gpu', 'none')})")
-    lines = []
-
-    def say(priority, what):
-        if priority in r.index and r.loc[priority, "arch"] != "-":
-            row = r.loc[priority]
-            tie = row.get("ties within the seed spread", "")
-            lines.append(f"- **{what}**: {row['arch']} as {row['representation']} ({row['value']})"
-                         + (f"; as accurate within the seed spread: {tie}" if tie else ""))
-
-    say("best accuracy", "Most accurate")
-    say("fastest at (near) best accuracy", "Fastest at (near) the best accuracy")
-    say("lowest latency", "Lowest latency")
-    say("smallest model", "Smallest model")
-    if spread is not None:
-        parts = [f"{s.arch} {s.test_dice_mean:.3f}" + (f" ± {s.test_dice_std:.3f}" if s.seeds > 1 else "")
-                 for s in spread.sort_values("test_dice_mean", ascending=False).itertuples()]
-        lines.append(f"- Test Dice in PyTorch FP32 (mean ± std over seeds): {', '.join(parts)}.")
-    text = ("Under these conditions: " + "; ".join(cond) + ".\n\n" if cond else "") + "\n".join(lines)
-    notes = rec.notes[:1]
-    return Section(title, text, notes=notes)
-
-
-_UNITS = {"latency_ms_per_image": "ms/image", "throughput_ips": "images/s", "model_size_mb": "MiB",
-          "peak_mem_mb": "MiB", "dice": ""}
 
 
 def gpu_tables(preset: str | None = None) -> Section:
@@ -994,20 +507,20 @@ def gpu_tables(preset: str | None = None) -> Section:
     files = results.files(results.BENCHMARK_DEVICE)
     if not files:
         if not machine.cuda_available():
-            return _missing(title, not_measured_here("no CUDA GPU here (TensorRT and ONNX Runtime CUDA need one); "
+            return missing(title, not_measured_here("no CUDA GPU here (TensorRT and ONNX Runtime CUDA need one); "
                                                      "run notebook 07 on a CUDA machine"))
-        return _missing(title, not_run_yet("no benchmark_<gpu>.csv", preset))
+        return missing(title, not_run_yet("no benchmark_<gpu>.csv", preset))
     parts = []
     for p in files:
         loaded = load_table(p.stem)
         if loaded.df is None:
             continue
-        d = _measured(_num(loaded.df, "latency_ms_per_image", "throughput_ips", "speedup"))
+        d = measured_rows(numeric(loaded.df, "latency_ms_per_image", "throughput_ips", "speedup"))
         d.insert(0, "table", p.stem)
         parts.append(d)
     if not parts:
-        return _missing(title, not_run_yet("no readable benchmark_<gpu>.csv", preset))
-    df = _with_format(pd.concat(parts, ignore_index=True))
+        return missing(title, not_run_yet("no readable benchmark_<gpu>.csv", preset))
+    df = with_format(pd.concat(parts, ignore_index=True))
     table = df.pivot_table(index=["table", "arch", "batch_size"], columns="format", values="speedup").round(2)
     return Section(title, "Latency speed-up over FP32 PyTorch on each GPU that ran the study.", table,
                    unit="x vs FP32 PyTorch")
