@@ -243,6 +243,38 @@ def test_threshold_pack_float_is_exact_at_ties():
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("stem", ["binary", "float", "thermo"])
+def test_first_conv_in_bands_gives_the_whole_image_bits(stem, monkeypatch):
+    """The first conv runs in bands of rows (with the rows of context its convs need; the float
+    stem's two convs need two); the bits equal the model's at every band edge, including a last
+    band shorter than the others. Where a band's sums differ from the whole image's (as if oneDNN
+    ordered them otherwise), that shape runs whole, and the decision is kept."""
+    torch.manual_seed(11)
+    model = randomize_model_bn(create_model("mbu_unet", width=6, masked=4, stem=stem), seed=11)
+    x = torch.rand(2, 3, 48, 32)
+    acts = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: acts.__setitem__(name, out.numpy()))
+             for name, m in model.named_modules() if isinstance(m, BNSign)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    packed = pack_mbu(model)
+    assert packed.first_halo == (2 if stem == "float" else 1)
+    channels = int(packed.first_src.max()) + 1
+    monkeypatch.setattr(engine, "FIRST_BAND_BYTES", 4 * 2 * channels * 32 * 7)  # bands of 7 rows: 48 = 6 x 7 + 6
+    got = packed.layer_outputs(x.numpy())
+    assert packed.first_band_rows == {(2, 48, 32): 7}
+    for name in acts:
+        assert np.array_equal(got[name], acts[name]), f"binary activations differ at {name}"
+    whole = pack_mbu(model)
+    monkeypatch.setattr(torch, "equal", lambda a, b: False)
+    got = whole.layer_outputs(x.numpy())
+    assert whole.first_band_rows == {(2, 48, 32): 48}
+    for name in acts:
+        assert np.array_equal(got[name], acts[name]), f"whole-image fallback: activations differ at {name}"
+
+
 @pytest.mark.parametrize("stem", ["binary", "int8", "float", "thermo"])
 def test_nonfinite_input_is_rejected_by_the_engine_and_its_runner(stem):
     """The int8 stem's outputs differed from the model's on NaN input (an undefined integer
@@ -275,3 +307,14 @@ def test_dynamic_row_chunks_give_the_same_bits(chunk_rows):
     assert np.array_equal(pack_mbu(model, chunk_rows=chunk_rows)(x), static)
     with pytest.raises(ValueError, match="chunk_rows"):
         pack_mbu(model, chunk_rows=-1)
+
+
+def test_the_engine_leaves_torch_threads_as_it_found_them(monkeypatch):
+    """The first conv's bands run torch on one thread each; the process-wide setting is restored."""
+    torch.manual_seed(2)
+    model = randomize_model_bn(create_model("mbu_unet", width=4, masked=4, stem="thermo"), seed=2)
+    packed = pack_mbu(model)
+    monkeypatch.setattr(engine, "FIRST_BAND_BYTES", 4 * 4 * 32 * 5)
+    before = torch.get_num_threads()
+    packed(np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32))
+    assert packed.first_band_rows[(1, 32, 32)] < 32 and torch.get_num_threads() == before

@@ -84,6 +84,18 @@ def test_bitpack_benchmark_compares_with_the_int8_peers_of_its_own_backbone_quie
     assert bb.fastest_peer(pd.Series({"x": 1.0}))[0] is None
 
 
+def test_bitpack_benchmark_calibration_shrinks_with_the_image_area():
+    """ONNX Runtime's calibrator holds every intermediate tensor of every calibration image, so
+    the INT8 calibration batch keeps its pixel count, not its image count: 8 images at 256 px, 2
+    at 512 (8 there took a 24 GB machine out of memory at width 64), never none."""
+    from unetq.cli import bitpack_benchmark as bb
+
+    assert bb.calibration_batch(256).shape == (8, 3, 256, 256)
+    assert bb.calibration_batch(512).shape == (2, 3, 512, 512)
+    assert len(bb.calibration_batch(2048)) == 1
+    assert np.array_equal(bb.calibration_batch(64), bb.calibration_batch(64))  # the same images for every case
+
+
 def test_xor_popcount_ceiling_counts_what_it_times():
     from unetq.bench.popcount_ceiling import _reference, _xor_popcount, xor_popcount_peak
 

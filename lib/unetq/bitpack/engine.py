@@ -9,15 +9,19 @@ layer whose output bits equal the PyTorch model's eval-mode binary activations e
   of one buffer (written in place by their producers, no copy);
 - the first conv (with ``stem="float"`` both input convs) runs in PyTorch -- the model's own
   modules, so its float output is the same tensor -- and is binarised with the float64
-  BatchNorm threshold; with ``stem="int8"`` the second input conv is an exact integer
+  BatchNorm threshold, in bands of rows (``FIRST_BAND_BYTES`` of output each, with the rows of
+  context the convs need): one whole-image call of oneDNN's kernel for three input channels
+  took 45 % of the network at 512 px, a band stays in cache and is binarised while it is there.
+  On the first image of each shape the bands are checked against the whole-image call bit for
+  bit, and a shape where they differ runs whole (``first_band_rows``); with ``stem="int8"`` the second input conv is an exact integer
   convolution (``IntegerConv3x3``: 7-bit activations x int8 weights, ONNX Runtime
   ``ConvInteger``) scaled as the model scales it; with ``stem="thermo"`` the first conv's
   output is binarised at several thresholds per channel (one kernel pass);
 - the last 1x1 conv runs in float on the +-1 activations (logits equal up to float rounding).
 
 Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``,
-which run on the calling thread; the float first conv runs on one torch thread (see
-``_first_conv``). ``chunk_rows=0`` gives each thread one equal share of a layer's rows (numba's
+which run on the calling thread; the float first conv runs in bands of rows, each on one torch
+thread, as many bands at once as numba has threads (``_first_conv_bits``). ``chunk_rows=0`` gives each thread one equal share of a layer's rows (numba's
 static schedule); ``chunk_rows=n`` hands out chunks of about n rows to whichever thread is free
 (``numba.parallel_chunksize``), so a thread slowed by other load on its core does less of the
 work instead of holding up the layer. Not thread-safe: a ``PackedMBU`` reuses its activation buffers.
@@ -37,6 +41,7 @@ the model's outputs differed on it), so no output is given for it.
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -56,6 +61,8 @@ PACKABLE_KINDS = ("binary", "masked")
 #: Layers with less work than this (vector XOR-popcount steps) run on the calling thread: for
 #: them, waking the worker threads costs more than it saves.
 SERIAL_WORK = 60_000
+#: Bytes of float output per band of rows of the first conv (:meth:`PackedMBU._first_conv_bits`).
+FIRST_BAND_BYTES = 4 << 20
 
 
 def _integer_weight(module) -> np.ndarray:
@@ -294,6 +301,12 @@ class PackedMBU:
         self.out_weight = model.output.weight.detach().double().numpy()[:, :, 0, 0].copy()
         self.out_bias = model.output.bias.detach().double().numpy().copy()
         self._buffers: dict = {}
+        #: rows of context each band of the first conv needs on either side (one per 3x3 conv)
+        self.first_halo = sum((m.kernel_size[0] - 1) // 2 for m in self.first_conv.modules()
+                              if isinstance(m, nn.Conv2d))
+        #: ``(N, H, W) -> rows per band`` of the first conv for that input shape (``H``: whole
+        #: image), decided on its first image (:meth:`_first_conv_bits`)
+        self.first_band_rows: dict = {}
 
     # ---------------------------------------------------------------- sizes
     def packed_layers(self):
@@ -353,6 +366,60 @@ class PackedMBU:
             if threads != 1:
                 torch.set_num_threads(threads)
 
+    def _first_conv_bits(self, x: np.ndarray, out: np.ndarray) -> None:
+        """The first conv (:meth:`_first_conv`'s module) binarised into the bit buffer ``out``,
+        one band of rows at a time: each band is convolved with ``first_halo`` rows of context on
+        either side (whose outputs, padded at the band's edge, are dropped) and binarised while
+        it is in cache, by one of the engine's threads (bands handed to whichever thread is free;
+        torch set to one thread meanwhile, so each band runs on the thread that took it). Every output pixel is the same 27-term (float stem: two-conv) sum
+        as in the whole-image call; that oneDNN orders it the same in a band is checked on the
+        first image of each shape, bit for bit, and a shape where any band differs runs whole
+        (on one torch thread) from then on."""
+        n, _, h, w = x.shape
+        key = (n, h, w)
+        rows = self.first_band_rows.get(key)
+        if rows is None:
+            channels = int(self.first_src.max()) + 1
+            rows = int(min(h, max(1, FIRST_BAND_BYTES // (4 * n * channels * w))))
+        t = torch.from_numpy(x)
+        if rows < h:
+            with torch.no_grad():
+                whole = self.first_conv(t) if key not in self.first_band_rows else None
+
+            def band(r0: int) -> bool:
+                r1 = min(h, r0 + rows)
+                a, e = max(0, r0 - self.first_halo), min(h, r1 + self.first_halo)
+                with torch.no_grad():
+                    y = self.first_conv(t[:, :, a:e])[:, :, r0 - a:r1 - a]
+                if whole is not None and not torch.equal(y, whole[:, :, r0:r1]):
+                    return False  # oneDNN summed this band in another order
+                kernels.threshold_pack_float_serial(np.ascontiguousarray(y.numpy()), self.first_src, self.first_t32,
+                                                    self.first_mode, out, 0, r0)
+                return True
+
+            threads = torch.get_num_threads()
+            try:
+                if threads != 1:  # one torch thread per band (the setting is process-wide)
+                    torch.set_num_threads(1)
+                done = all(self._band_pool().map(band, range(0, h, rows)))
+            finally:
+                if threads != 1:
+                    torch.set_num_threads(threads)
+            if done:
+                self.first_band_rows[key] = rows
+                return
+        y = self._first_conv(x)
+        kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, out, 0)
+        self.first_band_rows[key] = h
+
+    def _band_pool(self) -> ThreadPoolExecutor:
+        """Threads for the first conv's bands, as many as numba's."""
+        n = numba.get_num_threads()
+        if getattr(self, "_pool", None) is None or self._pool_threads != n:
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="first-conv")
+            self._pool_threads = n
+        return self._pool
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with numba.parallel_chunksize(self.chunk_rows):  # 0: one equal share per thread; n: dynamic
             return self._forward(x)
@@ -368,13 +435,13 @@ class PackedMBU:
         check_finite_input(x)
         c = self.channels
         b = self._plan(n, h, w)
-        y = self._first_conv(x)
-        if self.stem_int is not None:  # int8 stem: exact integer conv 2, binarised into the skip
-            y = self.stem_int(y)
-        if self.input_c2 is None:  # float stem: its second conv is binarised straight into the skip
+        if self.stem_int is not None:  # int8 stem: exact integer conv 2 (whole image), binarised into the skip
+            y = self.stem_int(self._first_conv(x))
             kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, b["cat0"], 0)
+        elif self.input_c2 is None:  # float stem: its second conv is binarised straight into the skip
+            self._first_conv_bits(x, b["cat0"])
         else:
-            kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, b["a1"], 0)
+            self._first_conv_bits(x, b["a1"])
             self.input_c2(b["a1"], b["cat0"], 0)
         for lvl, (c1, c2) in enumerate(self.down):
             cat = b[f"cat{lvl}"]

@@ -71,9 +71,10 @@ TH_GE, TH_LE, TH_ONE, TH_ZERO = 1, -1, 2, 0
 
 
 @njit(**_OPTS)
-def threshold_pack_float(y, src, t32, mode, out, out_off):
+def threshold_pack_float(y, src, t32, mode, out, out_off, row_off=0):
     """Binarise a float32 NCHW tensor ``y`` into the interior of the padded bit buffer ``out``
-    at word offset ``out_off``. Output channel ``c`` (``len(t32)`` of them) reads input channel
+    at word offset ``out_off``, its row 0 at the buffer's image row ``row_off`` (a band of rows
+    of a larger image). Output channel ``c`` (``len(t32)`` of them) reads input channel
     ``src[c]`` (``arange(C)``: one threshold per channel; ``arange(C * k) // k``: a k-level
     thermometer code) and is 1 where ``y >= t32[c]`` (``mode`` ``TH_GE``), ``y <= t32[c]``
     (``TH_LE``), always (``TH_ONE``) or never (``TH_ZERO``). The float32 thresholds are the
@@ -104,7 +105,12 @@ def threshold_pack_float(y, src, t32, mode, out, out_off):
                     for j in range(W):
                         row[j] |= np.uint64(1) << sh
             for j in range(W):
-                out[n, i + 1, j + 1, out_off + b] = row[j]
+                out[n, row_off + i + 1, j + 1, out_off + b] = row[j]
+
+
+#: :func:`threshold_pack_float` on the calling thread alone (GIL released): the first conv's
+#: bands are binarised by the threads that convolve them (``PackedMBU._first_conv_bits``).
+threshold_pack_float_serial = njit(**dict(_OPTS, parallel=False))(threshold_pack_float.py_func)
 
 
 @njit(**_OPTS)

@@ -70,6 +70,18 @@ PEER_ORT = "U-Net (MBU-Net backbone) ONNX Runtime INT8"
 PEER_OV = "U-Net (MBU-Net backbone) OpenVINO INT8 (NNCF)"
 #: Rows per chunk of the dynamic schedule (``pack_mbu(chunk_rows=...)``).
 DYNAMIC_CHUNK_ROWS = 2
+#: Pixels of the INT8 calibration batch (8 images at 256 px). ONNX Runtime's calibrator keeps
+#: every intermediate tensor of every calibration image until it computes the ranges, so the
+#: batch shrinks with the image's area: 2 images at 512 px, where 8 took the 24 GB machine out
+#: of memory (width 64). The ranges only set scales; the kernels' run time does not depend on them.
+CALIB_PIXELS = 8 * 256 * 256
+
+
+def calibration_batch(image_size: int, seed: int = 0) -> np.ndarray:
+    """The random images every INT8 case of one image size is calibrated on (at least one,
+    ``CALIB_PIXELS`` pixels in all)."""
+    n = max(1, CALIB_PIXELS // (image_size * image_size))
+    return np.random.default_rng(seed).random((n, 3, image_size, image_size), dtype=np.float32)
 
 
 def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warmup: int = 3,
@@ -118,8 +130,9 @@ def network_benchmark(width: int = 16, image_size: int = 256, batch_size: int = 
     packed = {f"MBU-Net bitpack (k={masked})": pack_mbu(mbu),
               f"MBU-Net bitpack (k={masked}, dynamic rows)": pack_mbu(mbu, chunk_rows=DYNAMIC_CHUNK_ROWS),
               f"MBU-Net bitpack (k={masked}, 2-popcount masked)": pack_mbu(mbu, masked_form="subtractive")}
-    cases, sizes, notes = speed_cases(packed, unet, image_size, with_ort=with_ort)
-    calib = np.random.default_rng(0).random((8, 3, image_size, image_size), dtype=np.float32)  # the NNCF/peer INT8
+    calib = calibration_batch(image_size)  # every INT8 case of this size calibrates on the same images
+    cases, sizes, notes = speed_cases(packed, unet, image_size, calib_data=calib, calib_images=len(calib),
+                                      with_ort=with_ort)
     if with_ort:  # the MBU-Net's own backbone in full precision, quantized to INT8 by both engines
         peer = create_model("mbu_unet", width=width, **BACKBONE_FP).eval()
         for name, backend, why in ((PEER_ORT, "onnxruntime", runner_unavailable_reason("onnxruntime", "int8")),
