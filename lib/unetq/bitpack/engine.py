@@ -201,6 +201,18 @@ def maxpool(inp: np.ndarray, in_segments: Segments, seg: int, out: np.ndarray, o
 # --------------------------------------------------------------------------------------------
 # the whole network
 # --------------------------------------------------------------------------------------------
+_BAND_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _band_pool() -> ThreadPoolExecutor:
+    """Threads for the first conv's bands, as many as numba's; one pool per thread count, shared
+    by every ``PackedMBU`` of the process."""
+    n = numba.get_num_threads()
+    if n not in _BAND_POOLS:
+        _BAND_POOLS[n] = ThreadPoolExecutor(n, thread_name_prefix=f"unetq-first-conv-{n}")
+    return _BAND_POOLS[n]
+
+
 def check_finite_input(x, who: str = "PackedMBU") -> None:
     """``ValueError`` when the image batch ``x`` (numpy or torch) holds NaN or Inf. Fast path: a
     finite sum proves every value finite; the element-wise count only runs when it is not."""
@@ -401,7 +413,7 @@ class PackedMBU:
             try:
                 if threads != 1:  # one torch thread per band (the setting is process-wide)
                     torch.set_num_threads(1)
-                done = all(self._band_pool().map(band, range(0, h, rows)))
+                done = all(_band_pool().map(band, range(0, h, rows)))
             finally:
                 if threads != 1:
                     torch.set_num_threads(threads)
@@ -411,14 +423,6 @@ class PackedMBU:
         y = self._first_conv(x)
         kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, out, 0)
         self.first_band_rows[key] = h
-
-    def _band_pool(self) -> ThreadPoolExecutor:
-        """Threads for the first conv's bands, as many as numba's."""
-        n = numba.get_num_threads()
-        if getattr(self, "_pool", None) is None or self._pool_threads != n:
-            self._pool = ThreadPoolExecutor(n, thread_name_prefix="first-conv")
-            self._pool_threads = n
-        return self._pool
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with numba.parallel_chunksize(self.chunk_rows):  # 0: one equal share per thread; n: dynamic
