@@ -445,3 +445,36 @@ def test_oversubscription_benchmark_runs_every_case(monkeypatch):
     assert list(df["competitor"]) == ["none", "none", "default", "PASSIVE"]
     assert (df["steps"] > 0).all() and df["x_vs_alone_default"].iloc[0] == 1.0
     assert {"cpu", "cpu_isa", "cores"} <= set(df.columns)
+
+
+def test_a_local_ray_start_that_times_out_under_load_is_tried_again(monkeypatch):
+    """Ray gives its raylet a fixed 30 s to register; on a busy 2-core machine that can pass, so a
+    local start is tried again (a few times), while any other error is raised at once."""
+    import sys
+    import types
+
+    calls = []
+
+    def init(**kw):
+        calls.append(kw)
+        if len([c for c in calls if c != "shutdown"]) < 3:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: calls.append("shutdown"))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    assert sweep.start_ray("local", num_cpus=2) is fake
+    assert [c for c in calls if c == "shutdown"] == ["shutdown", "shutdown"] and len(calls) == 5
+    calls.clear()
+
+    def broken(**kw):
+        calls.append(kw)
+        raise ValueError("bad num_cpus")
+
+    fake.init = broken
+    with pytest.raises(ValueError, match="bad num_cpus"):
+        sweep.start_ray("local", num_cpus=-1)
+    assert len(calls) == 1
+    calls.clear()
+    fake.init = lambda **kw: (_ for _ in ()).throw(Exception("The current node timed out during startup."))
+    with pytest.raises(Exception, match="timed out during startup"):
+        sweep.start_ray("local")

@@ -408,6 +408,11 @@ def _run_config(nb: str, target: str, full: dict, kernel_name: str, stall_s, env
     return execute(nb, target, full, kernel_name=kernel_name, stall_s=stall_s, env=env)
 
 
+#: Tries to start a local Ray instance: Ray gives its raylet a fixed 30 s to register, which a
+#: 2-core machine under other load can miss (seen in CI beside two training jobs).
+RAY_START_ATTEMPTS = 3
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None):
     """Join the Ray cluster at ``address`` (``"auto"``: the one this machine belongs to), or
     start a local Ray instance (``address`` None or ``"local"``, with ``num_cpus``). Ray is an
@@ -418,7 +423,14 @@ def start_ray(address: str | None = None, num_cpus: int | None = None):
         raise RuntimeError("--ray needs Ray: pip install -e '.[cluster]' (or pip install ray)") from None
     if not ray.is_initialized():
         if address in (None, "local"):
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            for attempt in range(1, RAY_START_ATTEMPTS + 1):
+                try:
+                    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                    break
+                except Exception as e:  # noqa: BLE001 -- only Ray's start-up timeout is retried
+                    if "timed out during startup" not in str(e) or attempt == RAY_START_ATTEMPTS:
+                        raise
+                    ray.shutdown()  # a busy machine: Ray waits 30 s (fixed) for its raylet; try again
         else:
             ray.init(address=address, log_to_driver=False)
     return ray
