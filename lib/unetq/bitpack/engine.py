@@ -5,26 +5,28 @@ layer whose output bits equal the PyTorch model's eval-mode binary activations e
 
 - 3x3 convs (``PackedConv3x3``) and 2x2 transposed convs (``PackedConvT2x2``): XOR (+AND)
   popcount kernels with BatchNorm + sign folded into per-channel integer thresholds;
-- max-pooling: OR of the bits; concatenation: the skip and upsampled paths are two segments
-  of one buffer (written in place by their producers, no copy);
+- max-pooling: OR of the bits; concatenation: the skip and upsampled paths are two segments of
+  one buffer (written in place by their producers, no copy);
 - the first conv (with ``stem="float"`` both input convs) runs in PyTorch -- the model's own
   modules, so its float output is the same tensor -- and is binarised with the float64
   BatchNorm threshold, in bands of rows (``FIRST_BAND_BYTES`` of output each, with the rows of
   context the convs need): one whole-image call of oneDNN's kernel for three input channels
   took 45 % of the network at 512 px, a band stays in cache and is binarised while it is there.
   On the first image of each shape the bands are checked against the whole-image call bit for
-  bit, and a shape where they differ runs whole (``first_band_rows``); with ``stem="int8"`` the second input conv is an exact integer
-  convolution (``IntegerConv3x3``: 7-bit activations x int8 weights, ONNX Runtime
-  ``ConvInteger``) scaled as the model scales it; with ``stem="thermo"`` the first conv's
-  output is binarised at several thresholds per channel (one kernel pass);
+  bit, and a shape where they differ runs whole (``first_band_rows``); with ``stem="int8"`` the
+  second input conv (whole image) is an exact integer convolution (``IntegerConv3x3``: 7-bit
+  activations x int8 weights, ONNX Runtime ``ConvInteger``) scaled as the model scales it; with
+  ``stem="thermo"`` the first conv's output is binarised at several thresholds per channel (one
+  kernel pass);
 - the last 1x1 conv runs in float on the +-1 activations (logits equal up to float rounding).
 
-Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``,
-which run on the calling thread; the float first conv runs in bands of rows, each on one torch
-thread, as many bands at once as numba has threads (``_first_conv_bits``). ``chunk_rows=0`` gives each thread one equal share of a layer's rows (numba's
-static schedule); ``chunk_rows=n`` hands out chunks of about n rows to whichever thread is free
-(``numba.parallel_chunksize``), so a thread slowed by other load on its core does less of the
-work instead of holding up the layer. Not thread-safe: a ``PackedMBU`` reuses its activation buffers.
+Threads: the numba kernels spread rows over threads, except layers below ``SERIAL_WORK``, which
+run on the calling thread; the float first conv runs in bands of rows, each on one torch
+thread, as many bands at once as numba has threads (``_first_conv_bits``). ``chunk_rows=0``
+gives each thread one equal share of a layer's rows (numba's static schedule); ``chunk_rows=n``
+hands out chunks of about n rows to whichever thread is free (``numba.parallel_chunksize``), so
+a thread slowed by other load on its core does less of the work instead of holding up the
+layer. Not thread-safe: a ``PackedMBU`` reuses its activation buffers.
 
 Masked layers use the single-popcount form ``a.b = popc(m) - 2 popc((a' ^ s') & m)`` by default
 (``masked_form="xor_and"``) or the paper's subtractive encoding with two popcounts
@@ -40,6 +42,7 @@ the model's outputs differed on it), so no output is given for it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from concurrent.futures import ThreadPoolExecutor
 
@@ -213,6 +216,22 @@ def _band_pool() -> ThreadPoolExecutor:
     return _BAND_POOLS[n]
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    """torch on one thread inside the block (the setting is process-wide), restored after. The
+    first conv runs so: a multi-threaded torch call leaves OpenMP workers spinning that then
+    compete with the numba kernels for the cores (oneDNN splits this conv over pixels and
+    channels, never over the 27-term sums, so the result does not depend on the thread count)."""
+    threads = torch.get_num_threads()
+    try:
+        if threads != 1:
+            torch.set_num_threads(1)
+        yield
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
+
+
 def check_finite_input(x, who: str = "PackedMBU") -> None:
     """``ValueError`` when the image batch ``x`` (numpy or torch) holds NaN or Inf. Fast path: a
     finite sum proves every value finite; the element-wise count only runs when it is not."""
@@ -364,64 +383,47 @@ class PackedMBU:
 
     def _first_conv(self, x: np.ndarray) -> np.ndarray:
         """The first (float) conv, by the model's own PyTorch module so that its output is
-        the tensor the model binarises. It runs on one torch thread: a multi-threaded torch
-        call leaves OpenMP workers spinning that then compete with the numba kernels for the
-        cores (oneDNN splits this conv over pixels and channels, never over the 27-term sums,
-        so the result does not depend on the thread count)."""
-        threads = torch.get_num_threads()
-        try:
-            if threads != 1:
-                torch.set_num_threads(1)
-            with torch.no_grad():
-                return self.first_conv(torch.from_numpy(x)).numpy()
-        finally:
-            if threads != 1:
-                torch.set_num_threads(threads)
+        the tensor the model binarises. It runs on one torch thread (:func:`_one_torch_thread`)."""
+        with _one_torch_thread(), torch.no_grad():
+            return self.first_conv(torch.from_numpy(x)).numpy()
 
     def _first_conv_bits(self, x: np.ndarray, out: np.ndarray) -> None:
         """The first conv (:meth:`_first_conv`'s module) binarised into the bit buffer ``out``,
         one band of rows at a time: each band is convolved with ``first_halo`` rows of context on
         either side (whose outputs, padded at the band's edge, are dropped) and binarised while
-        it is in cache, by one of the engine's threads (bands handed to whichever thread is free;
-        torch set to one thread meanwhile, so each band runs on the thread that took it). Every output pixel is the same 27-term (float stem: two-conv) sum
-        as in the whole-image call; that oneDNN orders it the same in a band is checked on the
-        first image of each shape, bit for bit, and a shape where any band differs runs whole
-        (on one torch thread) from then on."""
+        it is in cache, by one of the engine's threads (bands handed to whichever thread is
+        free, torch on one thread meanwhile, so each band runs on the thread that took it).
+        Every output pixel is the same 27-term (float stem: two-conv) sum as in the whole-image
+        call; that oneDNN orders it the same in a band is checked on the first image of each
+        shape, bit for bit, and a shape where any band differs runs whole from then on."""
         n, _, h, w = x.shape
         key = (n, h, w)
         rows = self.first_band_rows.get(key)
         if rows is None:
             channels = int(self.first_src.max()) + 1
             rows = int(min(h, max(1, FIRST_BAND_BYTES // (4 * n * channels * w))))
-        t = torch.from_numpy(x)
-        if rows < h:
-            with torch.no_grad():
-                whole = self.first_conv(t) if key not in self.first_band_rows else None
+        if rows >= h:
+            whole = self._first_conv(x)
+        else:
+            t = torch.from_numpy(x)
+            whole = self._first_conv(x) if key not in self.first_band_rows else None  # the check's reference
 
             def band(r0: int) -> bool:
                 r1 = min(h, r0 + rows)
                 a, e = max(0, r0 - self.first_halo), min(h, r1 + self.first_halo)
                 with torch.no_grad():
                     y = self.first_conv(t[:, :, a:e])[:, :, r0 - a:r1 - a]
-                if whole is not None and not torch.equal(y, whole[:, :, r0:r1]):
+                if whole is not None and not torch.equal(y, torch.from_numpy(whole[:, :, r0:r1])):
                     return False  # oneDNN summed this band in another order
                 kernels.threshold_pack_float_serial(np.ascontiguousarray(y.numpy()), self.first_src, self.first_t32,
                                                     self.first_mode, out, 0, r0)
                 return True
 
-            threads = torch.get_num_threads()
-            try:
-                if threads != 1:  # one torch thread per band (the setting is process-wide)
-                    torch.set_num_threads(1)
-                done = all(_band_pool().map(band, range(0, h, rows)))
-            finally:
-                if threads != 1:
-                    torch.set_num_threads(threads)
-            if done:
-                self.first_band_rows[key] = rows
-                return
-        y = self._first_conv(x)
-        kernels.threshold_pack_float(y, self.first_src, self.first_t32, self.first_mode, out, 0)
+            with _one_torch_thread():
+                if all(_band_pool().map(band, range(0, h, rows))):
+                    self.first_band_rows[key] = rows
+                    return
+        kernels.threshold_pack_float(whole, self.first_src, self.first_t32, self.first_mode, out, 0)
         self.first_band_rows[key] = h
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
