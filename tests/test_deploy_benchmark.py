@@ -84,16 +84,20 @@ def test_bitpack_benchmark_compares_with_the_int8_peers_of_its_own_backbone_quie
     assert bb.fastest_peer(pd.Series({"x": 1.0}))[0] is None
 
 
-def test_bitpack_benchmark_calibration_shrinks_with_the_image_area():
+def test_speed_calibration_shrinks_with_the_image_area():
     """ONNX Runtime's calibrator holds every intermediate tensor of every calibration image, so
-    the INT8 calibration batch keeps its pixel count, not its image count: 8 images at 256 px, 2
-    at 512 (8 there took a 24 GB machine out of memory at width 64), never none."""
+    the INT8 calibration batch of the speed studies (the bitpack benchmark, notebook 05's
+    ``speed_cases``) keeps its pixel count, not its image count: 8 images at 256 px, 2 at 512 (8
+    there took a 24 GB machine out of memory at width 64), never none."""
     from unetq.cli import bitpack_benchmark as bb
+    from unetq.deploy.quantize import calibration_batch, calibration_count
 
-    assert bb.calibration_batch(256).shape == (8, 3, 256, 256)
-    assert bb.calibration_batch(512).shape == (2, 3, 512, 512)
-    assert len(bb.calibration_batch(2048)) == 1
-    assert np.array_equal(bb.calibration_batch(64), bb.calibration_batch(64))  # the same images for every case
+    assert bb.calibration_batch is calibration_batch  # the benchmark and notebook 05 share the rule
+    assert calibration_batch(256).shape == (8, 3, 256, 256)
+    assert calibration_batch(512).shape == (2, 3, 512, 512)
+    assert len(calibration_batch(2048)) == 1
+    assert [calibration_count(s) for s in (96, 256, 512, 2048)] == [56, 8, 2, 1]
+    assert np.array_equal(calibration_batch(64), calibration_batch(64))  # the same images for every case
 
 
 def test_xor_popcount_ceiling_counts_what_it_times():

@@ -464,7 +464,14 @@ def test_seed_stability_recomputes_the_picks_per_seed(results):
                   for sd, v in ((0, 0.65), (1, 0.67))]).to_csv(results / "training.csv", index=False)  # noise 0.014
     main = report.recommendations("quick").table.set_index("priority")
     assert main.loc["best accuracy", "arch"] == "unet"  # mean over seeds: unet 0.66 > ghost 0.65
-    s = report.seed_stability("quick")
+    from unetq.studies import recommend
+
+    spread_reads = []
+    real_spread = recommend.seed_spread
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(recommend, "seed_spread", lambda *a, **k: spread_reads.append(1) or real_spread(*a, **k))
+        s = report.seed_stability("quick")
+    assert len(spread_reads) == 1  # training.csv read once, not once per seed
     assert s.ok and {"seed 0", "seed 1", "mean pick qualifies at every seed"} <= set(s.table.columns)
     best = s.table.set_index("priority").loc["best accuracy"]
     assert best["seed 0"].startswith("ghost_unet") and best["seed 1"].startswith("unet")

@@ -45,6 +45,7 @@ from ..bitpack import triton_kernels as tk
 from ..bitpack.kernels import popcount_instruction
 from ..deploy import TorchRunner, make_runner, runner_unavailable_reason
 from ..deploy.openvino_engine import binary_conv3x3, openvino_reason
+from ..deploy.quantize import calibration_batch
 from ..io import write_csv
 from ..machine import busy_cores, pin_threads
 from ..models import create_model, weight_bytes
@@ -70,20 +71,6 @@ PEER_ORT = "U-Net (MBU-Net backbone) ONNX Runtime INT8"
 PEER_OV = "U-Net (MBU-Net backbone) OpenVINO INT8 (NNCF)"
 #: Rows per chunk of the dynamic schedule (``pack_mbu(chunk_rows=...)``).
 DYNAMIC_CHUNK_ROWS = 2
-#: Pixels of the INT8 calibration batch (8 images at 256 px). ONNX Runtime's calibrator keeps
-#: every intermediate tensor of every calibration image until it computes the ranges, so the
-#: batch shrinks with the image's area: 2 images at 512 px, where 8 took the 24 GB machine out
-#: of memory (width 64). The ranges only set scales; the kernels' run time does not depend on them.
-CALIB_PIXELS = 8 * 256 * 256
-
-
-def calibration_batch(image_size: int, seed: int = 0) -> np.ndarray:
-    """The random images every INT8 case of one image size is calibrated on (at least one,
-    ``CALIB_PIXELS`` pixels in all)."""
-    n = max(1, CALIB_PIXELS // (image_size * image_size))
-    return np.random.default_rng(seed).random((n, 3, image_size, image_size), dtype=np.float32)
-
-
 def layer_benchmark(channels: int = 256, size: int = 64, repeats: int = 20, warmup: int = 3,
                     threads: int | None = None) -> pd.DataFrame:
     """Single 3x3 conv layer: PyTorch FP32 vs packed binary / masked (both encodings)."""

@@ -152,6 +152,25 @@ class ArrayCalibrationReader:
         return item
 
 
+#: Pixels of a synthetic-size INT8 calibration batch (8 images at 256 px). ONNX Runtime's
+#: calibrator keeps every intermediate tensor of every calibration image until it computes the
+#: ranges, so the batch shrinks with the image's area: 2 images at 512 px, where 8 took the 24 GB
+#: machine out of memory (width 64). The ranges only set scales; run time does not depend on them.
+CALIB_PIXELS = 8 * 256 * 256
+
+
+def calibration_count(image_size: int) -> int:
+    """How many calibration images of ``image_size`` px fit ``CALIB_PIXELS`` (at least one)."""
+    return max(1, CALIB_PIXELS // (int(image_size) * int(image_size)))
+
+
+def calibration_batch(image_size: int, seed: int = 0) -> np.ndarray:
+    """Random images (seeded) for an INT8 model whose accuracy is not measured, only its speed:
+    :func:`calibration_count` of them, so every case of one image size calibrates on the same."""
+    n = calibration_count(image_size)
+    return np.random.default_rng(seed).random((n, 3, image_size, image_size), dtype=np.float32)
+
+
 def calibration_images(data, n: int | None = None, seed: int = 0) -> np.ndarray:
     """``n`` images (reproducible random subset) of a dataset or array, stacked ``[n, C, H, W]``."""
     idx = pick_indices(dataset_len(data), n, seed)

@@ -27,6 +27,7 @@ from ..bitpack import pack_mbu
 from ..config import StudyConfig
 from ..data import run_columns
 from ..deploy import TorchRunner, evaluate_runner, make_runner
+from ..deploy.quantize import calibration_batch, calibration_count
 from ..machine import machine_info
 from ..models import weight_bytes
 from ..models.binary_layers import BNSign
@@ -297,12 +298,14 @@ def size_report(packed_bytes: int, model) -> str:
             f"weights ({fp32:,} bytes)")
 
 
-def speed_cases(packed_models: dict, unet, image_size: int, calib_data=None, calib_images: int = 32,
+def speed_cases(packed_models: dict, unet, image_size: int, calib_data=None, calib_images: int | None = None,
                 with_ort: bool = True, workdir: Path | None = None) -> tuple[dict, dict, dict]:
     """``(cases, sizes, notes)``: callables for the packed MBU-Nets (``label -> PackedMBU``),
     the U-Net in PyTorch FP32 and, when ONNX Runtime is available, in ONNX Runtime FP32 and
-    INT8 (the deployment runners; INT8 calibrated on ``calib_data``); ``sizes`` holds each case's
-    model size in bytes; ``notes`` why a case is missing."""
+    INT8 (the deployment runners; INT8 calibrated on ``calib_images`` images of ``calib_data``,
+    a dataset or array, or by default on :func:`~unetq.deploy.quantize.calibration_batch`'s random
+    images; ``calib_images`` defaults to the same pixel budget, ``calibration_count``); ``sizes``
+    holds each case's model size in bytes; ``notes`` why a case is missing."""
     cases, sizes, notes = {}, {}, {}
     for label, p in packed_models.items():
         cases[label] = p
@@ -314,9 +317,10 @@ def speed_cases(packed_models: dict, unet, image_size: int, calib_data=None, cal
             workdir = Path(workdir or paths.models_dir() / f"mbu_speed_unet_{image_size}")
             r32 = make_runner("onnxruntime", "fp32", model=unet, image_size=image_size, workdir=workdir)
             cases["U-Net ONNX Runtime FP32"], sizes["U-Net ONNX Runtime FP32"] = r32, r32.model_size_bytes
+            if calib_images is None:
+                calib_images = calibration_count(image_size)
             if calib_data is None:
-                calib_data = np.random.default_rng(0).random((calib_images, 3, image_size, image_size),
-                                                             dtype=np.float32)
+                calib_data = calibration_batch(image_size)
             r8 = make_runner("onnxruntime", "int8", model=unet, image_size=image_size, workdir=workdir,
                              calib_data=calib_data, calib_images=calib_images)
             cases["U-Net ONNX Runtime INT8"], sizes["U-Net ONNX Runtime INT8"] = r8, r8.model_size_bytes

@@ -130,10 +130,11 @@ def seed_stability(preset: str | None = None, *, dataset: str | None = None, dic
     if t.df is None:
         return missing(title, t.message)
     seeds = sorted(int(v) for v in pd.to_numeric(t.df["train_seed"], errors="coerce").dropna().unique())
-    main = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, **budgets)
+    spread = seed_spread(preset, dataset=dataset)  # read once, shared by every seed's recommendation
+    main = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, spread=spread, **budgets)
     if not main.ok:
         return missing(title, main.message)
-    noise, _, _ = seed_spread(preset, dataset=dataset)
+    noise = spread[0]
     keep = ["best accuracy", "best accuracy within a latency budget", "best accuracy within a size budget",
             "fastest at (near) best accuracy"]
     picks = main.table.set_index("priority").loc[lambda d: d.index.isin(keep)]
@@ -142,7 +143,8 @@ def seed_stability(preset: str | None = None, *, dataset: str | None = None, dic
     same_arch = pd.Series(True, index=out.index)
     for sd in seeds:
         c = candidates(preset, dataset=dataset, train_seed=sd)
-        r = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, train_seed=sd, cands=c, **budgets)
+        r = recommendations(preset, dataset=dataset, dice_tolerance=dice_tolerance, train_seed=sd, cands=c,
+                            spread=spread, **budgets)
         if not r.ok or c.df is None:
             holds[sd] = False
             continue
@@ -200,11 +202,13 @@ def seed_spread(preset: str | None = None, *, dataset: str | None = None) -> tup
 def recommendations(preset: str | None = None, latency_budget_ms: float | None = None,
                     size_budget_mb: float | None = None, dice_tolerance: float = 0.01,
                     image_size: int | None = None, *, dataset: str | None = None,
-                    train_seed: int | None = None, cands: Loaded | None = None) -> Section:
+                    train_seed: int | None = None, cands: Loaded | None = None,
+                    spread: tuple | None = None) -> Section:
     """The study's answer: for each priority, the architecture and representation to deploy,
     computed from the measured tables. Budgets default to twice the fastest latency and a quarter
-    of the largest model; ``dice_tolerance`` defines "as accurate as the best". ``cands``: the
-    :func:`candidates` of these arguments when the caller has them already."""
+    of the largest model; ``dice_tolerance`` defines "as accurate as the best". ``cands`` and
+    ``spread``: the :func:`candidates` and :func:`seed_spread` of these arguments when the caller
+    has them already."""
     title = "Which model and representation to deploy"
     c = cands if cands is not None else candidates(preset, image_size, dataset=dataset, train_seed=train_seed)
     if c.df is None:
@@ -225,7 +229,7 @@ def recommendations(preset: str | None = None, latency_budget_ms: float | None =
         rows.append(dict(priority=priority, criterion=criterion, arch=r["arch"], representation=r["format"],
                          value=f"{r[col]:.4g} {UNITS.get(col, '')}".strip(), dice=r["dice"]))
 
-    noise, n_seeds, _ = seed_spread(preset, dataset=dataset)
+    noise, n_seeds, _ = spread if spread is not None else seed_spread(preset, dataset=dataset)
 
     def ties(pool, row):
         """Other candidates whose Dice is within TIE_STDS seed standard deviations of the pick."""
