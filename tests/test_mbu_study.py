@@ -152,6 +152,9 @@ def test_notebook_05_reads_the_from_scratch_tables_or_names_their_commands(tmp_p
     results.write(results.MBU_ABLATION, pd.DataFrame([row, dict(row, train_seed=1, test_dice=0.7)]))
     s, text = ablations.recorded(cfg, "order")
     assert len(s) == 1 and s["test_dice_mean"].iloc[0] == pytest.approx(0.6) and s["seeds"].iloc[0] == 2
+    # a partly run experiment says which configurations are missing and how to run just those
+    assert text.endswith("not run yet: cost-aware, random-0, random-1 (`python -m unetq.cli.mbu_ablation "
+                         "--experiment order --preset ci --only cost-aware,random-0,random-1`)")
     assert ablations.recorded(cfg, "table1")[0].empty
 
 

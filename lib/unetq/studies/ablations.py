@@ -164,14 +164,20 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 def recorded(cfg: StudyConfig, experiment: str) -> tuple[pd.DataFrame, str]:
     """``(summary, note)`` of this preset's and dataset's rows of ``mbu_ablation.csv`` for
-    ``experiment``; the note names the command when none are there."""
+    ``experiment``; the note names the command for the configurations with no row yet (all of
+    them when none are there)."""
     df = results.read(results.MBU_ABLATION, **run_columns(cfg), where=dict(experiment=experiment)).df
     if df is None:
         return pd.DataFrame(), (f"not run yet: no {experiment} rows for preset {cfg.preset}; run `python -m "
                                 f"unetq.cli.mbu_ablation --experiment {experiment} --preset {cfg.preset}`")
     s = summary(df)
     spread = "mean ± std over seeds at each configuration's own chosen learning rate"
-    return s, f"{experiment}: {len(s)} configurations, {spread}"
+    text = f"{experiment}: {len(s)} configurations, {spread}"
+    todo = [c for c in configs(experiment) if c not in set(df["config"].astype(str))]
+    if todo:  # the default configurations (k = 4, two random draws) with no row yet
+        text += (f"; not run yet: {', '.join(todo)} (`python -m unetq.cli.mbu_ablation --experiment {experiment} "
+                 f"--preset {cfg.preset} --only {','.join(todo)}`)")
+    return s, text
 
 
 def plot(summ: pd.DataFrame, experiment: str):
