@@ -118,6 +118,14 @@ def test_ablations_from_scratch_choose_a_rate_per_configuration_and_summarise(tm
         assert chosen["lr"].iloc[0] == g[g["train_seed"] == 0].sort_values("val_loss")["lr"].iloc[0]
     summ = ablations.summary(df)
     assert set(summ["config"]) == {"cost-aware", "reverse"} and (summ["seeds"] == 2).all()
+    # runs ended by the epoch cap (not by early stopping) are counted among the chosen-rate seeds only
+    base = dict(experiment="order", masked="", test_dice=0.8, test_iou=0.7, val_loss=0.2, note="")
+    runs = pd.DataFrame([dict(base, config=c, lr=lr, train_seed=sd, epochs_trained=ep, chosen=ch)
+                         for c, lr, sd, ep, ch in (("a", 1e-3, 0, 60, False), ("a", 1e-2, 0, 60, True),
+                                                   ("a", 1e-2, 1, 41, True), ("b", 1e-3, 0, 33, True),
+                                                   ("b", 1e-3, 1, 45, True), ("b", 1e-2, 0, 60, False))])
+    capped = ablations.summary(runs, epoch_cap=60).set_index("config")
+    assert capped["seeds_at_epoch_cap"].to_dict() == {"a": 1, "b": 0} and "seeds_at_epoch_cap" not in summ
     fig = ablations.plot(summ, "order")
     assert "mean ± std" in fig.axes[0].get_xlabel() and len(fig.axes[0].get_yticklabels()) == 2
     # the Pareto experiment: k = 0 .. 12 in cost order, frames per second from the packed engine

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     cfg = get_preset(a.preset, source=data)
     df = ablations.run(cfg, a.experiment, a.k, a.random_draws, [float(v) for v in a.lrs.split(",") if v.strip()],
                        a.seeds, only=[c.strip() for c in a.only.split(",")] if a.only else None)
-    summ = ablations.summary(df)
+    summ = ablations.summary(df, epoch_cap=cfg.epochs)
     if summ.empty:
         print("no run finished")
         return 1
@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     for _, r in summ[summ["lr_at_grid_edge"]].iterrows():
         print(f"warning: {r['config']}'s chosen learning rate {r['lr']:g} is at the edge of the grid; widen --lrs",
               file=sys.stderr)
+    for _, r in summ[summ["seeds_at_epoch_cap"] > 0].iterrows():
+        print(f"note: {r['config']}: {int(r['seeds_at_epoch_cap'])} of {int(r['seeds'])} seeds ended at the "
+              f"{cfg.epochs}-epoch cap, not by early stopping (they may still have been improving)", file=sys.stderr)
     return 0
 
 

@@ -147,15 +147,21 @@ def run(cfg: StudyConfig, experiment: str = "table1", k: int = 4, random_draws: 
     return pd.DataFrame(rows)
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
+def summary(df: pd.DataFrame, epoch_cap: int | None = None) -> pd.DataFrame:
     """Mean ± std over seeds of the chosen-rate runs, per experiment and configuration, with
-    the chosen learning rate and whether it lies at an end of the grid swept."""
+    the chosen learning rate and whether it lies at an end of the grid swept; with the preset's
+    ``epoch_cap``, how many of those seeds were ended by the cap rather than by early stopping
+    (``seeds_at_epoch_cap``: runs that may still have been improving)."""
     no_note = df["note"].isna() | df["note"].astype(str).eq("")  # "" reads back from the CSV as NaN
     chosen = df[df["chosen"].astype(bool) & no_note]
     if chosen.empty:
         return pd.DataFrame()
-    out = results.seed_summary(chosen, ["experiment", "config", "masked", "lr"],
-                               ["test_dice", "test_iou", "val_loss", "epochs_trained"])
+    by = ["experiment", "config", "masked", "lr"]
+    out = results.seed_summary(chosen, by, ["test_dice", "test_iou", "val_loss", "epochs_trained"])
+    if epoch_cap is not None:
+        capped = chosen.assign(at_cap=pd.to_numeric(chosen["epochs_trained"], errors="coerce") >= epoch_cap)
+        n = capped.groupby(by, sort=False, dropna=False)["at_cap"].sum().rename("seeds_at_epoch_cap")
+        out = out.merge(n.astype(int).reset_index(), on=by, how="left")
     swept = df.groupby(["experiment", "config"])["lr"].agg(list)
     out["lr_at_grid_edge"] = [lr_at_grid_edge(lr, swept[(e, c)])
                               for e, c, lr in zip(out["experiment"], out["config"], out["lr"])]
@@ -170,7 +176,7 @@ def recorded(cfg: StudyConfig, experiment: str) -> tuple[pd.DataFrame, str]:
     if df is None:
         return pd.DataFrame(), (f"not run yet: no {experiment} rows for preset {cfg.preset}; run `python -m "
                                 f"unetq.cli.mbu_ablation --experiment {experiment} --preset {cfg.preset}`")
-    s = summary(df)
+    s = summary(df, epoch_cap=cfg.epochs)
     spread = "mean ± std over seeds at each configuration's own chosen learning rate"
     text = f"{experiment}: {len(s)} configurations, {spread}"
     todo = [c for c in configs(experiment) if c not in set(df["config"].astype(str))]
