@@ -31,7 +31,6 @@ import gc
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
