@@ -166,6 +166,33 @@ def test_notebook_05_reads_the_from_scratch_tables_or_names_their_commands(tmp_p
     assert ablations.recorded(cfg, "table1")[0].empty
 
 
+def test_frontier_times_the_recorded_pareto_points_and_writes_them(tmp_path, monkeypatch, capsys):
+    """``--frontier`` trains nothing: it joins the recorded k's Dice with the packed engine's frames
+    per second, marks the frontier and records the machine and the load it was timed under."""
+    from unetq import results
+    from unetq.cli import mbu_ablation
+
+    monkeypatch.setenv("UNETQ_REPORTS_DIR", str(tmp_path))
+    monkeypatch.setenv("UNETQ_PUBLISHED_DIR", str(tmp_path))
+    with pytest.raises(SystemExit):
+        mbu_ablation.main(["--experiment", "order", "--preset", "ci", "--frontier"])
+    assert mbu_ablation.main(["--experiment", "pareto", "--preset", "ci", "--frontier"]) == 1  # nothing recorded
+    assert "not run yet" in capsys.readouterr().out
+    row = dict(preset="ci", dataset="synthetic-v3", experiment="pareto", width=4, image_size=32, lr=1e-2,
+               masked="", test_iou=0.4, val_loss=0.3, epochs_trained=2, chosen=True, note="")
+    rows = [dict(row, config=f"k={k}", train_seed=s, test_dice=d)
+            for k, dice in ((0, (0.70, 0.72)), (12, (0.60, 0.62))) for s, d in enumerate(dice)]
+    results.write(results.MBU_ABLATION, pd.DataFrame(rows))
+    assert mbu_ablation.main(["--experiment", "pareto", "--preset", "ci", "--frontier", "--repeats", "2"]) == 0
+    front = results.read(results.MBU_ABLATION_FRONTIER, root=tmp_path / "results").df.set_index("config")
+    assert list(front.index) == ["k=0", "k=12"] and (front["fps"] > 0).all()
+    assert front["test_dice_mean"].to_dict() == pytest.approx({"k=0": 0.71, "k=12": 0.61})
+    assert front["masked_layers"].to_dict() == {"k=0": 0, "k=12": 12} and front["cpu"].notna().all()
+    # k=0 is the most accurate, so it is on the frontier whatever the timings say
+    assert bool(front.loc["k=0", "on_frontier"])
+    assert bool(front.loc["k=12", "on_frontier"]) == bool(front.loc["k=12", "fps"] > front.loc["k=0", "fps"])
+
+
 def test_ablation_records_each_configuration_as_it_finishes(tmp_path, monkeypatch):
     """A study killed in its second configuration keeps the first one's rows (issue #14's rule
     for sweeps: results appended as they finish, never only at the end)."""

@@ -94,6 +94,10 @@ MBU_ZEROS = Table("mbu_zeros", dict(preset=S, dataset=S, backbone=S, rule=S, mas
 MBU_ABLATION = Table("mbu_ablation", dict(preset=S, dataset=S, experiment=S, config=S, width=I, image_size=I,
                                           lr=F, train_seed=I), ("test_dice", "chosen"),
                      "seed 001 Table 1 and the masking order, trained from scratch (python -m unetq.cli.mbu_ablation)")
+MBU_ABLATION_FRONTIER = Table("mbu_ablation_frontier", dict(preset=S, dataset=S, config=S, width=I, image_size=I),
+                              ("masked_layers", "test_dice_mean", "fps", "on_frontier"),
+                              "seed 001 Figure 7 from scratch: Dice over seeds against the packed engine's frames per "
+                              "second (python -m unetq.cli.mbu_ablation --experiment pareto --frontier)")
 MBU_SPEED = Table("mbu_speed", dict(preset=S, dataset=S, case=S), ("median_ms",), "packed engine vs its peers")
 MBU_PARETO = Table("mbu_pareto", dict(preset=S, dataset=S, config=S), ("masked_layers", "test_dice", "fps"),
                    "seed 001 Figure 7")
@@ -118,9 +122,9 @@ BENCHMARK_GRID = Table("benchmark_grid", _BENCH_KEY, ("status",),
                        "every format over batch x image size (seed 003 Tables 6-9; python -m unetq.cli.characterise)")
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_ABLATION, MBU_SPEED,
-    MBU_PARETO, ACCURACY_BY_FORMAT, ACCURACY_SEEDS, MODEL_SIZES, INT8_SENSITIVITY, INT8_CONFIGS, INT8_SPEED, BENCHMARK, BENCHMARK_GRID,
-    BENCHMARK_DEVICE, BENCHMARK_DATASET)}
+    DATA_STATS, TRAINING, AMP, PARAMS, PROFILE, MBU_COST_RANKING, MBU_ACCURACY, MBU_SPARSITY, MBU_ZEROS, MBU_ABLATION,
+    MBU_ABLATION_FRONTIER, MBU_SPEED, MBU_PARETO, ACCURACY_BY_FORMAT, ACCURACY_SEEDS, MODEL_SIZES, INT8_SENSITIVITY,
+    INT8_CONFIGS, INT8_SPEED, BENCHMARK, BENCHMARK_GRID, BENCHMARK_DEVICE, BENCHMARK_DATASET)}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ re-estimation). Experiments:
   reverse order (most expensive first) and at random (``random_draws`` draws), the same k for
   all; what makes "uniform sensitivity, so mask the cheap layers" testable on a CPU budget;
 - ``pareto``: k = 0 .. 12 layers masked in cost order (seed 001's Figure 7); :func:`pareto`
-  joins its Dice with the packed engine's measured frames per second.
+  joins its Dice with the packed engine's measured frames per second (``--frontier`` writes that
+  join to ``mbu_ablation_frontier.csv``).
 
 Every run is a cached checkpoint; rows go to ``mbu_ablation.csv`` (one per configuration,
 learning rate and seed, with ``chosen`` marking the rate the seeds were trained at), and
@@ -28,9 +29,11 @@ from tqdm.auto import tqdm
 
 from .. import results
 from ..bench import speed_table
+from ..bench.goals import load_note
 from ..bitpack import pack_mbu
 from ..config import StudyConfig
 from ..data import run_columns, splits_from_preset
+from ..machine import busy_cores
 from ..models import create_model
 from ..models.mbu_unet import LAYER_NAMES, cost_aware_order
 from ..train import NonFiniteError, load_or_train
@@ -204,21 +207,26 @@ def plot(summ: pd.DataFrame, experiment: str):
 
 def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int = 3) -> pd.DataFrame:
     """The ``pareto`` rows of :func:`summary` (Dice mean ± std over seeds per k) with the frames
-    per second of each configuration in the packed engine (batch 1, the preset's image size,
-    timed side by side in one run, untrained weights: the kernels' run time does not depend on
-    the weight values), and whether each point is on the Pareto frontier (no other k both faster
-    and more accurate)."""
+    per second of each configuration in the packed engine (batch 1, the preset's width and image
+    size, timed side by side in one run, untrained weights: the kernels' run time does not depend
+    on the weight values), whether each point is on the Pareto frontier (no other k both faster
+    and more accurate), the machine columns and ``load_note``: a warning when other processes
+    used half a core or more just before or after the timing (then the frame rates are not final)."""
     d = summ[summ["experiment"] == "pareto"].copy()
     if d.empty:
         return d
     kws = pareto_configs()
     cases = {c: pack_mbu(create_model("mbu_unet", width=cfg.width, **kws[c]).eval()) for c in d["config"]}
+    busy_before = busy_cores(0.5)
     speed = speed_table(cases, image_size=cfg.image_size, repeats=repeats, warmup=warmup).set_index("case")
+    busy_after = busy_cores(0.5)
+    d = d.assign(**run_columns(cfg), width=cfg.width, image_size=cfg.image_size)
     d["masked_layers"] = [kws[c]["masked"] for c in d["config"]]
-    d["fps"] = d["config"].map(speed["fps"])
-    d["median_ms"] = d["config"].map(speed["median_ms"])
+    for col in ("fps", "median_ms", "iqr_ms", "repeats", "threads", "cpu", "cpu_isa"):
+        d[col] = d["config"].map(speed[col])
     d["on_frontier"] = [not ((d["fps"] > r.fps) & (d["test_dice_mean"] > r.test_dice_mean)).any()
                         for r in d.itertuples()]
+    d["load_note"] = load_note(int(speed["threads"].iloc[0]), busy_before, busy_after)
     return d.sort_values("masked_layers").reset_index(drop=True)
 
 
