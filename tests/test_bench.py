@@ -400,6 +400,28 @@ def test_upsert_replaces_by_key(tmp_path):
     assert t["k"].tolist() == [1, 2, 3] and t["v"].tolist() == [10, 21, 30]
 
 
+def _upsert_rows(root, start, n):
+    table = results.Table("t", {"k": "int"})
+    for k in range(start, start + n):
+        results.write(table, pd.DataFrame({"k": [k], "v": [k]}), root=root)
+
+
+def test_concurrent_upserts_keep_every_row(tmp_path):
+    """Parallel sweeps write the same table: without the file lock each process renames its own
+    read-merge-write over the file and rows of the other are lost (this test fails then)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_upsert_rows, args=(tmp_path, i * 1000, 25)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ks = sorted(pd.read_csv(tmp_path / "t.csv")["k"])
+    assert ks == sorted(i * 1000 + j for i in range(4) for j in range(25))
+    assert list(tmp_path.glob(".t.csv.*.tmp")) == []
+
+
 def test_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
     p = tmp_path / "benchmark.csv"
     io.write_csv(pd.DataFrame({"k": [1], "v": [1]}), p)

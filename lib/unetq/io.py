@@ -6,10 +6,15 @@ Temporary files are named ``.<name>.<pid>-<random>.tmp``. A process killed mid-w
 power loss) leaves its temporary file behind; the next write of the same target removes such
 stale files (:func:`clean_stale_temps`): only those of that exact target, older than the current
 process and written by a process that is no longer running (or, for names without a pid, by the
-older naming scheme, older than the current process)."""
+older naming scheme, older than the current process).
+
+:func:`locked` serialises read-modify-write updates of one file across processes (two sweeps
+that upsert rows into the same results table at the same moment would otherwise each rename
+their own merge over the file, and the rows of the first would be lost)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -87,6 +92,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``.<name>.lock`` next to ``path`` while the
+    block runs: other processes entering :func:`locked` for the same path wait. The lock file is
+    left in place (removing it would race with a waiter that already opened it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, **kw) -> Path:

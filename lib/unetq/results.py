@@ -2,7 +2,8 @@
 columns its readers need, one writer and one reader. Studies write through :func:`write`, the
 report reads through :func:`read`; nothing else names a results file.
 
-- :func:`write` merges rows into ``results_dir()/<name>.csv`` atomically: rows whose key matches
+- :func:`write` merges rows into ``results_dir()/<name>.csv`` atomically and under a file lock
+  (concurrent writers keep each other's rows): rows whose key matches
   an existing row replace it, every other row is kept. Keys are compared after casting both sides
   to the declared types (a ``1`` read back as ``1.0`` or ``"1"`` is the same key; ``None`` and NaN
   are the same). A frame that lacks a key or required column raises :class:`SchemaError` naming
@@ -28,7 +29,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from . import paths
-from .io import write_csv
+from .io import locked, write_csv
 
 NOT_RUN = "not measured on this machine / not run"
 
@@ -193,14 +194,15 @@ def write(table: Table, df: pd.DataFrame, *, root: str | os.PathLike | None = No
     """Upsert ``df`` into ``table`` (see the module docstring); returns the whole table."""
     table.check(df, writing=True)
     path = table.path(root, **parts)
-    old = None
-    if path.exists():
-        try:
-            old = pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            old = None
-    out = merge(old, df, table)
-    write_csv(out, path)
+    with locked(path):  # concurrent writers (parallel sweeps) must not drop each other's rows
+        old = None
+        if path.exists():
+            try:
+                old = pd.read_csv(path)
+            except pd.errors.EmptyDataError:
+                old = None
+        out = merge(old, df, table)
+        write_csv(out, path)
     return out
 
 
