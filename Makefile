@@ -75,3 +75,13 @@ deploy-seeds: env
 .PHONY: gpu-check
 gpu-check: env
 	$(PY) -m unetq.cli.gpu_check
+
+# Seed 001's Figure 7 from scratch: k = 0..12 cheapest layers masked (cost order), each trained
+# from scratch (seed 0 at every rate of MBU_LRS, the preset's other seeds at the chosen rate:
+# 65 training runs at three seeds; cached checkpoints are reused), then the packed engine timed
+# for every recorded k (mbu_ablation.csv, mbu_ablation_frontier.csv). Time on a quiet machine.
+MBU_LRS ?= 3e-3,1e-2,3e-2
+.PHONY: mbu-pareto
+mbu-pareto: env
+	$(LONG_JOB) $(PY) -m unetq.cli.mbu_ablation --experiment pareto --preset $(PRESET) --lrs $(MBU_LRS) $(if $(DATA),--data "$(DATA)")
+	$(PY) -m unetq.cli.mbu_ablation --experiment pareto --preset $(PRESET) --frontier $(if $(DATA),--data "$(DATA)")

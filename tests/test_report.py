@@ -64,7 +64,7 @@ def test_load_table_missing_corrupt_and_preset(results):
 def test_every_section_survives_missing_tables(results, monkeypatch):
     monkeypatch.setattr(report.machine, "cuda_available", lambda: False)
     secs = report.build_report("quick")
-    assert len(secs) == 16 and secs[0].title == "The answer"
+    assert len(secs) == 17 and secs[0].title == "The answer"
     assert all(not s.ok for s in secs)
     st = report.section_status(secs)
     assert (st["shown"] == "no").all()
@@ -80,7 +80,7 @@ def test_missing_sections_say_not_run_yet_with_the_command(results, monkeypatch)
     for s in secs.values():
         assert s.message.startswith(report.NOT_RUN_YET), s.message
         assert report.NOT_MEASURED not in s.message, s.message
-        assert any(f"`make {c} PRESET=quick`" in s.message for c in ("all", "lr-sweep", "characterise", "deploy-seeds")), \
+        assert any(f"`make {c} PRESET=quick`" in s.message for c in ("all", "lr-sweep", "characterise", "deploy-seeds", "mbu-pareto")), \
             s.message
     st = report.section_status(report.build_report("quick")).set_index("section")
     assert st.loc["Benchmarks on GPUs", "status"] == report.NOT_MEASURED
@@ -190,6 +190,29 @@ def test_pareto_front_and_mbu_section(results):
                       test_dice=[0.40, 0.55, 0.54, 0.60])).to_csv(results / "mbu_pareto.csv", index=False)
     s = report.mbu_pareto("quick")
     assert "mbu_pareto" in s.text and list(s.table["masked_layers"]) == [0, 4, 12]
+
+
+def test_frontier_from_scratch_section(results):
+    s = report.mbu_frontier_from_scratch("quick")
+    assert not s.ok and "`make mbu-pareto PRESET=quick`" in s.message
+    rows = pd.DataFrame(dict(preset="quick", dataset="synthetic-v3", config=["k=0", "k=4", "k=8"], width=8,
+                             image_size=64, masked_layers=[0, 4, 8], lr=1e-2, seeds=3,
+                             test_dice_mean=[0.80, 0.83, 0.82], test_dice_std=[0.01, 0.02, 0.01],
+                             fps=[300.0, 250.0, 200.0], median_ms=[3.3, 4.0, 5.0], threads=2, cpu="AMD EPYC",
+                             on_frontier=[True, True, False], load_note=["", "", ""]))
+    rows.to_csv(results / "mbu_ablation_frontier.csv", index=False)
+    s = report.mbu_frontier_from_scratch("quick")
+    assert s.ok and list(s.table["masked_layers"]) == [0, 4, 8]
+    assert "3 of 13 masked-layer counts recorded (k = 0, 4, 8)" in s.text and "64 px" in s.text
+    ax = s.figure.axes[0]
+    assert "frames per second" in ax.get_xlabel() and "mean ± std" in ax.get_ylabel()
+    # the frontier line joins k=0 and k=4 only (k=8 is slower and less accurate than k=4)
+    line = [l for l in ax.get_lines() if l.get_label() == "Pareto frontier"][0]
+    assert sorted(line.get_xdata()) == [250.0, 300.0]
+    # a timing taken under load says so
+    rows.assign(load_note="other processes used 1.0 core(s)").to_csv(results / "mbu_ablation_frontier.csv",
+                                                                    index=False)
+    assert "other processes used 1.0 core(s)" in report.mbu_frontier_from_scratch("quick").text
 
 
 def test_amp_section(results):

@@ -37,6 +37,7 @@ from ..machine import busy_cores
 from ..models import create_model
 from ..models.mbu_unet import LAYER_NAMES, cost_aware_order
 from ..train import NonFiniteError, load_or_train
+from .figures import draw_dice_fps_frontier
 from .mbu import DEFAULT_STEM
 from .tuning import LR_GRID, lr_at_grid_edge
 
@@ -232,20 +233,12 @@ def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int 
 
 def plot_pareto(front: pd.DataFrame):
     """Seed 001's Figure 7 from scratch: test Dice (mean ± std over seeds) against the packed
-    engine's frames per second, one point per k, the frontier joined."""
+    engine's frames per second, one point per k, the frontier joined
+    (:func:`unetq.studies.figures.draw_dice_fps_frontier`)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.errorbar(front["fps"], front["test_dice_mean"], yerr=front["test_dice_std"].fillna(0), fmt="o", capsize=3,
-                color="C0", zorder=3)
-    f = front[front["on_frontier"]].sort_values("fps")
-    ax.plot(f["fps"], f["test_dice_mean"], color="C1", lw=1.2, label="Pareto frontier")
-    for r in front.itertuples():
-        ax.annotate(f"k={r.masked_layers}", (r.fps, r.test_dice_mean), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
-    ax.set(xlabel="frames per second, packed engine (batch 1, this CPU)", ylabel="test Dice, mean ± std over seeds",
-           title="Masked layers in cost order, each trained from scratch")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    draw_dice_fps_frontier(ax, front)
+    ax.set_title("Masked layers in cost order, each trained from scratch")
     fig.tight_layout()
     return fig

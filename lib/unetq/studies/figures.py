@@ -9,6 +9,7 @@ results table as HTML with units in its headers and no pandas index column.
   :func:`amp_colour`
 - :func:`legend_outside`, :func:`figure_alt`, :func:`figure_image`, :func:`save_figure`
 - :func:`column_label` (a column with its unit), :func:`table_html`
+- :func:`draw_dice_fps_frontier`: seed 001's Figure 7 from scratch (Dice ± std against frames per second)
 """
 from __future__ import annotations
 
@@ -303,3 +304,20 @@ def to_hw(a: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an image [C, H, W] or [H, W], got shape {a.shape}")
 
 
+
+
+def draw_dice_fps_frontier(ax, front: pd.DataFrame) -> None:
+    """Test Dice (mean ± std over training seeds, error bars) against the packed engine's frames
+    per second on ``ax``, one point per masked-layer count ``k`` (``mbu_ablation_frontier.csv``
+    rows: ``fps``, ``test_dice_mean``, ``test_dice_std``, ``masked_layers``, ``on_frontier``),
+    the frontier joined."""
+    ax.errorbar(front["fps"], front["test_dice_mean"], yerr=front["test_dice_std"].fillna(0), fmt="o", capsize=3,
+                color="C0", zorder=3, label="k masked layers (mean ± std over seeds)")
+    f = front[front["on_frontier"].astype(bool)].sort_values("fps")
+    ax.plot(f["fps"], f["test_dice_mean"], color="C1", lw=1.2, label="Pareto frontier")
+    for r in front.itertuples():
+        ax.annotate(f"k={int(r.masked_layers)}", (r.fps, r.test_dice_mean), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set(xlabel="frames per second, packed engine (batch 1, this CPU)", ylabel="test Dice (0-1), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)

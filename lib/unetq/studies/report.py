@@ -10,7 +10,7 @@ CUDA GPU for TensorRT and ONNX Runtime CUDA), ``"not run yet"`` with the command
 - section builders          :func:`latency_by_format` (seed 000 Fig. 5), :func:`memory_by_format`
   (Fig. 6), :func:`accuracy_by_format` (Figs. 7-8), :func:`throughput_vs_batch`,
   :func:`speedup_table` (seed 003 Tables 6-9), :func:`image_size_sweep`, :func:`amp_training`
-  (seed 003), :func:`mbu_pareto`, :func:`lr_sweep`; the answer, :func:`recommendations`,
+  (seed 003), :func:`mbu_frontier_from_scratch`, :func:`mbu_pareto`, :func:`lr_sweep`; the answer, :func:`recommendations`,
   :func:`seed_stability` and :func:`answer`, from :mod:`unetq.studies.recommend`
 - :func:`build_report`      all sections in report order; :func:`section_status` which were shown
 - :func:`choose_preset`     the preset whose rows the report shows (the committed study's when the
@@ -30,9 +30,10 @@ from matplotlib.lines import Line2D
 
 from .. import machine, paths, results
 from ..config import PRESETS
+from ..models.mbu_unet import LAYER_NAMES
 from ..results import NOT_RUN  # noqa: F401 (re-exported with the notices: the report's vocabulary)
 from ..results import read as load_table
-from .figures import amp_colour, format_palette, legend_outside, table_html
+from .figures import amp_colour, draw_dice_fps_frontier, format_palette, legend_outside, table_html
 from .notice import NOT_MEASURED, NOT_RUN_YET, not_measured_here, not_run_yet, run_command, \
     show_preset_notice  # noqa: F401 (NOT_MEASURED, NOT_RUN_YET: re-exported)
 from .recommend import NO_CANDIDATE, answer, candidates, recommendations, seed_stability  # noqa: F401
@@ -446,6 +447,35 @@ _COSTS = (("fps", True, "frames per second (batch 1)"), ("latency_ms", False, "l
 _GAINS = ("test_dice", "dice", "packed_dice", "val_dice", "test_iou", "iou")
 
 
+def mbu_frontier_from_scratch(preset: str | None = None, *, dataset: str | None = None) -> Section:
+    """Seed 001's Figure 7 from scratch: every masked-layer count k recorded in
+    ``mbu_ablation_frontier.csv`` (each k trained from scratch at its own learning rate, several
+    seeds), test Dice mean ± std against the packed engine's frames per second, and the frontier."""
+    title = "MBU-Net Pareto frontier, each k trained from scratch"
+    command = run_command(preset, "mbu-pareto")
+    t = load_or_missing(results.MBU_ABLATION_FRONTIER, preset, dataset, command)
+    if t.df is None:
+        return missing(title, t.message)
+    d = numeric(t.df, "masked_layers", "lr", "seeds", "test_dice_mean", "test_dice_std", "fps", "median_ms")
+    d = d.dropna(subset=["fps", "test_dice_mean"]).sort_values("masked_layers")
+    if len(d) < 2:
+        return missing(title, not_run_yet("fewer than two masked-layer counts recorded", preset, command))
+    fig, axes = _fig(1, 7.0, 4.2)
+    draw_dice_fps_frontier(axes[0], d)
+    fig.suptitle("Test Dice against the packed engine's frame rate, k cheapest layers masked", fontsize=11)
+    r = d.iloc[0]
+    text = (f"{len(d)} of {len(LAYER_NAMES) + 1} masked-layer counts recorded (k = {', '.join(str(int(k)) for k in d['masked_layers'])}); "
+            f"each trained from scratch at the learning rate its own grid chose, Dice over "
+            f"{int(d['seeds'].min())}-{int(d['seeds'].max())} seeds. Frame rates: batch 1, {int(r['image_size'])} px, "
+            f"width {int(r['width'])}, {int(r['threads'])} thread(s), {r['cpu']}, timed side by side in one run.")
+    note = str(r.get("load_note", "") or "")
+    if note and note != "nan":
+        text += f" {note}"
+    keep = ["config", "masked_layers", "lr", "seeds", "test_dice_mean", "test_dice_std", "fps", "median_ms",
+            "on_frontier"]
+    return Section(title, text, d[[c for c in keep if c in d.columns]].reset_index(drop=True), fig)
+
+
 def mbu_pareto(preset: str | None = None, cost: str | None = None, gain: str | None = None, *, dataset: str | None = None) -> Section:
     """MBU-Net configurations (binary / masked layers): accuracy against speed or cost, with the
     Pareto frontier (from the ``mbu_*.csv`` tables, a ``*pareto*`` one first)."""
@@ -541,6 +571,7 @@ def build_report(preset: str | None = None, dataset: str | None = None, **kw) ->
         batch_image_grid(preset, dataset=dataset),
         amp_training(preset, dataset=dataset),
         amp_over_batch(preset, dataset=dataset),
+        mbu_frontier_from_scratch(preset, dataset=dataset),
         mbu_pareto(preset, dataset=dataset),
         lr_sweep(preset, dataset=dataset),
         gpu_tables(preset),
