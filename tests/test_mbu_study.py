@@ -216,3 +216,16 @@ def test_ablation_records_each_configuration_as_it_finishes(tmp_path, monkeypatc
                       only=["cost-aware", "reverse"])
     kept = results.read(results.MBU_ABLATION, root=tmp_path / "results").df
     assert set(kept["config"]) == {"cost-aware"} and len(kept) == 3
+
+
+def test_speed_note_says_when_the_frame_rates_are_not_told_apart():
+    import pandas as pd
+    from unetq.studies.ablations import speed_note
+
+    med = pd.Series([1.00, 1.02, 0.98])
+    close = speed_note(1e3 / med, med, pd.Series([0.3, 0.3, 0.3]))
+    assert "not resolved" in close and "30 %" in close
+    # a 2x range against a 5 % timing spread: resolved, no note
+    med = pd.Series([1.0, 1.5, 2.0])
+    assert speed_note(1e3 / med, med, med * 0.05) == ""
+    assert speed_note(pd.Series([1.0]), pd.Series([1.0]), pd.Series([0.1])) == ""

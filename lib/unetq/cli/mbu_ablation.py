@@ -80,6 +80,8 @@ def _frontier(cfg, repeats: int) -> int:
     print(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"packed engine, batch 1, {cfg.image_size} px, width {cfg.width}, {int(front['threads'].iloc[0])} "
           f"thread(s), {front['cpu'].iloc[0]}")
+    if front["speed_note"].iloc[0]:
+        print(f"note: {front['speed_note'].iloc[0]}")
     if front["load_note"].iloc[0]:
         print(front["load_note"].iloc[0], file=sys.stderr)
     return 0

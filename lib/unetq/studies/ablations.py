@@ -206,13 +206,32 @@ def plot(summ: pd.DataFrame, experiment: str):
     return fig
 
 
+def speed_note(fps: pd.Series, median_ms: pd.Series, iqr_ms: pd.Series) -> str:
+    """"" when the configurations' frame rates differ by more than one timing's own spread;
+    otherwise a sentence saying that they do not (range of the frame rates over their median,
+    against the median interquartile range over the median latency): then which k is faster is
+    not resolved by the timing and the frontier is decided by Dice."""
+    fps, med, iqr = (pd.to_numeric(v, errors="coerce") for v in (fps, median_ms, iqr_ms))
+    if fps.notna().sum() < 2:
+        return ""
+    spread = float((iqr / med).median())
+    span = float((fps.max() - fps.min()) / fps.median())
+    if span > spread:
+        return ""
+    return (f"the frame rates of all k lie within {100 * span:.0f} % of each other, less than the spread of one "
+            f"timing (median interquartile range {100 * spread:.0f} % of the latency): the masked layers' extra "
+            f"cost is not resolved at this width and image size, and which point is on the frontier is decided "
+            f"by Dice, not by speed")
+
+
 def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int = 3) -> pd.DataFrame:
     """The ``pareto`` rows of :func:`summary` (Dice mean ± std over seeds per k) with the frames
     per second of each configuration in the packed engine (batch 1, the preset's width and image
     size, timed side by side in one run, untrained weights: the kernels' run time does not depend
     on the weight values), whether each point is on the Pareto frontier (no other k both faster
     and more accurate), the machine columns and ``load_note``: a warning when other processes
-    used half a core or more just before or after the timing (then the frame rates are not final)."""
+    used half a core or more just before or after the timing (then the frame rates are not final),
+    and ``speed_note`` (:func:`speed_note`: when the frame rates of the k are not told apart)."""
     d = summ[summ["experiment"] == "pareto"].copy()
     if d.empty:
         return d
@@ -228,6 +247,7 @@ def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int 
     d["on_frontier"] = [not ((d["fps"] > r.fps) & (d["test_dice_mean"] > r.test_dice_mean)).any()
                         for r in d.itertuples()]
     d["load_note"] = load_note(int(speed["threads"].iloc[0]), busy_before, busy_after)
+    d["speed_note"] = speed_note(d["fps"], d["median_ms"], d["iqr_ms"])
     return d.sort_values("masked_layers").reset_index(drop=True)
 
 

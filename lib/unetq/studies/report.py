@@ -468,9 +468,10 @@ def mbu_frontier_from_scratch(preset: str | None = None, *, dataset: str | None 
             f"each trained from scratch at the learning rate its own grid chose, Dice over "
             f"{int(d['seeds'].min())}-{int(d['seeds'].max())} seeds. Frame rates: batch 1, {int(r['image_size'])} px, "
             f"width {int(r['width'])}, {int(r['threads'])} thread(s), {r['cpu']}, timed side by side in one run.")
-    note = str(r.get("load_note", "") or "")
-    if note and note != "nan":
-        text += f" {note}"
+    for col in ("speed_note", "load_note"):
+        note = str(r.get(col, "") or "")
+        if note and note != "nan":
+            text += f" Note: {note}."
     keep = ["config", "masked_layers", "lr", "seeds", "test_dice_mean", "test_dice_std", "fps", "median_ms",
             "on_frontier"]
     return Section(title, text, d[[c for c in keep if c in d.columns]].reset_index(drop=True), fig)
