@@ -311,8 +311,14 @@ def draw_dice_fps_frontier(ax, front: pd.DataFrame) -> None:
     per second on ``ax``, one point per masked-layer count ``k`` (``mbu_ablation_frontier.csv``
     rows: ``fps``, ``test_dice_mean``, ``test_dice_std``, ``masked_layers``, ``on_frontier``),
     the frontier joined."""
-    ax.errorbar(front["fps"], front["test_dice_mean"], yerr=front["test_dice_std"].fillna(0), fmt="o", capsize=3,
-                color="C0", zorder=3, label="k masked layers (mean ± std over seeds)")
+    xerr, label = None, "k masked layers (Dice mean ± std over seeds)"
+    if {"median_ms", "iqr_ms"} <= set(front.columns):  # the timing's own spread, as frame rates
+        med, half = front["median_ms"].astype(float), front["iqr_ms"].astype(float) / 2
+        xerr = np.vstack([front["fps"] - 1e3 / (med + half), 1e3 / (med - half).clip(lower=1e-9) - front["fps"]])
+        xerr = np.nan_to_num(xerr.clip(min=0))
+        label += "; horizontal bars: interquartile range of the timing"
+    ax.errorbar(front["fps"], front["test_dice_mean"], yerr=front["test_dice_std"].fillna(0), xerr=xerr, fmt="o",
+                capsize=3, color="C0", zorder=3, label=label)
     f = front[front["on_frontier"].astype(bool)].sort_values("fps")
     ax.plot(f["fps"], f["test_dice_mean"], color="C1", lw=1.2, label="Pareto frontier")
     for r in front.itertuples():
