@@ -164,12 +164,15 @@ def test_refresh_notebooks_in_place(nbdir):
         pipeline.refresh_notebooks(nbdir, only="02", progress=False)
 
 
-def test_a_stalled_kernel_fails_but_a_slow_working_one_finishes(nbdir, tmp_path):
+def test_a_stalled_kernel_fails_but_a_slow_working_one_finishes(nbdir, tmp_path, capfd):
     # stalled: no CPU, no output -> stopped with the reason and the cell, long before the sleep ends
     _nb(nbdir / "01_slow.ipynb", "import time\ntime.sleep(120)")
     with pytest.raises(pipeline.PipelineError) as ei:
         pipeline.run_pipeline("quick", notebooks_dir=nbdir, root=tmp_path / "reports", progress=False,
                               stall_s=4)
+    # before it was killed, the kernel's stacks went to its stderr: where it waited
+    err = capfd.readouterr().err
+    assert "Fatal Python error: Aborted" in err and "Thread" in err, err[-2000:]
     r = ei.value.result
     assert r.status == "failed" and r.seconds < 60 and "01_slow.ipynb" in str(ei.value)
     assert "stalled" in r.error and r.cell_index is not None and "sleep" in r.cell_source

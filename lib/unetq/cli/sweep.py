@@ -45,6 +45,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -193,7 +194,8 @@ class Liveness:
     """Watches one running notebook from a thread: the CPU time of its kernel (and the kernel's
     children, e.g. data-loader workers) and the partial output file papermill rewrites whenever a
     cell's output changes. A kernel that neither used CPU nor wrote output for ``stall_s``
-    seconds is stalled: it is killed (so papermill stops) and :attr:`stalled` says why. A slow
+    seconds is stalled: its threads' stacks are written to its stderr (:meth:`_dump_stacks`), it
+    is killed (so papermill stops) and :attr:`stalled` says why. A slow
     kernel that works is never stopped, however long it takes. Every ``report_s`` seconds (and
     when the running cell changes) ``report(line)`` gets a progress line: the cell, how long it
     has run, the kernel's CPU use and its last line of text output."""
@@ -238,6 +240,18 @@ class Liveness:
                 pass
         return total
 
+    def _dump_stacks(self, wait_s: float = 3.0) -> None:
+        """Before a stalled kernel is killed: SIGABRT to it, so that Python's fault handler
+        (``PYTHONFAULTHANDLER``, set for every kernel :func:`execute` starts) writes every thread's
+        stack to the kernel's stderr (the job's log): where it waited, for the next diagnosis."""
+        for p in self._kernels():
+            try:
+                if "ipykernel" in " ".join(p.cmdline()):
+                    p.send_signal(signal.SIGABRT)
+            except psutil.Error:
+                pass
+        time.sleep(wait_s)
+
     def _cell(self) -> tuple[int | None, int, str, str]:
         """``(index, cells, first source line, last output line)`` of the running cell."""
         i, n, c = _running_cell(self.partial)
@@ -263,6 +277,7 @@ class Liveness:
                 self.stalled_cell = (i, c.source if c is not None else "")
                 self.stalled = (f"stalled: the kernel used no CPU and wrote no output for "
                                 f"{now - last_alive:.0f} s (limit {self.stall_s:.0f} s)")
+                self._dump_stacks()
                 for p in self._kernels():
                     try:
                         p.kill()
@@ -323,7 +338,7 @@ def execute(input_path: str | os.PathLike, output_path: str | os.PathLike, param
         return res
     watch = Liveness(input_path.stem, tmp, stall_s or float("inf"), report=report)
     try:
-        with environment(long_job_env(env)), watch:
+        with environment({"PYTHONFAULTHANDLER": "1", **long_job_env(env)}), watch:
             pm.execute_notebook(
                 str(input_path), str(tmp), parameters=dict(parameters or {}), kernel_name=kernel_name,
                 cwd=str(cwd or input_path.parent), progress_bar=False, log_output=log_output,
