@@ -209,6 +209,13 @@ def test_frontier_from_scratch_section(results):
     # the frontier line joins k=0 and k=4 only (k=8 is slower and less accurate than k=4)
     line = [l for l in ax.get_lines() if l.get_label() == "Pareto frontier"][0]
     assert sorted(line.get_xdata()) == [250.0, 300.0]
+    # with the timing's quartile spread, horizontal bars span it (as frame rates)
+    rows.assign(iqr_ms=[1.0, 1.0, 1.0]).to_csv(results / "mbu_ablation_frontier.csv", index=False)
+    ax = report.mbu_frontier_from_scratch("quick").figure.axes[0]
+    bars = ax.containers[0]
+    assert bars.has_xerr and "interquartile range of the timing" in bars.get_label()
+    segs = bars[2][0].get_segments()  # the x error bars, one segment per point: k=0 first
+    assert min(x for x, _ in segs[0]) == pytest.approx(1e3 / 3.8) and max(x for x, _ in segs[0]) == pytest.approx(1e3 / 2.8)
     # a timing taken under load says so
     rows.assign(load_note="other processes used 1.0 core(s)").to_csv(results / "mbu_ablation_frontier.csv",
                                                                     index=False)
