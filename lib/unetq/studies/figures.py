@@ -304,8 +304,6 @@ def to_hw(a: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an image [C, H, W] or [H, W], got shape {a.shape}")
 
 
-
-
 def draw_dice_fps_frontier(ax, front: pd.DataFrame) -> None:
     """Test Dice (mean ± std over training seeds, error bars) against the packed engine's frames
     per second on ``ax``, one point per masked-layer count ``k`` (``mbu_ablation_frontier.csv``

@@ -469,8 +469,8 @@ def mbu_frontier_from_scratch(preset: str | None = None, *, dataset: str | None 
             f"{int(d['seeds'].min())}-{int(d['seeds'].max())} seeds. Frame rates: batch 1, {int(r['image_size'])} px, "
             f"width {int(r['width'])}, {int(r['threads'])} thread(s), {r['cpu']}, timed side by side in one run.")
     for col in ("speed_note", "load_note"):
-        note = str(r.get(col, "") or "")
-        if note and note != "nan":
+        note = r.get(col)  # an empty note reads back from the CSV as NaN
+        if isinstance(note, str) and note:
             text += f" Note: {note}."
     keep = ["config", "masked_layers", "lr", "seeds", "test_dice_mean", "test_dice_std", "fps", "median_ms",
             "on_frontier"]
