@@ -112,6 +112,7 @@ def test_ablations_from_scratch_choose_a_rate_per_configuration_and_summarise(tm
     cfg = get_preset("ci", seeds=2)
     df = ablations.run(cfg, "order", k=2, random_draws=1, lrs=(1e-3, 1e-2), only=["cost-aware", "reverse"])
     assert len(df) == 2 * (2 + 1)  # per configuration: two rates at seed 0, one more seed at the chosen one
+    assert (df["torch_threads"] == torch.get_num_threads()).all()  # read from each run's checkpoint
     for c, g in df.groupby("config"):
         chosen = g[g["chosen"]]
         assert chosen["lr"].nunique() == 1 and sorted(chosen["train_seed"]) == [0, 1]

@@ -106,7 +106,10 @@ def _row(experiment: str, label: str, kw: dict, cfg: StudyConfig, ckpt: dict | N
                 val_loss=best.get("loss", float("nan")), val_dice=best.get("dice", float("nan")),
                 test_loss=t.get("loss", float("nan")), test_iou=t.get("iou", float("nan")),
                 test_dice=t.get("dice", float("nan")), note=note,
-                checkpoint=(ckpt or {}).get("checkpoint_name", ""))
+                checkpoint=(ckpt or {}).get("checkpoint_name", ""),
+                # the torch threads the run was trained with: one thread and two give different
+                # (equally valid) runs; the same count reproduces a run bit for bit on the same CPU
+                torch_threads=((ckpt or {}).get("machine") or {}).get("torch_threads"))
 
 
 def _train(cfg: StudyConfig, kw: dict, splits) -> tuple[dict | None, str]:
