@@ -96,20 +96,21 @@ def configs(experiment: str, k: int = 4, random_draws: int = 2, stem: str = DEFA
 
 
 def _row(experiment: str, label: str, kw: dict, cfg: StudyConfig, ckpt: dict | None, note: str = "") -> dict:
-    t = (ckpt or {}).get("test_metrics", {})
-    best = (ckpt or {}).get("best_val", {})
+    ckpt = ckpt or {}  # a diverged run has no checkpoint: its row says so in ``note``
+    t = ckpt.get("test_metrics", {})
+    best = ckpt.get("best_val", {})
     masked = kw.get("masked")
     masked_txt = (" ".join(cost_aware_order()[:masked]) if isinstance(masked, int) else " ".join(masked or []))
     return dict(**run_columns(cfg), experiment=experiment, config=label, width=cfg.width, image_size=cfg.image_size,
                 lr=cfg.lr, train_seed=cfg.train_seed, masked=masked_txt, base=kw.get("base", "binary"),
-                epochs_trained=len((ckpt or {}).get("history", [])), best_epoch=(ckpt or {}).get("best_epoch"),
+                epochs_trained=len(ckpt.get("history", [])), best_epoch=ckpt.get("best_epoch"),
                 val_loss=best.get("loss", float("nan")), val_dice=best.get("dice", float("nan")),
                 test_loss=t.get("loss", float("nan")), test_iou=t.get("iou", float("nan")),
                 test_dice=t.get("dice", float("nan")), note=note,
-                checkpoint=(ckpt or {}).get("checkpoint_name", ""),
+                checkpoint=ckpt.get("checkpoint_name", ""),
                 # the torch threads the run was trained with: one thread and two give different
                 # (equally valid) runs; the same count reproduces a run bit for bit on the same CPU
-                torch_threads=((ckpt or {}).get("machine") or {}).get("torch_threads"))
+                torch_threads=(ckpt.get("machine") or {}).get("torch_threads"))
 
 
 def _train(cfg: StudyConfig, kw: dict, splits) -> tuple[dict | None, str]:
