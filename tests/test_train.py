@@ -295,6 +295,45 @@ def test_load_or_train_reuses_and_retrains(dirs, capsys):
     assert sorted(table["lr"]) == [1e-3, 1e-2]
 
 
+def test_a_checkpoint_from_another_thread_count_is_reused_with_a_note(dirs, capsys):
+    """The thread count is not part of a run's identity (both counts give valid runs), but only
+    the recorded count retrains it bit for bit: loading such a checkpoint says so."""
+    from unetq.train.runs import thread_note
+
+    cfg = ci_cfg()
+    _, ckpt = load_or_train("tiny_test", cfg, splits=tiny_splits(), progress=False)
+    here = torch.get_num_threads()
+    assert ckpt["machine"]["torch_threads"] == here and thread_note(ckpt) == ""
+    path = checkpoint_path("tiny_test", cfg)
+    stored = torch.load(path, weights_only=True)
+    stored["machine"]["torch_threads"] = here + 3
+    torch.save(stored, path)
+    capsys.readouterr()
+    load_or_train("tiny_test", cfg, splits={}, progress=False)
+    out = capsys.readouterr().out
+    assert "loaded" in out and f"trained with {here + 3} torch thread(s)" in out and "bit for bit" in out
+    assert thread_note({"machine": {}}) == "" and thread_note({"machine": {"torch_threads": 2}}, threads=1)
+
+
+def test_resuming_with_another_thread_count_warns(tmp_path):
+    splits, cfg = tiny_splits(), cfg_fast(epochs=3)
+
+    def kill(epoch, batch):
+        if epoch == 1 and batch == 1:
+            raise Killed
+
+    ck = tmp_path / "run.pt"
+    with pytest.raises(Killed):
+        fit(tiny_model(), splits, cfg, ck, on_batch=kill)
+    state = torch.load(resume_state_path(ck), weights_only=False)
+    assert state["torch_threads"] == torch.get_num_threads()
+    state["torch_threads"] = torch.get_num_threads() + 1
+    torch.save(state, resume_state_path(ck))
+    with pytest.warns(UserWarning, match="mixes thread counts"):
+        res = fit(tiny_model(), splits, cfg, ck)
+    assert res.resumed_from_epoch == 1
+
+
 def test_a_checkpoint_of_an_older_architecture_is_retrained_not_loaded(dirs, capsys, monkeypatch):
     """A library default that changes an architecture (MBU-Net's backbone did) leaves the run's
     settings, hence its checkpoint name and identity, unchanged: the parameter layout decides,

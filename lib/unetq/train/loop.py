@@ -386,6 +386,11 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
             start_epoch, history = st["epoch"], st["history"]
             best_loss, best_epoch, best_state = st["best_val_loss"], st["best_epoch"], st["best_state"]
             elapsed = st["elapsed_s"]
+            before = st.get("torch_threads")
+            if before is not None and before != torch.get_num_threads():
+                warnings.warn(f"{state_path}: resuming after epoch {start_epoch} with {torch.get_num_threads()} "
+                              f"torch thread(s); the epochs before ran with {before}. The finished run is valid "
+                              f"but mixes thread counts, so no rerun at one count reproduces it bit for bit")
         elif st is not None:
             why = "configuration" if st.get("fingerprint") != fingerprint else "architecture (parameter layout)"
             warnings.warn(f"{state_path}: resume state belongs to another {why}; training from scratch")
@@ -441,7 +446,8 @@ def fit(model: torch.nn.Module, splits: dict, cfg: TrainConfig, ckpt_path: str |
                             optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None,
                             rng=_rng_state(), history=history, best_val_loss=best_loss,
-                            best_epoch=best_epoch, best_state=best_state, elapsed_s=elapsed),
+                            best_epoch=best_epoch, best_state=best_state, elapsed_s=elapsed,
+                            torch_threads=torch.get_num_threads()),
                        state_path)
         distributed.barrier()
         if on_epoch is not None:

@@ -124,6 +124,19 @@ def test_metrics(model, splits: dict, tcfg: TrainConfig, device) -> tuple[dict, 
     return _plain(test), _plain(at), float(threshold)
 
 
+def thread_note(ckpt: dict, threads: int | None = None) -> str:
+    """A sentence when ``ckpt`` was trained with another torch thread count than ``threads``
+    (default: this process's), else "". A run's identity leaves the thread count out, so such a
+    checkpoint is still reused; but training is bit-for-bit reproducible only at the same thread
+    count, so retraining it here would give other weights."""
+    trained = (ckpt.get("machine") or {}).get("torch_threads")
+    threads = torch.get_num_threads() if threads is None else threads
+    if trained is None or int(trained) == int(threads):
+        return ""
+    return (f"trained with {int(trained)} torch thread(s), reused by this process with {int(threads)}; "
+            f"retraining it at {int(threads)} would not give the same weights bit for bit")
+
+
 def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits: dict | None = None,
                   start=None, force: bool = False, progress: bool | None = None, verbose: bool = True,
                   **model_kw):
@@ -153,6 +166,9 @@ def load_or_train(arch: str, cfg: StudyConfig, *, tag: str | None = None, splits
             if verbose:
                 print(f"loaded {path.name} (trained {len(ckpt['history'])} epochs; "
                       f"best epoch {ckpt['best_epoch']})")
+                note = thread_note(ckpt)
+                if note:
+                    print(f"note: {path.name}: {note}")
             return model, ckpt
         if verbose:
             print(f"retraining: {path.name} does not match this run: {why}")
