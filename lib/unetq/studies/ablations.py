@@ -255,6 +255,38 @@ def pareto(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 20, warmup: int 
     return d.sort_values("masked_layers").reset_index(drop=True)
 
 
+def frontier(cfg: StudyConfig, summ: pd.DataFrame, repeats: int = 300) -> tuple[pd.DataFrame, str]:
+    """``(table, how)``: :func:`pareto`'s table for the ``pareto`` rows of ``summ``. The timing
+    recorded in ``mbu_ablation_frontier.csv`` (``--frontier``, meant for a quiet machine) is
+    used when it was made for exactly these configurations and Dice values, so notebook and
+    report show the same frame rates; otherwise (a configuration added or retrained since, or no
+    recorded timing) the configurations are timed here with ``repeats`` calls each. ``how``
+    says which, with the timing's repeats and CPU."""
+    d = summ[summ["experiment"] == "pareto"]
+    rec = results.read(results.MBU_ABLATION_FRONTIER, **run_columns(cfg),
+                       where=dict(width=cfg.width, image_size=cfg.image_size)).df
+    why = "no recorded timing"
+    if rec is not None and not d.empty:
+        mine = d.set_index("config")[["test_dice_mean", "seeds"]].astype(float).sort_index()
+        theirs = rec.set_index("config")[["test_dice_mean", "seeds"]].astype(float).sort_index()
+        if list(mine.index) == list(theirs.index) and np.allclose(mine.to_numpy(), theirs.to_numpy(), rtol=0,
+                                                                    atol=1e-9):
+            front = rec.copy()
+            front["on_frontier"] = front["on_frontier"].astype(str).str.lower().eq("true")
+            for col in ("load_note", "speed_note"):
+                front[col] = front[col].fillna("").astype(str) if col in front else ""
+            front = front.sort_values("masked_layers").reset_index(drop=True)
+            return front, (f"frame rates: the recorded timing (mbu_ablation_frontier.csv, "
+                           f"{int(front['repeats'].iloc[0])} calls per configuration, {front['cpu'].iloc[0]})")
+        why = "the recorded timing is of other configurations or other Dice values"
+    front = pareto(cfg, summ, repeats=repeats)
+    if front.empty:
+        return front, "no pareto rows"
+    return front, (f"frame rates: timed here, {int(front['repeats'].iloc[0])} calls per configuration ({why}; "
+                   f"`python -m unetq.cli.mbu_ablation --experiment pareto --preset {cfg.preset} --frontier` "
+                   f"records one on a quiet machine)")
+
+
 def plot_pareto(front: pd.DataFrame):
     """Seed 001's Figure 7 from scratch: test Dice (mean ± std over seeds) against the packed
     engine's frames per second, one point per k, the frontier joined
